@@ -1,0 +1,276 @@
+#!/usr/bin/env node
+/**
+ * `kagami`: the command line. Exit codes follow clamscan: 0 = clear, 1 = at least one `match`,
+ * 2 = error (message on stderr; stack trace only with --verbose).
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import { modelManifestPath, readEnv, type Env } from '../config';
+import { isKagamiError, KagamiError, NotFoundError, ValidationError } from '../errors';
+import { addReferences, openLibrary } from '../library/library';
+import { DEFAULT_SCAN_OPTIONS, Scanner, type ScanOptions, type ScanReport } from '../scan/scanner';
+import { OnnxEmbedder } from '../signals/embedding/onnx-embedder';
+import { resolveBinaries } from '../media/ffmpeg';
+
+export const EXIT = { clear: 0, match: 1, error: 2 } as const;
+
+const VIDEO_EXT = new Set(['.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi', '.mpg', '.mpeg', '.ts', '.flv', '.wmv', '.3gp', '.gif']);
+
+function probability(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('expected a number between 0 and 1');
+  return n;
+}
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
+}
+function positive(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+/** Expands directories into the video files under them (sorted, recursive); files are kept as given. */
+export function collectVideos(inputs: string[]): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && VIDEO_EXT.has(path.extname(e.name).toLowerCase())) out.push(p);
+    }
+  };
+  for (const input of inputs) {
+    let st;
+    try {
+      st = statSync(input);
+    } catch {
+      throw new KagamiError('file_not_found', `${input}: no such file or directory`);
+    }
+    if (st.isDirectory()) walk(input);
+    else out.push(input);
+  }
+  return out;
+}
+
+async function loadEmbedder(env: Env): Promise<OnnxEmbedder> {
+  return OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS });
+}
+
+function scanOptions(env: Env, fps?: number): ScanOptions {
+  return {
+    ...DEFAULT_SCAN_OPTIONS,
+    sampling: {
+      ...DEFAULT_SCAN_OPTIONS.sampling,
+      fps: fps ?? env.KAGAMI_SAMPLE_FPS,
+      sceneThreshold: env.KAGAMI_SCENE_THRESHOLD,
+      maxFrames: env.KAGAMI_MAX_FRAMES,
+      maxDurationSec: env.KAGAMI_MAX_DURATION_SEC,
+    },
+    aggregate: {
+      ...DEFAULT_SCAN_OPTIONS.aggregate,
+      thresholds: { match: env.KAGAMI_MATCH_THRESHOLD, review: env.KAGAMI_REVIEW_THRESHOLD },
+    },
+  };
+}
+
+function formatReport(r: ScanReport): string {
+  const lines = [`${r.video}: ${r.verdict.toUpperCase()} (${r.durationSec.toFixed(1)} s, ${r.framesSampled} frames, ${r.elapsedSec.toFixed(2)} s)`];
+  for (const m of r.matches) {
+    const segs = m.segments.map((s) => `${s.startSec.toFixed(1)}–${s.endSec.toFixed(1)} s`).join(', ') || '—';
+    lines.push(
+      `  ${m.verdict.padEnd(6)} ${m.score.toFixed(3)}  ${m.characterId} (${m.name}, ${m.owner}) ${m.kind}` +
+        `\n         at ${segs}; best frame ${m.evidence.timeSec.toFixed(2)} s ~ ${m.evidence.referenceImage}` +
+        (m.evidence.inliers !== undefined ? ` (${m.evidence.inliers} matching keypoints${m.evidence.mirrored ? ', mirrored' : ''})` : ''),
+    );
+  }
+  if (!r.matches.length) lines.push('  no registered character found');
+  return lines.join('\n');
+}
+
+export function buildProgram(env: () => Env, setExit: (code: number) => void): Command {
+  const program = new Command('kagami')
+    .description('Screen video clips for registered characters.')
+    .option('--verbose', 'print stack traces with errors')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  const libraryOption = () => new Option('--library <dir>', 'reference library directory (default: $KAGAMI_LIBRARY or ./reference-library)');
+
+  const library = program.command('library').description('manage the reference library');
+
+  library
+    .command('add')
+    .description('register a character (created if new) with one or more reference images')
+    .addOption(libraryOption())
+    .requiredOption('--character <id>', 'character id (letters, digits, . _ : -)')
+    .option('--name <name>', 'display name (required for a new character)')
+    .option('--owner <owner>', 'rightsholder (required for a new character)')
+    .option('--franchise <franchise>', 'franchise or work')
+    .argument('<images...>', 'reference images (PNG, JPEG, WebP, …)')
+    .action(async (images: string[], o: { library?: string; character: string; name?: string; owner?: string; franchise?: string }) => {
+      const e = env();
+      const files = images.map((f) => {
+        try {
+          if (!statSync(f).isFile()) throw new Error();
+          return { name: f, bytes: readFileSync(f) };
+        } catch {
+          throw new KagamiError('file_not_found', `${f}: no such file`);
+        }
+      });
+      const embedder = await loadEmbedder(e);
+      const lib = openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: true });
+      try {
+        const r = await addReferences(lib, embedder, { id: o.character, name: o.name, owner: o.owner, franchise: o.franchise }, files, {
+          maxPixels: e.KAGAMI_MAX_IMAGE_PIXELS,
+          minSide: 16,
+        });
+        process.stdout.write(`${r.character.id} (${r.character.name}, ${r.character.owner}): ${r.added} reference(s) added, ${r.references.length - r.added} already present\n`);
+      } finally {
+        await lib.store.close();
+      }
+    });
+
+  library
+    .command('list')
+    .description('list registered characters and their references')
+    .addOption(libraryOption())
+    .option('--json', 'print JSON')
+    .action(async (o: { library?: string; json?: boolean }) => {
+      const lib = openLibrary(o.library ?? env().KAGAMI_LIBRARY, { create: false });
+      try {
+        const chars = await lib.store.listCharacters();
+        const refs = await lib.store.listReferences();
+        const model = await lib.store.getModel();
+        const rows = chars.map((c) => ({ ...c, references: refs.filter((r) => r.characterId === c.id) }));
+        if (o.json) {
+          process.stdout.write(JSON.stringify({ model: model?.modelId ?? null, characters: rows }, null, 2) + '\n');
+        } else {
+          for (const c of rows) process.stdout.write(`${c.id}\t${c.name}\t${c.owner}\t${c.references.length} reference(s)\n`);
+          if (!rows.length) process.stdout.write('(no characters)\n');
+        }
+      } finally {
+        await lib.store.close();
+      }
+    });
+
+  library
+    .command('remove')
+    .description('remove a character and its references')
+    .addOption(libraryOption())
+    .argument('<id>', 'character id')
+    .action(async (id: string, o: { library?: string }) => {
+      const lib = openLibrary(o.library ?? env().KAGAMI_LIBRARY, { create: false });
+      try {
+        if (!(await lib.store.deleteCharacter(id))) throw new NotFoundError('character', id);
+        process.stdout.write(`${id} removed\n`);
+      } finally {
+        await lib.store.close();
+      }
+    });
+
+  program
+    .command('scan')
+    .description('scan videos, or every video under a directory, for registered characters')
+    .addOption(libraryOption())
+    .option('--json', 'print one JSON report (one video)')
+    .option('--jsonl', 'print one JSON report per line')
+    .option('--min-score <x>', 'list characters scoring at least this (default: the review threshold)', probability)
+    .option('--top <k>', 'list at most this many characters per video', positiveInt, 10)
+    .option('--fps <n>', 'frames sampled per second', positive)
+    .argument('<videos...>', 'video files or directories')
+    .action(async (inputs: string[], o: { library?: string; json?: boolean; jsonl?: boolean; minScore?: number; top: number; fps?: number }) => {
+      const e = env();
+      if (o.json && o.jsonl) throw new ValidationError('--json and --jsonl exclude each other');
+      const videos = collectVideos(inputs);
+      if (!videos.length) throw new KagamiError('no_videos', `no video files found in ${inputs.join(', ')}`);
+      if (o.json && videos.length > 1) throw new ValidationError(`--json prints one report but ${videos.length} videos were given: use --jsonl`);
+      const lib = openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false });
+      const opts = scanOptions(e, o.fps);
+      let scanner: Scanner;
+      try {
+        resolveBinaries({ ffmpeg: e.KAGAMI_FFMPEG, ffprobe: e.KAGAMI_FFPROBE });
+        scanner = await Scanner.create(lib, await loadEmbedder(e), opts);
+      } finally {
+        await lib.store.close();
+      }
+      const minScore = o.minScore ?? opts.aggregate.thresholds.review;
+      const bar = process.stderr.isTTY
+        ? new cliProgress.SingleBar({ format: '{bar} {percentage}% | {value}/{total} frames | {file}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+        : undefined;
+      let worst = 0;
+      for (const video of videos) {
+        try {
+          bar?.start(1, 0, { file: path.basename(video) });
+          const report = await scanner.scan({
+            file: video,
+            minScore,
+            top: o.top,
+            onProgress: (p) => {
+              bar?.setTotal(p.framesExpected);
+              bar?.update(p.framesDone);
+            },
+          });
+          bar?.stop();
+          if (o.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+          else if (o.jsonl) process.stdout.write(JSON.stringify(report) + '\n');
+          else process.stdout.write(formatReport(report) + '\n');
+          if (report.verdict === 'match') worst = Math.max(worst, EXIT.match);
+        } catch (err) {
+          bar?.stop();
+          if (!isKagamiError(err) || videos.length === 1) throw err;
+          // In an archive scan one bad file must not stop the others: report it and go on.
+          process.stderr.write(`kagami: ${err.message}\n`);
+          if (o.jsonl) process.stdout.write(JSON.stringify({ video, error: { code: err.code, message: err.message } }) + '\n');
+          worst = EXIT.error;
+        }
+      }
+      setExit(worst);
+    });
+
+  const models = program.command('models').description('embedding models');
+  models
+    .command('build')
+    .description('build the ONNX models described in models/*.json (done on first use otherwise)')
+    .option('--force', 'rebuild even when present')
+    .action(async (o: { force?: boolean }) => {
+      const { buildAll } = await import('../models/build');
+      await buildAll({ force: !!o.force, log: (l: string) => process.stdout.write(l + '\n') });
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  let env: Env | undefined;
+  const program = buildProgram(() => (env ??= readEnv()), (c) => (code = c));
+  const verbose = argv.includes('--verbose');
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version end with code 0; usage mistakes are errors (2), never "match" (1).
+      return err.exitCode === 0 ? 0 : EXIT.error;
+    }
+    if (isKagamiError(err)) process.stderr.write(`kagami: ${err.message}\n`);
+    else process.stderr.write(`kagami: unexpected error: ${(err as Error)?.message ?? String(err)}\n`);
+    if (verbose && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+    return EXIT.error;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    () => {
+      process.exitCode = EXIT.error;
+    },
+  );
+}

@@ -1,0 +1,44 @@
+/**
+ * Configuration: the only module that reads process.env. Every knob has a default; the environment
+ * overrides it; command-line flags override that. Validated once, all problems reported together.
+ */
+import path from 'node:path';
+import { z } from 'zod';
+import { KagamiError } from './errors';
+
+const num = (def: number, min: number, max: number) => z.coerce.number().min(min).max(max).default(def);
+
+const EnvSchema = z.object({
+  KAGAMI_LIBRARY: z.string().min(1).default('reference-library'),
+  KAGAMI_MODEL: z.string().min(1).default('mobilenetv2-block10-gem3x3'),
+  KAGAMI_FFMPEG: z.string().min(1).optional(),
+  KAGAMI_FFPROBE: z.string().min(1).optional(),
+  KAGAMI_SAMPLE_FPS: num(2, 0.05, 30),
+  KAGAMI_SCENE_THRESHOLD: num(0.3, 0, 1),
+  KAGAMI_MAX_FRAMES: num(1200, 1, 1_000_000),
+  KAGAMI_MAX_DURATION_SEC: num(3600, 1, 1_000_000),
+  KAGAMI_MATCH_THRESHOLD: num(0.6, 0, 1),
+  KAGAMI_REVIEW_THRESHOLD: num(0.35, 0, 1),
+  KAGAMI_THREADS: num(1, 1, 64),
+  KAGAMI_MAX_IMAGE_PIXELS: num(40_000_000, 1, 1e9),
+});
+
+export type Env = z.infer<typeof EnvSchema>;
+
+export function readEnv(env: NodeJS.ProcessEnv = process.env): Env {
+  const picked = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('KAGAMI_') && v !== ''));
+  const r = EnvSchema.safeParse(picked);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new KagamiError('invalid_config', `invalid environment:\n  ${lines.join('\n  ')}`);
+  }
+  return Object.freeze(r.data);
+}
+
+/** Root of the installed package (where models/ lives), from the compiled or the ts-jest file. */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..');
+export const MODELS_DIR = path.join(PACKAGE_ROOT, 'models');
+
+export function modelManifestPath(modelId: string): string {
+  return path.join(MODELS_DIR, `${modelId}.json`);
+}

@@ -1,0 +1,229 @@
+/**
+ * The scan use case: the only place that knows the order of the steps.
+ * video → sampled frames → (keypoints → verified hits) + (embedding → nearest references)
+ *       → per-frame, per-character observations → per-character results → report.
+ * The CLI and the workers both call this; indexes are built once per Scanner and reused across clips.
+ */
+import { unpackKeypoints, type Library } from '../library/library';
+import type { CharacterRecord, ReferenceRecord } from '../library/types';
+import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
+import { resizeRaw } from '../media/image';
+import type { Frame } from '../media/types';
+import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
+import { calibrateCosine } from '../matching/fuse';
+import type { FrameObservation, Verdict } from '../matching/types';
+import type { Embedder } from '../signals/embedder';
+import { ExactVectorIndex } from '../signals/embedding/exact-index';
+import { extractFrameFeatures, KeypointIndex } from '../signals/keypoints';
+
+export interface ScanOptions {
+  sampling: SampleOptions;
+  aggregate: AggregateParams;
+  /** Cosine of the embedding model between unrelated images (→ 0) and identical ones (→ 1). */
+  embeddingCalibration: { floor: number; ceil: number };
+  maxKeypoints: number;
+  /** Frames embedded per inference call. */
+  batchSize: number;
+}
+
+export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
+  sampling: { fps: 2, sceneThreshold: 0.3, maxFrames: 1200, maxDurationSec: 3600, maxWidth: 960, maxHeight: 960 },
+  aggregate: DEFAULT_AGGREGATE,
+  embeddingCalibration: { floor: 0.9, ceil: 1.0 },
+  maxKeypoints: 2000,
+  batchSize: 8,
+};
+
+export interface ReportMatch {
+  characterId: string;
+  name: string;
+  owner: string;
+  verdict: Verdict;
+  score: number;
+  kind: 'copy' | 'likeness';
+  segments: Array<{ startSec: number; endSec: number }>;
+  evidence: {
+    timeSec: number;
+    referenceImage: string;
+    referenceId: string;
+    similarity: number;
+    inliers?: number;
+    mirrored?: boolean;
+    box?: { x: number; y: number; width: number; height: number };
+  };
+  framesMatched: number;
+  reason: string;
+}
+
+export interface ScanReport {
+  video: string;
+  durationSec: number;
+  framesSampled: number;
+  verdict: Verdict;
+  matches: ReportMatch[];
+  model: string;
+  elapsedSec: number;
+}
+
+export interface ScanProgress {
+  framesDone: number;
+  /** Expected number of sampled frames (an estimate: scene changes add some). */
+  framesExpected: number;
+}
+
+export interface ScanRequest {
+  file: string;
+  /** Characters listed: those scoring at least this … */
+  minScore: number;
+  /** … at most this many, best first. */
+  top: number;
+  onProgress?: (p: ScanProgress) => void;
+  /** Keeps the frame image of each character's evidence (for reviewers). */
+  onEvidenceFrame?: (characterId: string, frame: Frame) => void;
+}
+
+export class Scanner {
+  private constructor(
+    private readonly embedder: Embedder,
+    private readonly characters: Map<string, CharacterRecord>,
+    private readonly references: Map<string, ReferenceRecord>,
+    private readonly vectors: ExactVectorIndex,
+    private readonly keypoints: KeypointIndex,
+    private readonly opts: ScanOptions,
+    private readonly bins: FfmpegBinaries,
+  ) {}
+
+  /** Loads every ready reference of the library into memory. */
+  static async create(lib: Library, embedder: Embedder, opts: ScanOptions = DEFAULT_SCAN_OPTIONS, bins = resolveBinaries()): Promise<Scanner> {
+    const model = await lib.store.getModel();
+    if (model && (model.modelId !== embedder.modelId || model.dimension !== embedder.dimension)) {
+      throw new Error(`library holds ${model.modelId} embeddings but the scanner uses ${embedder.modelId}`);
+    }
+    const characters = new Map((await lib.store.listCharacters()).map((c) => [c.id, c]));
+    const references = new Map((await lib.store.listReferences()).map((r) => [r.id, r]));
+    const vectors = new ExactVectorIndex(embedder.modelId, embedder.dimension);
+    const keypoints = new KeypointIndex();
+    for (const f of await lib.store.loadFeatures()) {
+      vectors.add(f.referenceId, f.characterId, f.embedding);
+      keypoints.add({ referenceId: f.referenceId, characterId: f.characterId, features: unpackKeypoints(f.keypoints) });
+    }
+    return new Scanner(embedder, characters, references, vectors, keypoints, opts, bins);
+  }
+
+  get characterCount(): number {
+    return this.characters.size;
+  }
+
+  async scan(req: ScanRequest): Promise<ScanReport> {
+    const t0 = performance.now();
+    const info = await probeVideo(req.file, this.bins);
+    const s = this.opts.sampling;
+    const span = Math.min(info.durationSec || s.maxDurationSec, s.maxDurationSec);
+    const framesExpected = Math.max(1, Math.min(s.maxFrames, Math.ceil(span * s.fps)));
+
+    const observations = new Map<string, FrameObservation[]>();
+    const frameTimes: number[] = [];
+    const bestFrame = new Map<string, { score: number; frame: Frame }>();
+    const pending: Frame[] = [];
+    const observe = (o: FrameObservation) => {
+      const list = observations.get(o.characterId) ?? [];
+      list.push(o);
+      observations.set(o.characterId, list);
+    };
+
+    const flush = async () => {
+      if (!pending.length) return;
+      const batch = pending.splice(0, pending.length);
+      const vectors = this.vectors.size
+        ? await this.embedder.embed(await Promise.all(batch.map((f) => resizeRaw(f, this.embedder.inputWidth, this.embedder.inputHeight, 'fill'))))
+        : [];
+      const nearest = this.vectors.size ? this.vectors.search(vectors, this.vectors.size) : [];
+      for (let i = 0; i < batch.length; i++) {
+        const frame = batch[i];
+        const perChar = new Map<string, FrameObservation>();
+        const get = (cid: string) => {
+          let o = perChar.get(cid);
+          if (!o) perChar.set(cid, (o = { frameIndex: frame.index, timeSec: frame.timeSec, characterId: cid }));
+          return o;
+        };
+        for (const n of nearest[i] ?? []) {
+          const o = get(n.key);
+          if (!o.embedding) {
+            const { floor, ceil } = this.opts.embeddingCalibration;
+            o.embedding = { score: calibrateCosine(n.similarity, floor, ceil), cosine: n.similarity, referenceId: n.id };
+          }
+        }
+        const kpFrame = await extractFrameFeatures(frame, { maxKeypoints: this.opts.maxKeypoints });
+        for (const h of this.keypoints.query(kpFrame)) {
+          const o = get(h.characterId);
+          if (!o.keypoints || h.score > o.keypoints.score) {
+            o.keypoints = { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box };
+          }
+        }
+        for (const o of perChar.values()) {
+          observe(o);
+          if (req.onEvidenceFrame) {
+            const sc = Math.max(o.keypoints?.score ?? 0, o.embedding?.score ?? 0);
+            const prev = bestFrame.get(o.characterId);
+            if (!prev || sc > prev.score) bestFrame.set(o.characterId, { score: sc, frame });
+          }
+        }
+      }
+    };
+
+    for await (const frame of sampleFrames(req.file, info, s, this.bins)) {
+      frameTimes.push(frame.timeSec);
+      pending.push(frame);
+      if (pending.length >= this.opts.batchSize) await flush();
+      req.onProgress?.({ framesDone: frameTimes.length, framesExpected: Math.max(framesExpected, frameTimes.length) });
+    }
+    await flush();
+
+    const results = [...this.characters.keys()].map((cid) =>
+      aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, info.durationSec, this.opts.aggregate),
+    );
+    results.sort((a, b) => b.score - a.score || a.characterId.localeCompare(b.characterId));
+    if (req.onEvidenceFrame) {
+      for (const r of results) {
+        const bf = bestFrame.get(r.characterId);
+        if (bf && r.score >= req.minScore) req.onEvidenceFrame(r.characterId, bf.frame);
+      }
+    }
+    const listed = results.filter((r) => r.score >= req.minScore).slice(0, req.top);
+    const matches: ReportMatch[] = listed.map((r) => {
+      const c = this.characters.get(r.characterId)!;
+      const ref = this.references.get(r.evidence.referenceId);
+      return {
+        characterId: r.characterId,
+        name: c.name,
+        owner: c.owner,
+        verdict: r.verdict,
+        score: round4(r.score),
+        kind: r.kind,
+        segments: r.segments,
+        evidence: {
+          timeSec: r.evidence.timeSec,
+          referenceImage: ref?.fileName ?? '',
+          referenceId: r.evidence.referenceId,
+          similarity: round4(r.evidence.similarity),
+          ...(r.evidence.inliers !== undefined ? { inliers: r.evidence.inliers, mirrored: r.evidence.mirrored, box: roundBox(r.evidence.box) } : {}),
+        },
+        framesMatched: r.framesMatched,
+        reason: r.reason,
+      };
+    });
+    return {
+      video: req.file,
+      durationSec: round4(info.durationSec),
+      framesSampled: frameTimes.length,
+      verdict: clipVerdict(results),
+      matches,
+      model: this.embedder.modelId,
+      elapsedSec: round4((performance.now() - t0) / 1000),
+    };
+  }
+}
+
+const round4 = (v: number) => Math.round(v * 10000) / 10000;
+const roundBox = (b?: { x: number; y: number; width: number; height: number }) =>
+  b && { x: Math.round(b.x), y: Math.round(b.y), width: Math.round(b.width), height: Math.round(b.height) };

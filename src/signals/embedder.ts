@@ -1,0 +1,15 @@
+import type { RawImage } from '../media/types';
+
+/**
+ * Turns images into L2-normalised vectors; cosine similarity (dot product) compares them.
+ * Images must already be at inputWidth × inputHeight (RGB, or RGBA whose alpha is ignored).
+ * Not covered: resizing, cropping, which parts of a frame to embed.
+ */
+export interface Embedder {
+  readonly modelId: string;
+  readonly dimension: number;
+  readonly inputWidth: number;
+  readonly inputHeight: number;
+  /** One vector per image, in order. */
+  embed(images: RawImage[]): Promise<Float32Array[]>;
+}

@@ -1,0 +1,105 @@
+import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, toSegments, verdictFor } from '../../src/matching/aggregate';
+import { calibrateCosine, fuseFrame } from '../../src/matching/fuse';
+import type { FrameObservation } from '../../src/matching/types';
+
+const box = { x: 0, y: 0, width: 10, height: 10 };
+const kp = (score: number, inliers = 20) => ({ score, inliers, referenceId: 'r1', mirrored: false, box });
+const emb = (score: number) => ({ score, cosine: 0.9 + score / 10, referenceId: 'r2' });
+
+describe('fuseFrame', () => {
+  test.each([
+    ['nothing', {}, 0],
+    ['keypoints only pass through', { keypoints: kp(0.8) }, 0.8],
+    ['embedding alone is capped by its weight', { embedding: emb(1) }, 0.3],
+    ['both add as independent evidence', { keypoints: kp(0.5), embedding: emb(1) }, 1 - 0.5 * 0.7],
+    ['out-of-range inputs are clamped', { keypoints: kp(7), embedding: emb(-3) }, 1],
+  ])('%s', (_n, o, want) => {
+    expect(fuseFrame(o as Pick<FrameObservation, 'keypoints' | 'embedding'>)).toBeCloseTo(want, 6);
+  });
+
+  test('is monotone in each tier', () => {
+    for (const e of [0, 0.3, 0.9]) {
+      let prev = -1;
+      for (const k of [0, 0.1, 0.5, 0.9, 1]) {
+        const s = fuseFrame({ keypoints: kp(k), embedding: emb(e) });
+        expect(s).toBeGreaterThanOrEqual(prev);
+        prev = s;
+      }
+    }
+  });
+});
+
+describe('calibrateCosine', () => {
+  test.each([
+    [0.95, 0.9, 1.0, 0.5],
+    [0.5, 0.9, 1.0, 0],
+    [1.2, 0.9, 1.0, 1],
+    [0.95, 1.0, 0.9, 0], // degenerate calibration never scores
+    [NaN, 0.9, 1.0, 0],
+  ])('cos %p in [%p,%p] → %p', (c, f, ce, want) => expect(calibrateCosine(c, f, ce)).toBeCloseTo(want, 6));
+});
+
+describe('verdictFor', () => {
+  const t = { match: 0.6, review: 0.35 };
+  test.each([
+    [0.6, 'match'],
+    [0.99, 'match'],
+    [0.59, 'review'],
+    [0.35, 'review'],
+    [0.34, 'clear'],
+    [0, 'clear'],
+  ])('%p → %p', (s, v) => expect(verdictFor(s, t)).toBe(v));
+});
+
+describe('toSegments', () => {
+  const grid = Array.from({ length: 20 }, (_, i) => i * 0.5); // 0 … 9.5 s at 2 fps
+  test.each([
+    ['no hits', [], []],
+    ['a run reaches halfway to its unmatched neighbours', [2, 2.5, 3, 3.5], [{ startSec: 1.75, endSec: 3.75 }]],
+    ['a run from the first frame starts at 0', [0, 0.5], [{ startSec: 0, endSec: 0.75 }]],
+    ['a run to the last frame ends at the clip end', [9, 9.5], [{ startSec: 8.75, endSec: 10 }]],
+    ['a short gap is bridged', [2, 2.5, 3.5, 4], [{ startSec: 1.75, endSec: 4.25 }]],
+    ['a long gap splits', [1, 1.5, 5, 5.5], [{ startSec: 0.75, endSec: 1.75 }, { startSec: 4.75, endSec: 5.75 }]],
+    ['a single frame gets half a step each side', [4], [{ startSec: 3.75, endSec: 4.25 }]],
+  ])('%s', (_n, hits, want) => expect(toSegments(hits as number[], grid, 10, 1.5)).toEqual(want));
+});
+
+describe('aggregateCharacter', () => {
+  const times = [0, 0.5, 1, 1.5, 2, 2.5, 3];
+  const obs = (t: number, k?: number, e?: number): FrameObservation => ({
+    frameIndex: times.indexOf(t),
+    timeSec: t,
+    characterId: 'c',
+    ...(k !== undefined ? { keypoints: kp(k, Math.round(k * 40)) } : {}),
+    ...(e !== undefined ? { embedding: emb(e) } : {}),
+  });
+
+  test('no observations: clear with zero score and no segments', () => {
+    const r = aggregateCharacter('c', [], times, 3);
+    expect(r).toMatchObject({ score: 0, verdict: 'clear', segments: [], framesMatched: 0 });
+  });
+
+  test('verified frames make a copy match with the best frame as evidence', () => {
+    const r = aggregateCharacter('c', [obs(1, 0.7), obs(1.5, 0.9), obs(2, 0.65), obs(0, undefined, 0.2)], times, 3);
+    expect(r.verdict).toBe('match');
+    expect(r.kind).toBe('copy');
+    expect(r.score).toBeCloseTo(0.9, 6);
+    expect(r.evidence).toMatchObject({ timeSec: 1.5, referenceId: 'r1', kind: 'copy', inliers: 36 });
+    expect(r.segments).toEqual([{ startSec: 0.75, endSec: 2.25 }]);
+    expect(r.framesMatched).toBe(3);
+    expect(r.reason).toMatch(/36 geometrically consistent keypoints/);
+  });
+
+  test('likeness alone never reaches a match', () => {
+    const r = aggregateCharacter('c', times.map((t) => obs(t, undefined, 1)), times, 3);
+    expect(r.kind).toBe('likeness');
+    expect(r.verdict).not.toBe('match');
+    expect(r.score).toBeLessThan(DEFAULT_AGGREGATE.thresholds.match);
+  });
+});
+
+test('clipVerdict takes the most serious', () => {
+  expect(clipVerdict([])).toBe('clear');
+  expect(clipVerdict([{ verdict: 'clear' }, { verdict: 'review' }])).toBe('review');
+  expect(clipVerdict([{ verdict: 'review' }, { verdict: 'match' }, { verdict: 'clear' }])).toBe('match');
+});
