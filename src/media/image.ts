@@ -2,7 +2,7 @@
  * Decoding reference art with sharp, under pixel limits, and isolating the character from its
  * canvas: transparent or uniform borders are trimmed so that features describe the character.
  */
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { InvalidMediaError } from '../errors';
 import type { RawImage } from './types';
 
@@ -31,7 +31,7 @@ export async function decodeReference(
   limits: DecodeLimits = DEFAULT_DECODE_LIMITS,
 ): Promise<DecodedReference> {
   if (bytes.length === 0) throw new InvalidMediaError(name, 'file is empty (0 bytes)');
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {

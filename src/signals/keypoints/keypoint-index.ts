@@ -1,0 +1,672 @@
+/**
+ * In-memory index of reference keypoints with brute-force Hamming matching and geometric
+ * (similarity-transform) verification.
+ *
+ * Matching (per frame descriptor):
+ *   d1 = distance to the nearest reference descriptor (any reference, normal or mirrored).
+ *   d2 = distance to the nearest descriptor of a DIFFERENT character than the nearest one's.
+ *   Keep the match if d1 <= maxDistance and d1 < ratio * d2.
+ *   Fallback when no other character is registered (d2 undefined): d2 is the second-nearest
+ *   descriptor that is not a near-duplicate of the nearest one, i.e. it belongs to another
+ *   reference image, or to the other (mirrored/normal) appearance, or to a keypoint of the same
+ *   appearance lying more than half a keypoint size away (ORB often detects one corner on
+ *   two pyramid levels; those twins must not veto each other). It is searched among the 4
+ *   nearest; if none of them qualifies the 4th-nearest distance is used (a conservative bound).
+ *
+ * Verification (per (referenceId, mirrored) group with >= minMatches matches):
+ *   2-point RANSAC for a similarity (s, theta, tx, ty) from reference pixels to frame pixels.
+ *   Hypotheses must be plausible (projected silhouette height within [minBoxFrac, maxBoxFrac] of
+ *   the frame height, |theta| <= maxRotationDeg) and agree with the two sampled matches' ORB
+ *   keypoint scale and orientation. Inliers: reprojection error below the threshold AND
+ *   keypoint-size ratio within sizeTolerance of s AND orientation difference within
+ *   angleToleranceDeg of theta; one-to-one in both frame and reference keypoints. The best
+ *   hypothesis is refined by least squares on its inliers and re-scored.
+ *
+ * Hit: inliers >= minInliers (10) AND inliers spread over >= minCells (5) cells of a 6x6 grid on
+ * the reference silhouette box; score = 1 - exp(-(inliers - minInliers + 1) / 24), so 10 inliers
+ * -> 0.04, 20 -> 0.37, 40 -> 0.73, 80 -> 0.95. On synthetic same-style look-alikes, false
+ * verifications reached ~35 inliers but almost always in <= 4 cells (shared eyes / badges).
+ */
+import type { Box, KeypointSet } from './features';
+import { DESCRIPTOR_BYTES } from './features';
+
+export interface SimilarityTransform {
+  /** Uniform scale: frame pixels per reference pixel. */
+  scale: number;
+  /** Rotation in radians (image coordinates, y down: positive = clockwise on screen). */
+  rotation: number;
+  tx: number;
+  ty: number;
+}
+
+export interface KeypointHit {
+  referenceId: string;
+  characterId: string;
+  /** True if the mirrored (horizontally flipped) appearance of the reference matched. */
+  mirrored: boolean;
+  /** Verified inliers (one-to-one). */
+  inliers: number;
+  /** Distinct cells of a GRID x GRID grid over the reference silhouette box that hold an inlier. */
+  cells: number;
+  /** Matches in this (reference, mirrored) group that survived the ratio test. */
+  matches: number;
+  /** 1 - exp(-(inliers - minInliers + 1) / scoreScale): monotone in inliers, in (0, 1). */
+  score: number;
+  /** Maps reference pixel coordinates (of the matched appearance) to frame pixels. */
+  transform: SimilarityTransform;
+  /** The reference's silhouette bounding box projected into the frame (axis-aligned, frame pixels). */
+  box: Box;
+}
+
+export interface QueryOptions {
+  /** Lowe-style ratio against the nearest other-character descriptor (default 0.8). */
+  ratio?: number;
+  /** Absolute Hamming cap on d1, bits out of 256 (default 64). */
+  maxDistance?: number;
+  /** Minimum ratio-test survivors in a group before RANSAC runs (default 3). */
+  minMatches?: number;
+  /** Minimum verified inliers for a hit (default 10). */
+  minInliers?: number;
+  /**
+   * Minimum spatial spread: inliers must fall in at least this many cells of a 6x6 grid over
+   * the reference silhouette box (default 5). Look-alikes drawn in the same style match a
+   * cluster of shared parts (eyes, badges) with many inliers in few cells.
+   */
+  minCells?: number;
+  /** Score constant k in 1 - exp(-(inliers - minInliers + 1) / k) (default 24). */
+  scoreScale?: number;
+  /** Inlier threshold as a fraction of the projected silhouette diagonal (default 0.04) ... */
+  inlierFraction?: number;
+  /** ... clamped to [minInlierPx, maxInlierFrameFraction * frame diagonal] (defaults 3 px, 0.015). */
+  minInlierPx?: number;
+  maxInlierFrameFraction?: number;
+  /** Plausible projected silhouette height as fractions of the frame height (defaults 0.05, 1.5). */
+  minBoxFrac?: number;
+  maxBoxFrac?: number;
+  /** Maximum |rotation| in degrees (default 45; 180 disables). */
+  maxRotationDeg?: number;
+  /** Allowed keypoint-size ratio deviation factor vs the transform's scale (default 1.8). */
+  sizeTolerance?: number;
+  /** Allowed keypoint-orientation deviation vs the transform's rotation, degrees (default 30). */
+  angleToleranceDeg?: number;
+  /** RANSAC iterations per group (default 400; exhaustive when fewer pairs exist). */
+  ransacIterations?: number;
+  /** Seed for RANSAC sampling, for reproducibility (default 1). */
+  seed?: number;
+}
+
+export const QUERY_DEFAULTS: Required<QueryOptions> = {
+  ratio: 0.8,
+  maxDistance: 64,
+  minMatches: 3,
+  minInliers: 10,
+  minCells: 5,
+  scoreScale: 24,
+  inlierFraction: 0.04,
+  minInlierPx: 3,
+  maxInlierFrameFraction: 0.015,
+  minBoxFrac: 0.05,
+  maxBoxFrac: 1.5,
+  maxRotationDeg: 45,
+  sizeTolerance: 1.8,
+  angleToleranceDeg: 30,
+  ransacIterations: 400,
+  seed: 1,
+};
+
+export interface ReferenceFeatures {
+  referenceId: string;
+  characterId: string;
+  features: { normal: KeypointSet; mirrored: KeypointSet };
+}
+
+interface RefEntry {
+  referenceId: string;
+  characterId: string;
+  charIdx: number;
+  sets: [KeypointSet, KeypointSet]; // [normal, mirrored]
+}
+
+const WORDS = DESCRIPTOR_BYTES / 4;
+const GRID = 6; // 8 x 32-bit words per ORB descriptor
+
+/**
+ * 16-bit popcount lookup table (64 KiB). In V8 two table loads per 32-bit word beat the
+ * SWAR bit-twiddling popcount by ~2.5x (Math.imul and the shift chain do not get fused).
+ */
+const POPCNT16 = (() => {
+  const t = new Uint8Array(65536);
+  for (let i = 1; i < 65536; i++) t[i] = t[i >> 1] + (i & 1);
+  return t;
+})();
+
+/** Pack 32-byte descriptors into 8 little-endian 32-bit words each. */
+function packDescriptors(d: Uint8Array, n: number, out: Uint32Array, offsetWords: number): void {
+  for (let i = 0; i < n * WORDS; i++) {
+    const b = i * 4;
+    out[offsetWords + i] = (d[b] | (d[b + 1] << 8) | (d[b + 2] << 16) | (d[b + 3] << 24)) >>> 0;
+  }
+}
+
+export class KeypointIndex {
+  private refs = new Map<string, RefEntry>();
+  private charIds = new Map<string, number>();
+  private dirty = true;
+
+  // Flat arrays rebuilt lazily after add/remove.
+  private words = new Uint32Array(0);
+  private dRef: Int32Array = new Int32Array(0); // slot in refList
+  private dSet: Uint8Array = new Uint8Array(0); // 0 normal, 1 mirrored
+  private dKp: Int32Array = new Int32Array(0); // keypoint index within the set
+  private dChar: Int32Array = new Int32Array(0); // character index
+  private refList: RefEntry[] = [];
+  private nDesc = 0;
+
+  add(ref: ReferenceFeatures): void {
+    const { normal, mirrored } = ref.features;
+    for (const s of [normal, mirrored]) {
+      if (s.descriptors.length < s.count * DESCRIPTOR_BYTES) throw new Error('KeypointIndex.add: descriptor array too short');
+    }
+    if (this.refs.has(ref.referenceId)) this.remove(ref.referenceId);
+    let ci = this.charIds.get(ref.characterId);
+    if (ci === undefined) {
+      ci = this.charIds.size;
+      this.charIds.set(ref.characterId, ci);
+    }
+    this.refs.set(ref.referenceId, { referenceId: ref.referenceId, characterId: ref.characterId, charIdx: ci, sets: [normal, mirrored] });
+    this.dirty = true;
+  }
+
+  remove(referenceId: string): void {
+    if (this.refs.delete(referenceId)) this.dirty = true;
+  }
+
+  has(referenceId: string): boolean {
+    return this.refs.has(referenceId);
+  }
+
+  /** Number of references. */
+  get size(): number {
+    return this.refs.size;
+  }
+
+  /** Number of reference descriptors (normal + mirrored). */
+  get descriptorCount(): number {
+    let n = 0;
+    for (const r of this.refs.values()) n += r.sets[0].count + r.sets[1].count;
+    return n;
+  }
+
+  /** Number of distinct characters currently registered. */
+  get characterCount(): number {
+    return new Set(Array.from(this.refs.values(), (r) => r.characterId)).size;
+  }
+
+  private rebuild(): void {
+    if (!this.dirty) return;
+    this.refList = Array.from(this.refs.values());
+    const n = this.descriptorCount;
+    this.nDesc = n;
+    this.words = new Uint32Array(n * WORDS);
+    this.dRef = new Int32Array(n);
+    this.dSet = new Uint8Array(n);
+    this.dKp = new Int32Array(n);
+    this.dChar = new Int32Array(n);
+    let o = 0;
+    this.refList.forEach((r, ri) => {
+      for (let si = 0; si < 2; si++) {
+        const s = r.sets[si];
+        packDescriptors(s.descriptors, s.count, this.words, o * WORDS);
+        for (let k = 0; k < s.count; k++) {
+          this.dRef[o + k] = ri;
+          this.dSet[o + k] = si;
+          this.dKp[o + k] = k;
+          this.dChar[o + k] = r.charIdx;
+        }
+        o += s.count;
+      }
+    });
+    this.dirty = false;
+  }
+
+  /** Find and verify the references visible in a frame. Hits sorted by score (best first). */
+  query(frame: KeypointSet, opts: QueryOptions = {}): KeypointHit[] {
+    const o: Required<QueryOptions> = { ...QUERY_DEFAULTS };
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined) (o as any)[k] = v;
+    this.rebuild();
+    if (this.nDesc === 0 || frame.count === 0) return [];
+    const matches = this.match(frame, o);
+    return this.verify(frame, matches, o);
+  }
+
+  // --------------------------------------------------------------------------- matching
+
+  /** Ratio-test survivors: parallel arrays of frame keypoint, reference descriptor, distance. */
+  private match(frame: KeypointSet, o: Required<QueryOptions>): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
+    const W = this.words;
+    const N = this.nDesc;
+    const dChar = this.dChar;
+    const multiChar = this.characterCount > 1;
+    const P = POPCNT16;
+    let x = 0;
+    const q = new Uint32Array(WORDS);
+    const fq = frame.descriptors;
+    const cap = o.maxDistance;
+    // If d2 >= ceil(cap / ratio) its exact value cannot change the decision for any d1 <= cap.
+    const d2Enough = Math.ceil(cap / o.ratio) + 1;
+    const outF = new Int32Array(frame.count);
+    const outR = new Int32Array(frame.count);
+    const outD = new Int32Array(frame.count);
+    let nOut = 0;
+    const K = 4;
+    const topD = new Int32Array(K);
+    const topI = new Int32Array(K);
+
+    for (let fi = 0; fi < frame.count; fi++) {
+      const b = fi * DESCRIPTOR_BYTES;
+      for (let w = 0; w < WORDS; w++) {
+        const p = b + w * 4;
+        q[w] = (fq[p] | (fq[p + 1] << 8) | (fq[p + 2] << 16) | (fq[p + 3] << 24)) >>> 0;
+      }
+      const q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3], q4 = q[4], q5 = q[5], q6 = q[6], q7 = q[7];
+      if (multiChar) {
+        // best (d1, c1) and best among characters != c1 (dB).
+        let d1 = 257;
+        let i1 = -1;
+        let c1 = -1;
+        let dB = d2Enough;
+        // Candidates at d >= bound cannot change the outcome: they are not nearer than d1 and
+        // cannot bring dB down to d1 / ratio or below.
+        let bound = d2Enough;
+        for (let j = 0, o8 = 0; j < N; j++, o8 += 8) {
+          // Hamming distance, first 128 bits (x is assigned before its high half is read:
+          // JS evaluates + operands left to right).
+          let d =
+            P[(x = W[o8] ^ q0) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 1] ^ q1) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 2] ^ q2) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 3] ^ q3) & 0xffff] + P[x >>> 16];
+          if (d >= bound) continue;
+          d +=
+            P[(x = W[o8 + 4] ^ q4) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 5] ^ q5) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 6] ^ q6) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 7] ^ q7) & 0xffff] + P[x >>> 16];
+          if (d >= bound) continue;
+          const c = dChar[j];
+          if (d < d1) {
+            if (c !== c1) dB = d1 < dB ? d1 : dB;
+            d1 = d;
+            i1 = j;
+            c1 = c;
+          } else if (c !== c1) {
+            dB = d;
+          } else {
+            continue;
+          }
+          const lim = Math.floor(d1 / o.ratio) + 1;
+          bound = dB < lim ? dB : lim;
+        }
+        if (i1 >= 0 && d1 <= cap && d1 < o.ratio * dB) {
+          outF[nOut] = fi;
+          outR[nOut] = i1;
+          outD[nOut] = d1;
+          nOut++;
+        }
+      } else {
+        // Single character: keep the K nearest, then pick the first non-twin as d2.
+        topD.fill(257);
+        topI.fill(-1);
+        let bound = d2Enough;
+        for (let j = 0, o8 = 0; j < N; j++, o8 += 8) {
+          // Hamming distance, first 128 bits (x is assigned before its high half is read:
+          // JS evaluates + operands left to right).
+          let d =
+            P[(x = W[o8] ^ q0) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 1] ^ q1) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 2] ^ q2) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 3] ^ q3) & 0xffff] + P[x >>> 16];
+          if (d >= bound) continue;
+          d +=
+            P[(x = W[o8 + 4] ^ q4) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 5] ^ q5) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 6] ^ q6) & 0xffff] + P[x >>> 16] +
+            P[(x = W[o8 + 7] ^ q7) & 0xffff] + P[x >>> 16];
+          if (d >= bound) continue;
+          let k = K - 1;
+          while (k > 0 && topD[k - 1] > d) {
+            topD[k] = topD[k - 1];
+            topI[k] = topI[k - 1];
+            k--;
+          }
+          topD[k] = d;
+          topI[k] = j;
+          bound = topD[K - 1];
+        }
+        const i1 = topI[0];
+        const d1 = topD[0];
+        if (i1 < 0 || d1 > cap) continue;
+        let d2 = topD[K - 1];
+        for (let k = 1; k < K; k++) {
+          const j = topI[k];
+          if (j < 0) break;
+          if (!this.isTwin(i1, j)) {
+            d2 = topD[k];
+            break;
+          }
+        }
+        if (d1 < o.ratio * d2) {
+          outF[nOut] = fi;
+          outR[nOut] = i1;
+          outD[nOut] = d1;
+          nOut++;
+        }
+      }
+    }
+    return { f: outF, r: outR, d: outD, n: nOut };
+  }
+
+  /** Same appearance of the same reference and (nearly) the same spot: a pyramid-level twin. */
+  private isTwin(a: number, b: number): boolean {
+    if (this.dRef[a] !== this.dRef[b] || this.dSet[a] !== this.dSet[b]) return false;
+    const s = this.refList[this.dRef[a]].sets[this.dSet[a]];
+    const ka = this.dKp[a];
+    const kb = this.dKp[b];
+    const dx = s.xy[2 * ka] - s.xy[2 * kb];
+    const dy = s.xy[2 * ka + 1] - s.xy[2 * kb + 1];
+    const r = 0.5 * Math.max(s.size[ka], s.size[kb]);
+    return dx * dx + dy * dy <= r * r;
+  }
+
+  // --------------------------------------------------------------------------- verification
+
+  private verify(frame: KeypointSet, m: { f: Int32Array; r: Int32Array; d: Int32Array; n: number }, o: Required<QueryOptions>): KeypointHit[] {
+    // Group by (reference slot, set).
+    const groups = new Map<number, number[]>();
+    for (let i = 0; i < m.n; i++) {
+      const j = m.r[i];
+      const key = this.dRef[j] * 2 + this.dSet[j];
+      let g = groups.get(key);
+      if (!g) groups.set(key, (g = []));
+      g.push(i);
+    }
+    const hits: KeypointHit[] = [];
+    const frameDiag = Math.hypot(frame.width, frame.height);
+    const rng = mulberry32(o.seed);
+    for (const [key, idx] of groups) {
+      if (idx.length < Math.max(2, o.minMatches)) continue;
+      const ref = this.refList[key >> 1];
+      const mirrored = (key & 1) === 1;
+      const set = ref.sets[key & 1];
+      const n = idx.length;
+      // Gather coordinates and local (per-match) scale / rotation estimates.
+      const rx = new Float64Array(n), ry = new Float64Array(n), fx = new Float64Array(n), fy = new Float64Array(n);
+      const lsz = new Float64Array(n); // log(sizeF / sizeR)
+      const lang = new Float64Array(n); // angleF - angleR, radians, wrapped to (-pi, pi]
+      const fk = new Int32Array(n), rk = new Int32Array(n), dist = new Int32Array(n);
+      for (let t = 0; t < n; t++) {
+        const i = idx[t];
+        const f = m.f[i];
+        const k = this.dKp[m.r[i]];
+        fk[t] = f;
+        rk[t] = k;
+        dist[t] = m.d[i];
+        rx[t] = set.xy[2 * k];
+        ry[t] = set.xy[2 * k + 1];
+        fx[t] = frame.xy[2 * f];
+        fy[t] = frame.xy[2 * f + 1];
+        lsz[t] = Math.log(Math.max(1e-3, frame.size[f]) / Math.max(1e-3, set.size[k]));
+        lang[t] = wrapPi(((frame.angle[f] - set.angle[k]) * Math.PI) / 180);
+      }
+      const bbox = set.bbox ?? { x: 0, y: 0, width: set.width, height: set.height };
+      const boxDiag = Math.hypot(bbox.width, bbox.height);
+      const ctx: VerifyCtx = {
+        n, rx, ry, fx, fy, lsz, lang, fk, rk, dist, o,
+        frameH: frame.height, frameDiag, boxH: bbox.height, boxDiag,
+        logSizeTol: Math.log(o.sizeTolerance),
+        angTol: (o.angleToleranceDeg * Math.PI) / 180,
+        maxRot: (o.maxRotationDeg * Math.PI) / 180,
+        usedF: new Map<number, number>(),
+        usedR: new Map<number, number>(),
+      };
+
+      let best: SimilarityTransform | null = null;
+      let bestCount = 0;
+      const totalPairs = (n * (n - 1)) / 2;
+      const exhaustive = totalPairs <= o.ransacIterations;
+      const iters = exhaustive ? totalPairs : o.ransacIterations;
+      let a = 0;
+      let b = 1;
+      for (let it = 0; it < iters; it++) {
+        let i: number, j: number;
+        if (exhaustive) {
+          i = a;
+          j = b;
+          if (++b >= n) {
+            a++;
+            b = a + 1;
+          }
+        } else {
+          i = Math.floor(rng() * n);
+          j = Math.floor(rng() * (n - 1));
+          if (j >= i) j++;
+        }
+        if (fk[i] === fk[j] || rk[i] === rk[j]) continue;
+        const T = fitTwo(rx[i], ry[i], fx[i], fy[i], rx[j], ry[j], fx[j], fy[j]);
+        if (!T || !plausible(T, ctx)) continue;
+        if (!locallyConsistent(T, i, ctx) || !locallyConsistent(T, j, ctx)) continue;
+        const c = countInliers(T, ctx, null);
+        if (c > bestCount) {
+          bestCount = c;
+          best = T;
+        }
+      }
+      if (!best || bestCount < Math.min(o.minInliers, 3)) continue;
+      // Refine by least squares on the inliers (twice), keep the refinement if it is no worse.
+      let T = best;
+      let count = bestCount;
+      for (let r = 0; r < 2; r++) {
+        const mask = new Uint8Array(n);
+        countInliers(T, ctx, mask);
+        const T2 = fitLeastSquares(ctx, mask);
+        if (!T2 || !plausible(T2, ctx)) break;
+        const c2 = countInliers(T2, ctx, null);
+        if (c2 < count) break;
+        T = T2;
+        count = c2;
+      }
+      if (count < o.minInliers) continue;
+      const finalMask = new Uint8Array(n);
+      countInliers(T, ctx, finalMask);
+      const cells = new Set<number>();
+      for (let i = 0; i < n; i++) {
+        if (!finalMask[i]) continue;
+        const gx = Math.min(GRID - 1, Math.max(0, Math.floor(((rx[i] - bbox.x) / bbox.width) * GRID)));
+        const gy = Math.min(GRID - 1, Math.max(0, Math.floor(((ry[i] - bbox.y) / bbox.height) * GRID)));
+        cells.add(gy * GRID + gx);
+      }
+      if (cells.size < o.minCells) continue;
+      const score = 1 - Math.exp(-(count - o.minInliers + 1) / o.scoreScale);
+      hits.push({
+        referenceId: ref.referenceId,
+        characterId: ref.characterId,
+        mirrored,
+        inliers: count,
+        cells: cells.size,
+        matches: n,
+        score,
+        transform: T,
+        box: projectBox(T, bbox),
+      });
+    }
+    hits.sort((p, q) => q.score - p.score || q.inliers - p.inliers);
+    return hits;
+  }
+}
+
+// ----------------------------------------------------------------------------- geometry
+
+interface VerifyCtx {
+  n: number;
+  rx: Float64Array;
+  ry: Float64Array;
+  fx: Float64Array;
+  fy: Float64Array;
+  lsz: Float64Array;
+  lang: Float64Array;
+  fk: Int32Array;
+  rk: Int32Array;
+  dist: Int32Array;
+  o: Required<QueryOptions>;
+  frameH: number;
+  frameDiag: number;
+  boxH: number;
+  boxDiag: number;
+  logSizeTol: number;
+  angTol: number;
+  maxRot: number;
+  usedF: Map<number, number>;
+  usedR: Map<number, number>;
+}
+
+function wrapPi(a: number): number {
+  a = a % (2 * Math.PI);
+  if (a > Math.PI) a -= 2 * Math.PI;
+  else if (a <= -Math.PI) a += 2 * Math.PI;
+  return a;
+}
+
+/** Similarity mapping (x1,y1)->(u1,v1), (x2,y2)->(u2,v2). */
+function fitTwo(x1: number, y1: number, u1: number, v1: number, x2: number, y2: number, u2: number, v2: number): SimilarityTransform | null {
+  const dx = x2 - x1;
+  const dy = y2 - y1;
+  const du = u2 - u1;
+  const dv = v2 - v1;
+  const l2 = dx * dx + dy * dy;
+  if (l2 < 9 || du * du + dv * dv < 4) return null; // points too close to define scale/rotation
+  // [u;v] = [a -b; b a][x;y] + t
+  const a = (dx * du + dy * dv) / l2;
+  const b = (dx * dv - dy * du) / l2;
+  const scale = Math.hypot(a, b);
+  const rotation = Math.atan2(b, a);
+  return { scale, rotation, tx: u1 - (a * x1 - b * y1), ty: v1 - (b * x1 + a * y1) };
+}
+
+function plausible(T: SimilarityTransform, c: VerifyCtx): boolean {
+  const h = T.scale * c.boxH;
+  if (h < c.o.minBoxFrac * c.frameH || h > c.o.maxBoxFrac * c.frameH) return false;
+  return Math.abs(T.rotation) <= c.maxRot + 1e-9;
+}
+
+function locallyConsistent(T: SimilarityTransform, i: number, c: VerifyCtx): boolean {
+  if (Math.abs(c.lsz[i] - Math.log(T.scale)) > c.logSizeTol) return false;
+  return Math.abs(wrapPi(c.lang[i] - T.rotation)) <= c.angTol;
+}
+
+function inlierThreshold(T: SimilarityTransform, c: VerifyCtx): number {
+  const t = c.o.inlierFraction * T.scale * c.boxDiag;
+  return Math.min(Math.max(t, c.o.minInlierPx), Math.max(c.o.minInlierPx, c.o.maxInlierFrameFraction * c.frameDiag));
+}
+
+/**
+ * One-to-one inlier count: among geometrically and locally consistent matches, each frame
+ * keypoint and each reference keypoint is used once (smallest reprojection error wins).
+ */
+function countInliers(T: SimilarityTransform, c: VerifyCtx, mask: Uint8Array | null): number {
+  const thr = inlierThreshold(T, c);
+  const thr2 = thr * thr;
+  const a = T.scale * Math.cos(T.rotation);
+  const b = T.scale * Math.sin(T.rotation);
+  const ls = Math.log(T.scale);
+  const usedF = c.usedF;
+  const usedR = c.usedR;
+  usedF.clear();
+  usedR.clear();
+  // First pass: candidate inliers with their errors.
+  const cand: Array<[number, number]> = [];
+  for (let i = 0; i < c.n; i++) {
+    const px = a * c.rx[i] - b * c.ry[i] + T.tx;
+    const py = b * c.rx[i] + a * c.ry[i] + T.ty;
+    const ex = px - c.fx[i];
+    const ey = py - c.fy[i];
+    const e2 = ex * ex + ey * ey;
+    if (e2 > thr2) continue;
+    if (Math.abs(c.lsz[i] - ls) > c.logSizeTol) continue;
+    if (Math.abs(wrapPi(c.lang[i] - T.rotation)) > c.angTol) continue;
+    cand.push([i, e2]);
+  }
+  if (cand.length > 1) cand.sort((p, q) => p[1] - q[1]);
+  let count = 0;
+  for (const [i] of cand) {
+    if (usedF.has(c.fk[i]) || usedR.has(c.rk[i])) continue;
+    usedF.set(c.fk[i], i);
+    usedR.set(c.rk[i], i);
+    count++;
+    if (mask) mask[i] = 1;
+  }
+  return count;
+}
+
+/** Least-squares similarity on the masked correspondences. */
+function fitLeastSquares(c: VerifyCtx, mask: Uint8Array): SimilarityTransform | null {
+  let n = 0, mx = 0, my = 0, mu = 0, mv = 0;
+  for (let i = 0; i < c.n; i++) {
+    if (!mask[i]) continue;
+    n++;
+    mx += c.rx[i];
+    my += c.ry[i];
+    mu += c.fx[i];
+    mv += c.fy[i];
+  }
+  if (n < 2) return null;
+  mx /= n;
+  my /= n;
+  mu /= n;
+  mv /= n;
+  let sxx = 0, sab = 0, sba = 0;
+  for (let i = 0; i < c.n; i++) {
+    if (!mask[i]) continue;
+    const x = c.rx[i] - mx;
+    const y = c.ry[i] - my;
+    const u = c.fx[i] - mu;
+    const v = c.fy[i] - mv;
+    sxx += x * x + y * y;
+    sab += x * u + y * v;
+    sba += x * v - y * u;
+  }
+  if (sxx < 1e-9) return null;
+  const a = sab / sxx;
+  const b = sba / sxx;
+  return { scale: Math.hypot(a, b), rotation: Math.atan2(b, a), tx: mu - (a * mx - b * my), ty: mv - (b * mx + a * my) };
+}
+
+function projectBox(T: SimilarityTransform, b: Box): Box {
+  const a = T.scale * Math.cos(T.rotation);
+  const s = T.scale * Math.sin(T.rotation);
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const [x, y] of [
+    [b.x, b.y],
+    [b.x + b.width, b.y],
+    [b.x, b.y + b.height],
+    [b.x + b.width, b.y + b.height],
+  ]) {
+    const u = a * x - s * y + T.tx;
+    const v = s * x + a * y + T.ty;
+    x0 = Math.min(x0, u);
+    y0 = Math.min(y0, v);
+    x1 = Math.max(x1, u);
+    y1 = Math.max(y1, v);
+  }
+  return { x: x0, y: y0, width: x1 - x0, height: y1 - y0 };
+}
+
+function mulberry32(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
