@@ -21,12 +21,31 @@ const EnvSchema = z.object({
   KAGAMI_REVIEW_THRESHOLD: num(0.35, 0, 1),
   KAGAMI_THREADS: num(1, 1, 64),
   KAGAMI_MAX_IMAGE_PIXELS: num(40_000_000, 1, 1e9),
+  // The service (kagami api / kagami worker)
+  PORT: num(8080, 0, 65535),
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  DATABASE_URL: z.string().url().optional(),
+  KAGAMI_DATA_DIR: z.string().min(1).optional(),
+  KAGAMI_MEDIA_ROOT: z.string().min(1).optional(),
+  KAGAMI_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default('kagami'),
+  KAGAMI_MAX_UPLOAD_MB: num(1024, 1, 1_000_000),
+  KAGAMI_MAX_REFERENCE_MB: num(25, 1, 10_000),
+  KAGAMI_MAX_WAIT_SEC: num(300, 0, 3600),
+  KAGAMI_WORKER_CONCURRENCY: num(1, 1, 64),
+  KAGAMI_LOCK_MS: num(30_000, 500, 3_600_000),
+  KAGAMI_STALLED_INTERVAL_MS: num(30_000, 200, 3_600_000),
+  KAGAMI_REFRESH_MS: num(1000, 50, 600_000),
+  KAGAMI_RECONCILE_MS: num(10_000, 200, 3_600_000),
+  KAGAMI_WEBHOOK_ATTEMPTS: num(8, 1, 50),
+  KAGAMI_WEBHOOK_BACKOFF_MS: num(2000, 10, 3_600_000),
+  KAGAMI_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
 
 export function readEnv(env: NodeJS.ProcessEnv = process.env): Env {
-  const picked = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('KAGAMI_') && v !== ''));
+  const known = new Set(Object.keys(EnvSchema.shape));
+  const picked = Object.fromEntries(Object.entries(env).filter(([k, v]) => known.has(k) && v !== ''));
   const r = EnvSchema.safeParse(picked);
   if (!r.success) {
     const lines = r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);

@@ -46,3 +46,24 @@ export class FsBlobStore implements BlobStore {
     await rm(this.pathOf(key), { force: true });
   }
 }
+
+/** Streams a file into the blob store without holding it in memory; the source file is moved or removed. */
+export async function putFile(store: FsBlobStore, file: string): Promise<{ key: string; size: number }> {
+  const { createReadStream } = await import('node:fs');
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  const key = hash.digest('hex');
+  const dest = store.pathOf(key);
+  try {
+    await stat(dest);
+    await rm(file, { force: true });
+  } catch {
+    await mkdir(path.dirname(dest), { recursive: true });
+    await rename(file, dest);
+  }
+  return { key, size };
+}

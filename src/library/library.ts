@@ -2,37 +2,31 @@
  * The reference library on disk (the embedded default): `DIR/kagami.db` (SQLite) and `DIR/blobs/`
  * (the registered files, content-addressed). Use cases: open, register references, list.
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { InvalidMediaError, LibraryError, ValidationError } from '../errors';
 import { decodeReference, resizeRaw, type DecodeLimits, DEFAULT_DECODE_LIMITS } from '../media/image';
 import type { Embedder } from '../signals/embedder';
-import { extractReferenceFeatures, serializeKeypointSet, deserializeKeypointSet, type KeypointSet } from '../signals/keypoints';
-import { FsBlobStore, sha256Hex } from './blob-store';
+import { extractReferenceFeatures } from '../signals/keypoints';
+import { packKeypoints } from './keypoint-pack';
+import { FsBlobStore, sha256Hex, type BlobStore } from './blob-store';
 import type { MetadataStore } from './metadata-store';
-import { SqliteStore } from './sqlite-store';
+import { openStore } from './open-store';
 import type { CharacterRecord, ReferenceRecord } from './types';
 
-export const DB_FILE = 'kagami.db';
-
+/** A library: its metadata (SQLite or PostgreSQL) and its blobs (the registered files). */
 export interface Library {
-  dir: string;
   store: MetadataStore;
-  blobs: FsBlobStore;
+  blobs: BlobStore;
 }
 
-/** Opens the library in `dir`; with `create`, makes it if missing, otherwise a missing library is an error. */
-export function openLibrary(dir: string, opts: { create: boolean }): Library {
-  const db = path.join(dir, DB_FILE);
-  if (!opts.create) {
-    if (!existsSync(dir)) throw new LibraryError('library_not_found', `library not found: ${dir} does not exist (register a character first with 'kagami library add')`);
-    if (!statSync(dir).isDirectory()) throw new LibraryError('library_not_found', `library not found: ${dir} is not a directory`);
-    if (!existsSync(db)) throw new LibraryError('library_not_found', `library not found: ${dir} has no ${DB_FILE} (register a character first with 'kagami library add')`);
-  } else {
-    mkdirSync(dir, { recursive: true });
-  }
-  return { dir, store: new SqliteStore(db), blobs: new FsBlobStore(path.join(dir, 'blobs')) };
+/**
+ * Opens the library: metadata in PostgreSQL when `databaseUrl` is given, else SQLite in `dir`;
+ * blobs under `dataDir` (default `dir`). Without `create`, a missing SQLite library is an error.
+ */
+export async function openLibrary(dir: string, opts: { create: boolean; databaseUrl?: string; dataDir?: string }): Promise<Library> {
+  const store = await openStore({ databaseUrl: opts.databaseUrl, libraryDir: dir, create: opts.create });
+  return { store, blobs: new FsBlobStore(path.join(opts.dataDir ?? dir, 'blobs')) };
 }
 
 export interface CharacterInput {
@@ -60,18 +54,48 @@ export function referenceId(characterId: string, sha256: string): string {
   return 'ref_' + createHash('sha256').update(`${characterId}\0${sha256}`).digest('hex').slice(0, 20);
 }
 
-/** Packs the normal and mirrored keypoint sets of a reference into one stored value. */
-export function packKeypoints(normal: KeypointSet, mirrored: KeypointSet): Buffer {
-  const a = serializeKeypointSet(normal);
-  const b = serializeKeypointSet(mirrored);
-  const head = Buffer.alloc(4);
-  head.writeUInt32LE(a.length, 0);
-  return Buffer.concat([head, a, b]);
+export interface PreparedReference {
+  sha256: string;
+  width: number;
+  height: number;
+  embedding: Float32Array;
+  keypoints: Buffer;
 }
 
-export function unpackKeypoints(buf: Buffer): { normal: KeypointSet; mirrored: KeypointSet } {
-  const n = buf.readUInt32LE(0);
-  return { normal: deserializeKeypointSet(buf.subarray(4, 4 + n)), mirrored: deserializeKeypointSet(buf.subarray(4 + n)) };
+/**
+ * Decodes one reference file (under the pixel limits), isolates the character from its canvas and
+ * computes what both matchers need. Throws InvalidMediaError naming the file for unusable art.
+ */
+export async function prepareReference(file: ReferenceFile, embedder: Embedder, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): Promise<PreparedReference> {
+  const decoded = await decodeReference(file.name, file.bytes, limits);
+  const kp = await extractReferenceFeatures(decoded.image);
+  if (kp.normal.count < 8) {
+    throw new InvalidMediaError(file.name, `too little detail to recognise (${kp.normal.count} keypoints): use larger or sharper art`);
+  }
+  const input = await resizeRaw(decoded.image, embedder.inputWidth, embedder.inputHeight, 'contain');
+  const [embedding] = await embedder.embed([input]);
+  return {
+    sha256: sha256Hex(file.bytes),
+    width: decoded.originalWidth,
+    height: decoded.originalHeight,
+    embedding,
+    keypoints: packKeypoints(kp.normal, kp.mirrored),
+  };
+}
+
+/** Checks that a character may get references from `owner` and fills in name/owner of an existing one. */
+async function resolveCharacter(store: MetadataStore, character: CharacterInput): Promise<{ name: string; owner: string }> {
+  validateCharacterId(character.id);
+  const existing = await store.getCharacter(character.id);
+  const name = character.name ?? existing?.name;
+  const owner = character.owner ?? existing?.owner;
+  if (!name || !owner) {
+    throw new ValidationError(`character '${character.id}' is new: give its --name and --owner`);
+  }
+  if (existing && character.owner && existing.owner !== character.owner) {
+    throw new ValidationError(`character '${character.id}' belongs to owner '${existing.owner}', not '${character.owner}'`);
+  }
+  return { name, owner };
 }
 
 /**
@@ -85,45 +109,25 @@ export async function addReferences(
   files: ReferenceFile[],
   limits: DecodeLimits = DEFAULT_DECODE_LIMITS,
 ): Promise<{ character: CharacterRecord; references: ReferenceRecord[]; added: number }> {
-  validateCharacterId(character.id);
   if (!files.length) throw new ValidationError('no reference images given');
-  const existing = await lib.store.getCharacter(character.id);
-  const name = character.name ?? existing?.name;
-  const owner = character.owner ?? existing?.owner;
-  if (!name || !owner) {
-    throw new ValidationError(`character '${character.id}' is new: give its --name and --owner`);
-  }
-  if (existing && character.owner && existing.owner !== character.owner) {
-    throw new ValidationError(`character '${character.id}' belongs to owner '${existing.owner}', not '${character.owner}'`);
-  }
+  const { name, owner } = await resolveCharacter(lib.store, character);
   const stored = await lib.store.getModel();
   if (stored && stored.modelId !== embedder.modelId) {
     throw new LibraryError('model_mismatch', `library was built with model ${stored.modelId}; this Kagami uses ${embedder.modelId}`);
   }
-
   const prepared = [];
-  for (const f of files) {
-    const decoded = await decodeReference(f.name, f.bytes, limits);
-    const kp = await extractReferenceFeatures(decoded.image);
-    if (kp.normal.count < 8) {
-      throw new InvalidMediaError(f.name, `too little detail to recognise (${kp.normal.count} keypoints): use larger or sharper art`);
-    }
-    const input = await resizeRaw(decoded.image, embedder.inputWidth, embedder.inputHeight, 'contain');
-    const [vec] = await embedder.embed([input]);
-    const sha = sha256Hex(f.bytes);
-    prepared.push({ f, decoded, sha, vec, kp: packKeypoints(kp.normal, kp.mirrored) });
-  }
+  for (const f of files) prepared.push({ f, p: await prepareReference(f, embedder, limits) });
 
   await lib.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
   const rec = await lib.store.upsertCharacter({ id: character.id, name, owner, franchise: character.franchise });
   const before = new Set((await lib.store.listReferences(character.id)).map((r) => r.id));
-  for (const p of prepared) await lib.blobs.put(p.f.bytes);
+  for (const { f } of prepared) await lib.blobs.put(f.bytes);
   const refs = await lib.store.addReferences(
-    prepared.map((p) => {
-      const id = referenceId(character.id, p.sha);
+    prepared.map(({ f, p }) => {
+      const id = referenceId(character.id, p.sha256);
       return {
-        ref: { id, characterId: character.id, sha256: p.sha, fileName: path.basename(p.f.name), width: p.decoded.originalWidth, height: p.decoded.originalHeight, status: 'ready' as const },
-        features: { referenceId: id, characterId: character.id, embedding: p.vec, keypoints: p.kp },
+        ref: { id, characterId: character.id, sha256: p.sha256, fileName: path.basename(f.name), width: p.width, height: p.height },
+        features: { referenceId: id, characterId: character.id, embedding: p.embedding, keypoints: p.keypoints },
       };
     }),
   );
