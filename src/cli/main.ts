@@ -3,20 +3,21 @@
  * `kagami`: the command line. Exit codes follow clamscan: 0 = clear, 1 = at least one `match`,
  * 2 = error (message on stderr; stack trace only with --verbose).
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { modelManifestPath, readEnv, type Env } from '../config';
 import { isKagamiError, KagamiError, NotFoundError, ValidationError } from '../errors';
 import { addReferences, openLibrary } from '../library/library';
-import { DEFAULT_SCAN_OPTIONS, Scanner, type ScanOptions, type ScanReport } from '../scan/scanner';
+import { Scanner, type ScanReport } from '../scan/scanner';
+import { scanOptionsFromEnv } from '../scan/options';
+import { ReferenceSet } from '../scan/reference-set';
 import { OnnxEmbedder } from '../signals/embedding/onnx-embedder';
 import { resolveBinaries } from '../media/ffmpeg';
+import { collectVideos } from '../media/videos';
 
 export const EXIT = { clear: 0, match: 1, error: 2 } as const;
-
-const VIDEO_EXT = new Set(['.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi', '.mpg', '.mpeg', '.ts', '.flv', '.wmv', '.3gp', '.gif']);
 
 function probability(v: string): number {
   const n = Number(v);
@@ -34,48 +35,8 @@ function positive(v: string): number {
   return n;
 }
 
-/** Expands directories into the video files under them (sorted, recursive); files are kept as given. */
-export function collectVideos(inputs: string[]): string[] {
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile() && VIDEO_EXT.has(path.extname(e.name).toLowerCase())) out.push(p);
-    }
-  };
-  for (const input of inputs) {
-    let st;
-    try {
-      st = statSync(input);
-    } catch {
-      throw new KagamiError('file_not_found', `${input}: no such file or directory`);
-    }
-    if (st.isDirectory()) walk(input);
-    else out.push(input);
-  }
-  return out;
-}
-
 async function loadEmbedder(env: Env): Promise<OnnxEmbedder> {
   return OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS });
-}
-
-function scanOptions(env: Env, fps?: number): ScanOptions {
-  return {
-    ...DEFAULT_SCAN_OPTIONS,
-    sampling: {
-      ...DEFAULT_SCAN_OPTIONS.sampling,
-      fps: fps ?? env.KAGAMI_SAMPLE_FPS,
-      sceneThreshold: env.KAGAMI_SCENE_THRESHOLD,
-      maxFrames: env.KAGAMI_MAX_FRAMES,
-      maxDurationSec: env.KAGAMI_MAX_DURATION_SEC,
-    },
-    aggregate: {
-      ...DEFAULT_SCAN_OPTIONS.aggregate,
-      thresholds: { match: env.KAGAMI_MATCH_THRESHOLD, review: env.KAGAMI_REVIEW_THRESHOLD },
-    },
-  };
 }
 
 function formatReport(r: ScanReport): string {
@@ -122,7 +83,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         }
       });
       const embedder = await loadEmbedder(e);
-      const lib = openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: true });
+      const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: true, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
       try {
         const r = await addReferences(lib, embedder, { id: o.character, name: o.name, owner: o.owner, franchise: o.franchise }, files, {
           maxPixels: e.KAGAMI_MAX_IMAGE_PIXELS,
@@ -140,7 +101,8 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
     .addOption(libraryOption())
     .option('--json', 'print JSON')
     .action(async (o: { library?: string; json?: boolean }) => {
-      const lib = openLibrary(o.library ?? env().KAGAMI_LIBRARY, { create: false });
+      const e = env();
+      const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
       try {
         const chars = await lib.store.listCharacters();
         const refs = await lib.store.listReferences();
@@ -163,7 +125,8 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
     .addOption(libraryOption())
     .argument('<id>', 'character id')
     .action(async (id: string, o: { library?: string }) => {
-      const lib = openLibrary(o.library ?? env().KAGAMI_LIBRARY, { create: false });
+      const e = env();
+      const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
       try {
         if (!(await lib.store.deleteCharacter(id))) throw new NotFoundError('character', id);
         process.stdout.write(`${id} removed\n`);
@@ -188,12 +151,13 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       const videos = collectVideos(inputs);
       if (!videos.length) throw new KagamiError('no_videos', `no video files found in ${inputs.join(', ')}`);
       if (o.json && videos.length > 1) throw new ValidationError(`--json prints one report but ${videos.length} videos were given: use --jsonl`);
-      const lib = openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false });
-      const opts = scanOptions(e, o.fps);
+      const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
+      const opts = scanOptionsFromEnv(e, o.fps);
       let scanner: Scanner;
       try {
         resolveBinaries({ ffmpeg: e.KAGAMI_FFMPEG, ffprobe: e.KAGAMI_FFPROBE });
-        scanner = await Scanner.create(lib, await loadEmbedder(e), opts);
+        const embedder = await loadEmbedder(e);
+        scanner = new Scanner(embedder, await ReferenceSet.load(lib.store, embedder), opts);
       } finally {
         await lib.store.close();
       }
@@ -229,6 +193,50 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         }
       }
       setExit(worst);
+    });
+
+  program
+    .command('api')
+    .description('start the HTTP API (port from PORT; Redis from REDIS_URL; PostgreSQL from DATABASE_URL or SQLite in the library)')
+    .addOption(libraryOption())
+    .action(async (o: { library?: string }) => {
+      const { createRuntime, startApi, closeOnSignals } = await import('../service/runtime');
+      const e = o.library ? { ...env(), KAGAMI_LIBRARY: o.library } : env();
+      const rt = await createRuntime(e);
+      const api = await startApi(rt, e.PORT);
+      await closeOnSignals(rt.log, api, rt);
+    });
+
+  program
+    .command('worker')
+    .description('start a worker: reference processing, scans, batches, webhooks')
+    .addOption(libraryOption())
+    .action(async (o: { library?: string }) => {
+      const { createRuntime, startWorker, closeOnSignals } = await import('../service/runtime');
+      const e = o.library ? { ...env(), KAGAMI_LIBRARY: o.library } : env();
+      const rt = await createRuntime(e);
+      const worker = startWorker(rt);
+      await closeOnSignals(rt.log, worker, rt);
+    });
+
+  const keys = program.command('keys').description('API keys');
+  keys
+    .command('create')
+    .description('create an API key for a tenant (created if new); prints the key alone, once')
+    .addOption(libraryOption())
+    .requiredOption('--owner <name>', 'tenant name (a rightsholder owns characters under this name)')
+    .requiredOption('--role <role>', 'rightsholder, platform or admin')
+    .action(async (o: { library?: string; owner: string; role: string }) => {
+      const e = env();
+      const { openStore } = await import('../library/open-store');
+      const { createApiKey } = await import('../service/keys');
+      const store = await openStore({ databaseUrl: e.DATABASE_URL, libraryDir: o.library ?? e.KAGAMI_LIBRARY, create: true });
+      try {
+        const { key } = await createApiKey(store, o.owner, o.role);
+        process.stdout.write(key + '\n');
+      } finally {
+        await store.close();
+      }
     });
 
   const models = program.command('models').description('embedding models');

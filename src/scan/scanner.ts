@@ -4,8 +4,6 @@
  *       → per-frame, per-character observations → per-character results → report.
  * The CLI and the workers both call this; indexes are built once per Scanner and reused across clips.
  */
-import { unpackKeypoints, type Library } from '../library/library';
-import type { CharacterRecord, ReferenceRecord } from '../library/types';
 import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
 import { resizeRaw } from '../media/image';
 import type { Frame } from '../media/types';
@@ -13,8 +11,8 @@ import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParam
 import { calibrateCosine } from '../matching/fuse';
 import type { FrameObservation, Verdict } from '../matching/types';
 import type { Embedder } from '../signals/embedder';
-import { ExactVectorIndex } from '../signals/embedding/exact-index';
-import { extractFrameFeatures, KeypointIndex } from '../signals/keypoints';
+import { extractFrameFeatures } from '../signals/keypoints';
+import type { ReferenceSet } from './reference-set';
 
 export interface ScanOptions {
   sampling: SampleOptions;
@@ -83,35 +81,16 @@ export interface ScanRequest {
 }
 
 export class Scanner {
-  private constructor(
+  constructor(
     private readonly embedder: Embedder,
-    private readonly characters: Map<string, CharacterRecord>,
-    private readonly references: Map<string, ReferenceRecord>,
-    private readonly vectors: ExactVectorIndex,
-    private readonly keypoints: KeypointIndex,
-    private readonly opts: ScanOptions,
-    private readonly bins: FfmpegBinaries,
+    /** What is matched against; the caller keeps it current (ReferenceSet.refresh). */
+    readonly refs: ReferenceSet,
+    private readonly opts: ScanOptions = DEFAULT_SCAN_OPTIONS,
+    private readonly bins: FfmpegBinaries = resolveBinaries(),
   ) {}
 
-  /** Loads every ready reference of the library into memory. */
-  static async create(lib: Library, embedder: Embedder, opts: ScanOptions = DEFAULT_SCAN_OPTIONS, bins = resolveBinaries()): Promise<Scanner> {
-    const model = await lib.store.getModel();
-    if (model && (model.modelId !== embedder.modelId || model.dimension !== embedder.dimension)) {
-      throw new Error(`library holds ${model.modelId} embeddings but the scanner uses ${embedder.modelId}`);
-    }
-    const characters = new Map((await lib.store.listCharacters()).map((c) => [c.id, c]));
-    const references = new Map((await lib.store.listReferences()).map((r) => [r.id, r]));
-    const vectors = new ExactVectorIndex(embedder.modelId, embedder.dimension);
-    const keypoints = new KeypointIndex();
-    for (const f of await lib.store.loadFeatures()) {
-      vectors.add(f.referenceId, f.characterId, f.embedding);
-      keypoints.add({ referenceId: f.referenceId, characterId: f.characterId, features: unpackKeypoints(f.keypoints) });
-    }
-    return new Scanner(embedder, characters, references, vectors, keypoints, opts, bins);
-  }
-
   get characterCount(): number {
-    return this.characters.size;
+    return this.refs.characters.size;
   }
 
   async scan(req: ScanRequest): Promise<ScanReport> {
@@ -134,10 +113,10 @@ export class Scanner {
     const flush = async () => {
       if (!pending.length) return;
       const batch = pending.splice(0, pending.length);
-      const vectors = this.vectors.size
+      const vectors = this.refs.vectors.size
         ? await this.embedder.embed(await Promise.all(batch.map((f) => resizeRaw(f, this.embedder.inputWidth, this.embedder.inputHeight, 'fill'))))
         : [];
-      const nearest = this.vectors.size ? this.vectors.search(vectors, this.vectors.size) : [];
+      const nearest = this.refs.vectors.size ? this.refs.vectors.search(vectors, this.refs.vectors.size) : [];
       for (let i = 0; i < batch.length; i++) {
         const frame = batch[i];
         const perChar = new Map<string, FrameObservation>();
@@ -154,7 +133,7 @@ export class Scanner {
           }
         }
         const kpFrame = await extractFrameFeatures(frame, { maxKeypoints: this.opts.maxKeypoints });
-        for (const h of this.keypoints.query(kpFrame)) {
+        for (const h of this.refs.keypoints.query(kpFrame)) {
           const o = get(h.characterId);
           if (!o.keypoints || h.score > o.keypoints.score) {
             o.keypoints = { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box };
@@ -179,7 +158,7 @@ export class Scanner {
     }
     await flush();
 
-    const results = [...this.characters.keys()].map((cid) =>
+    const results = [...this.refs.characters.keys()].map((cid) =>
       aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, info.durationSec, this.opts.aggregate),
     );
     results.sort((a, b) => b.score - a.score || a.characterId.localeCompare(b.characterId));
@@ -191,8 +170,8 @@ export class Scanner {
     }
     const listed = results.filter((r) => r.score >= req.minScore).slice(0, req.top);
     const matches: ReportMatch[] = listed.map((r) => {
-      const c = this.characters.get(r.characterId)!;
-      const ref = this.references.get(r.evidence.referenceId);
+      const c = this.refs.characters.get(r.characterId)!;
+      const ref = this.refs.references.get(r.evidence.referenceId);
       return {
         characterId: r.characterId,
         name: c.name,

@@ -1,0 +1,155 @@
+/**
+ * Request and response schemas of API v1. Requests are validated with them, and the OpenAPI
+ * document (openapi.ts) is generated from the same objects, so the two cannot drift apart.
+ */
+import { z } from 'zod';
+
+export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) }).meta({ id: 'Error' });
+
+export const CharacterId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/, 'letters, digits, . _ : - (max 128), starting with a letter or digit');
+
+export const CreateCharacter = z
+  .object({
+    id: CharacterId,
+    name: z.string().trim().min(1).max(200),
+    franchise: z.string().trim().min(1).max(200).optional(),
+    owner: z.string().min(1).max(100).optional().describe('admins only: register on behalf of this rightsholder'),
+  })
+  .strict()
+  .meta({ id: 'CreateCharacter' });
+
+export const UpdateCharacter = z
+  .object({ name: z.string().trim().min(1).max(200).optional(), franchise: z.string().trim().min(1).max(200).optional() })
+  .strict()
+  .meta({ id: 'UpdateCharacter' });
+
+export const ReferenceView = z
+  .object({
+    id: z.string(),
+    status: z.enum(['pending', 'ready', 'failed']),
+    fileName: z.string(),
+    width: z.number().int(),
+    height: z.number().int(),
+    createdAt: z.string(),
+    error: z.string().optional(),
+  })
+  .meta({ id: 'Reference' });
+
+export const CharacterView = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    owner: z.string(),
+    franchise: z.string().optional(),
+    createdAt: z.string(),
+    references: z.array(ReferenceView),
+  })
+  .meta({ id: 'Character' });
+
+export const Segment = z.object({ startSec: z.number(), endSec: z.number() });
+
+export const ReportMatch = z
+  .object({
+    characterId: z.string(),
+    name: z.string(),
+    owner: z.string(),
+    verdict: z.enum(['match', 'review', 'clear']),
+    score: z.number().min(0).max(1),
+    kind: z.enum(['copy', 'likeness']),
+    segments: z.array(Segment),
+    evidence: z.object({
+      timeSec: z.number(),
+      referenceImage: z.string(),
+      referenceId: z.string(),
+      similarity: z.number(),
+      inliers: z.number().optional(),
+      mirrored: z.boolean().optional(),
+      box: z.object({ x: z.number(), y: z.number(), width: z.number(), height: z.number() }).optional(),
+    }),
+    framesMatched: z.number().int(),
+    reason: z.string(),
+  })
+  .meta({ id: 'ReportMatch' });
+
+export const Report = z
+  .object({
+    video: z.string(),
+    durationSec: z.number(),
+    framesSampled: z.number().int(),
+    verdict: z.enum(['match', 'review', 'clear']),
+    matches: z.array(ReportMatch),
+    model: z.string(),
+    elapsedSec: z.number(),
+  })
+  .meta({ id: 'Report', description: 'Exactly the report `kagami scan --json` prints.' });
+
+export const ScanView = z
+  .object({
+    id: z.string(),
+    status: z.enum(['queued', 'running', 'done', 'failed']),
+    progress: z.number().min(0).max(1),
+    report: Report.nullable(),
+    error: z.string().optional(),
+    fileName: z.string(),
+    batchId: z.string().optional(),
+    createdAt: z.string(),
+    startedAt: z.string().optional(),
+    finishedAt: z.string().optional(),
+  })
+  .meta({ id: 'Scan' });
+
+export const ScanByPath = z.object({ path: z.string().min(1).max(4096) }).strict().meta({ id: 'ScanByPath' });
+
+export const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(3600).optional() });
+export const ListQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  status: z.enum(['queued', 'running', 'done', 'failed']).optional(),
+});
+
+export const CreateBatch = z
+  .object({ paths: z.array(z.string().min(1).max(4096)).min(1).max(100_000).optional(), directory: z.string().max(4096).optional() })
+  .strict()
+  .refine((b) => (b.paths ? 1 : 0) + (b.directory !== undefined ? 1 : 0) === 1, 'give exactly one of "paths" or "directory"')
+  .meta({ id: 'CreateBatch' });
+
+export const BatchView = z
+  .object({
+    id: z.string(),
+    status: z.enum(['running', 'done']),
+    total: z.number().int(),
+    counts: z.object({ queued: z.number(), running: z.number(), done: z.number(), failed: z.number() }),
+    progress: z.number(),
+    createdAt: z.string(),
+    finishedAt: z.string().optional(),
+  })
+  .meta({ id: 'Batch' });
+
+export const ReportFormatQuery = z.object({ format: z.enum(['jsonl', 'csv']).default('jsonl') });
+
+export const MatchView = z
+  .object({
+    id: z.string(),
+    scanId: z.string(),
+    platform: z.string().optional(),
+    characterId: z.string(),
+    owner: z.string(),
+    verdict: z.enum(['match', 'review', 'clear']),
+    score: z.number(),
+    kind: z.enum(['copy', 'likeness']),
+    segments: z.array(Segment),
+    evidence: z.record(z.string(), z.unknown()),
+    video: z.string(),
+    createdAt: z.string(),
+  })
+  .meta({ id: 'Match' });
+
+export const MatchQuery = z.object({
+  characterId: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  before: z.string().optional(),
+});
+
+export const SetWebhook = z
+  .object({ url: z.url({ protocol: /^https?$/ }), secret: z.string().min(16).max(200).optional() })
+  .strict()
+  .meta({ id: 'SetWebhook' });

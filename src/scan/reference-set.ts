@@ -1,0 +1,108 @@
+/**
+ * The in-memory side of the reference library that scans match against: characters, references
+ * and the two indexes (embedding vectors, keypoints). Loaded once, then kept current from the
+ * store's change log (`refresh`), so a long-running worker sees new references within seconds
+ * without reloading everything.
+ */
+import { unpackKeypoints } from '../library/keypoint-pack';
+import type { LibraryStore } from '../library/metadata-store';
+import type { CharacterRecord, LibraryChange, ReferenceFeatures, ReferenceRecord } from '../library/types';
+import type { Embedder } from '../signals/embedder';
+import { ExactVectorIndex } from '../signals/embedding/exact-index';
+import { KeypointIndex } from '../signals/keypoints';
+
+export class ReferenceSet {
+  readonly characters = new Map<string, CharacterRecord>();
+  readonly references = new Map<string, ReferenceRecord>();
+  readonly vectors: ExactVectorIndex;
+  readonly keypoints = new KeypointIndex();
+  private seq = 0;
+  private refreshing: Promise<number> | undefined;
+
+  private constructor(
+    private readonly store: LibraryStore,
+    embedder: Embedder,
+  ) {
+    this.vectors = new ExactVectorIndex(embedder.modelId, embedder.dimension);
+  }
+
+  /** Loads every ready reference; refuses a library whose embeddings come from another model. */
+  static async load(store: LibraryStore, embedder: Embedder): Promise<ReferenceSet> {
+    const model = await store.getModel();
+    if (model && (model.modelId !== embedder.modelId || model.dimension !== embedder.dimension)) {
+      throw new Error(`library holds ${model.modelId} embeddings but this Kagami uses ${embedder.modelId}`);
+    }
+    const set = new ReferenceSet(store, embedder);
+    const { features, seq } = await store.loadFeatures();
+    for (const c of await store.listCharacters()) set.characters.set(c.id, c);
+    for (const r of await store.listReferences()) set.references.set(r.id, r);
+    for (const f of features) set.addFeatures(f);
+    set.seq = seq;
+    return set;
+  }
+
+  /** Change-log position this set reflects. */
+  get position(): number {
+    return this.seq;
+  }
+
+  private addFeatures(f: ReferenceFeatures): void {
+    this.vectors.add(f.referenceId, f.characterId, f.embedding);
+    this.keypoints.add({ referenceId: f.referenceId, characterId: f.characterId, features: unpackKeypoints(f.keypoints) });
+  }
+
+  private removeReference(id: string): void {
+    this.vectors.remove(id);
+    this.keypoints.remove(id);
+    this.references.delete(id);
+  }
+
+  /**
+   * Applies what changed since the last load/refresh; returns how many changes were applied.
+   * Concurrent callers share one refresh.
+   */
+  refresh(): Promise<number> {
+    this.refreshing ??= this.doRefresh().finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  private async doRefresh(): Promise<number> {
+    let applied = 0;
+    for (;;) {
+      const changes = await this.store.changesSince(this.seq, 500);
+      if (!changes.length) return applied;
+      for (const c of changes) await this.apply(c);
+      applied += changes.length;
+      this.seq = changes[changes.length - 1].seq;
+    }
+  }
+
+  private async apply(c: LibraryChange): Promise<void> {
+    switch (c.kind) {
+      case 'reference_ready': {
+        const ref = await this.store.getReference(c.features.referenceId);
+        if (!ref) return; // removed since
+        this.references.set(ref.id, ref);
+        if (!this.characters.has(ref.characterId)) await this.loadCharacter(ref.characterId);
+        this.addFeatures(c.features);
+        return;
+      }
+      case 'reference_removed':
+        this.removeReference(c.referenceId);
+        return;
+      case 'character_updated':
+        await this.loadCharacter(c.characterId);
+        return;
+      case 'character_removed':
+        this.characters.delete(c.characterId);
+        for (const r of [...this.references.values()]) if (r.characterId === c.characterId) this.removeReference(r.id);
+        return;
+    }
+  }
+
+  private async loadCharacter(id: string): Promise<void> {
+    const ch = await this.store.getCharacter(id);
+    if (ch) this.characters.set(id, ch);
+    else this.characters.delete(id);
+  }
+}

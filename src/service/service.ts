@@ -1,0 +1,567 @@
+/**
+ * The service's use cases, shared by the HTTP API and the workers. Tenancy is enforced here:
+ * a rightsholder sees only its own characters, references and matches; a platform only its own
+ * scans; another tenant's records look exactly like missing ones (NotFoundError → 404).
+ */
+import { createHmac, randomUUID } from 'node:crypto';
+import { realpathSync, statSync } from 'node:fs';
+import path from 'node:path';
+import sharp, { type Metadata } from 'sharp';
+import { KagamiError, NotFoundError, ValidationError } from '../errors';
+import { FsBlobStore, putFile } from '../library/blob-store';
+import { prepareReference, referenceId, validateCharacterId } from '../library/library';
+import type { MetadataStore } from '../library/metadata-store';
+import type { CharacterRecord, ReferenceRecord, ScanRecord, ScanStatus, TenantRecord } from '../library/types';
+import { probeVideo } from '../media/ffmpeg';
+import type { Frame } from '../media/types';
+import type { JobContext, JobQueues } from '../queue/job-queues';
+import { ReferenceSet } from '../scan/reference-set';
+import { Scanner, type ScanOptions, type ScanReport } from '../scan/scanner';
+import type { Embedder } from '../signals/embedder';
+import { collectVideos } from '../media/videos';
+
+export class ForbiddenError extends KagamiError {
+  constructor(message: string) {
+    super('forbidden', message, 403);
+  }
+}
+
+export interface ServiceOptions {
+  /** Directory scans by path may read from; undefined disables scans by path. */
+  mediaRoot?: string;
+  maxReferencePixels: number;
+  maxWaitSec: number;
+  scan: ScanOptions;
+  /** How stale the in-memory references may get before a scan refreshes them. */
+  refreshMs: number;
+  /** Scans queued or running longer than this without a job in Redis are re-enqueued by `reconcile`. */
+  reconcileAfterMs: number;
+}
+
+export interface ServiceDeps {
+  store: MetadataStore;
+  blobs: FsBlobStore;
+  queues: JobQueues;
+  /** Loads the embedding model; only workers (and reference checks) need it, so it is lazy. */
+  embedder: () => Promise<Embedder>;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, extra?: Record<string, unknown>) => void;
+}
+
+export interface CharacterView extends CharacterRecord {
+  references: Array<Pick<ReferenceRecord, 'id' | 'status' | 'fileName' | 'width' | 'height' | 'createdAt' | 'error'>>;
+}
+
+export interface ScanView {
+  id: string;
+  status: ScanStatus;
+  progress: number;
+  report: ScanReport | null;
+  error?: string;
+  fileName: string;
+  batchId?: string;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+const canScan = (t: TenantRecord) => t.role === 'platform' || t.role === 'admin';
+const ownsCharacters = (t: TenantRecord) => t.role === 'rightsholder' || t.role === 'admin';
+
+export class KagamiService {
+  private refs: ReferenceSet | undefined;
+  private scanner: Scanner | undefined;
+  private lastRefresh = 0;
+
+  constructor(
+    private readonly deps: ServiceDeps,
+    readonly opts: ServiceOptions,
+  ) {}
+
+  get store(): MetadataStore {
+    return this.deps.store;
+  }
+
+  private log(level: 'info' | 'warn' | 'error', msg: string, extra?: Record<string, unknown>) {
+    this.deps.log?.(level, msg, extra);
+  }
+
+  // ---------------------------------------------------------------- characters
+
+  private async ownCharacter(t: TenantRecord, id: string): Promise<CharacterRecord> {
+    const c = await this.store.getCharacter(id);
+    if (!c || (t.role !== 'admin' && c.owner !== t.name)) throw new NotFoundError('character', id);
+    return c;
+  }
+
+  private async view(c: CharacterRecord): Promise<CharacterView> {
+    const refs = await this.store.listReferences(c.id);
+    return {
+      ...c,
+      references: refs.map((r) => ({ id: r.id, status: r.status, fileName: r.fileName, width: r.width, height: r.height, createdAt: r.createdAt, ...(r.error ? { error: r.error } : {}) })),
+    };
+  }
+
+  async createCharacter(t: TenantRecord, input: { id: string; name: string; franchise?: string; owner?: string }): Promise<CharacterView> {
+    if (!ownsCharacters(t)) throw new ForbiddenError('only rightsholders register characters');
+    validateCharacterId(input.id);
+    const owner = t.role === 'admin' && input.owner ? input.owner : t.name;
+    if (await this.store.getCharacter(input.id)) throw new KagamiError('character_exists', `character id '${input.id}' is already registered`, 409);
+    return this.view(await this.store.upsertCharacter({ id: input.id, name: input.name, owner, franchise: input.franchise }));
+  }
+
+  async getCharacter(t: TenantRecord, id: string): Promise<CharacterView> {
+    return this.view(await this.ownCharacter(t, id));
+  }
+
+  async listCharacters(t: TenantRecord): Promise<CharacterView[]> {
+    if (!ownsCharacters(t)) return [];
+    const list = await this.store.listCharacters(t.role === 'admin' ? {} : { owner: t.name });
+    return Promise.all(list.map((c) => this.view(c)));
+  }
+
+  async updateCharacter(t: TenantRecord, id: string, patch: { name?: string; franchise?: string }): Promise<CharacterView> {
+    const c = await this.ownCharacter(t, id);
+    return this.view(await this.store.upsertCharacter({ id, name: patch.name ?? c.name, owner: c.owner, franchise: patch.franchise ?? c.franchise }));
+  }
+
+  async deleteCharacter(t: TenantRecord, id: string): Promise<void> {
+    await this.ownCharacter(t, id);
+    await this.store.deleteCharacter(id);
+  }
+
+  // ---------------------------------------------------------------- references
+
+  /**
+   * Accepts uploaded reference images: each is checked (a readable image within the pixel limit)
+   * before anything is stored, then stored as a blob and queued for feature extraction.
+   */
+  async addReferenceUploads(t: TenantRecord, characterId: string, files: Array<{ name: string; path: string }>): Promise<CharacterView> {
+    const c = await this.ownCharacter(t, characterId);
+    if (!files.length) throw new ValidationError("no images: send one or more files in the multipart field 'image'");
+    for (const f of files) {
+      let meta: Metadata;
+      try {
+        meta = await sharp(f.path, { limitInputPixels: false }).metadata();
+      } catch {
+        throw new KagamiError('invalid_media', `${f.name}: not a supported image (PNG, JPEG, WebP, GIF, TIFF, AVIF)`, 422);
+      }
+      const px = (meta.width ?? 0) * (meta.height ?? 0);
+      if (!px) throw new KagamiError('invalid_media', `${f.name}: image has no size`, 422);
+      if (px > this.opts.maxReferencePixels) {
+        throw new KagamiError('invalid_media', `${f.name}: image is ${meta.width}×${meta.height} = ${px} pixels, over the limit of ${this.opts.maxReferencePixels}`, 422);
+      }
+    }
+    const items = [];
+    for (const f of files) {
+      const meta = await sharp(f.path, { limitInputPixels: false }).metadata();
+      const { key } = await putFile(this.deps.blobs, f.path);
+      const id = referenceId(c.id, key);
+      items.push({ ref: { id, characterId: c.id, sha256: key, fileName: path.basename(f.name), width: meta.width ?? 0, height: meta.height ?? 0, status: 'pending' as const } });
+    }
+    const stored = await this.store.addReferences(items);
+    for (const r of stored) if (r.status === 'pending') await this.deps.queues.addReference(r.id);
+    return this.view(c);
+  }
+
+  async referenceImage(t: TenantRecord, refId: string): Promise<Buffer> {
+    const r = await this.store.getReference(refId);
+    if (!r) throw new NotFoundError('reference', refId);
+    await this.ownCharacter(t, r.characterId);
+    return this.deps.blobs.get(r.sha256);
+  }
+
+  async deleteReference(t: TenantRecord, refId: string): Promise<void> {
+    const r = await this.store.getReference(refId);
+    if (!r) throw new NotFoundError('reference', refId);
+    await this.ownCharacter(t, r.characterId);
+    await this.store.deleteReference(refId);
+  }
+
+  /** Job: decode the stored file, compute its features, mark it ready (or failed with the reason). */
+  async processReference(refId: string): Promise<void> {
+    const r = await this.store.getReference(refId);
+    if (!r || r.status !== 'pending') return;
+    const embedder = await this.deps.embedder();
+    try {
+      const bytes = await this.deps.blobs.get(r.sha256);
+      const p = await prepareReference({ name: r.fileName, bytes }, embedder, { maxPixels: this.opts.maxReferencePixels, minSide: 16 });
+      await this.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
+      await this.store.setReferenceFeatures(refId, { referenceId: refId, characterId: r.characterId, embedding: p.embedding, keypoints: p.keypoints });
+    } catch (e) {
+      if (e instanceof KagamiError) {
+        await this.store.failReference(refId, e.message);
+        return;
+      }
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------- scans
+
+  private toView(s: ScanRecord): ScanView {
+    return {
+      id: s.id,
+      status: s.status,
+      progress: s.progress,
+      report: (s.report as ScanReport | undefined) ?? null,
+      ...(s.error ? { error: s.error } : {}),
+      fileName: s.fileName,
+      ...(s.batchId ? { batchId: s.batchId } : {}),
+      createdAt: s.createdAt,
+      ...(s.startedAt ? { startedAt: s.startedAt } : {}),
+      ...(s.finishedAt ? { finishedAt: s.finishedAt } : {}),
+    };
+  }
+
+  /** Resolves a client-given path inside the media root; anything outside it is refused. */
+  resolveMediaPath(p: string): string {
+    if (!this.opts.mediaRoot) throw new KagamiError('paths_disabled', 'scans by path are disabled: the server has no KAGAMI_MEDIA_ROOT', 400);
+    const root = realpathSync(this.opts.mediaRoot);
+    const abs = path.resolve(root, p);
+    const inside = (x: string) => x === root || x.startsWith(root + path.sep);
+    if (!inside(abs)) throw new KagamiError('path_outside_media_root', `${p}: outside the media root`, 400);
+    let real: string;
+    try {
+      real = realpathSync(abs);
+    } catch {
+      throw new KagamiError('file_not_found', `${p}: no such file under the media root`, 400);
+    }
+    if (!inside(real)) throw new KagamiError('path_outside_media_root', `${p}: outside the media root`, 400);
+    return real;
+  }
+
+  /** Creates a scan of an uploaded file (moved into the blob store) or of a path under the media root. */
+  async createScan(t: TenantRecord, input: { upload?: { name: string; path: string }; path?: string }): Promise<ScanView> {
+    if (!canScan(t)) throw new ForbiddenError('only platforms screen clips');
+    let source: ScanRecord['source'];
+    let fileName: string;
+    if (input.upload) {
+      await probeVideo(input.upload.path).catch((e) => {
+        throw e instanceof KagamiError ? new KagamiError(e.code, e.message.replace(input.upload!.path, input.upload!.name), 422) : e;
+      });
+      const { key } = await putFile(this.deps.blobs, input.upload.path);
+      source = { kind: 'blob', key };
+      fileName = path.basename(input.upload.name);
+    } else if (input.path) {
+      const real = this.resolveMediaPath(input.path);
+      if (!statSync(real).isFile()) throw new KagamiError('not_a_file', `${input.path}: not a file (use /v1/batches for directories)`, 400);
+      await probeVideo(real).catch((e) => {
+        throw e instanceof KagamiError ? new KagamiError(e.code, e.message.replace(real, input.path!), 422) : e;
+      });
+      source = { kind: 'path', path: real };
+      fileName = input.path;
+    } else {
+      throw new ValidationError("send a video in the multipart field 'video', or JSON {\"path\"}");
+    }
+    const s = await this.store.createScan({ id: `scan_${randomUUID()}`, tenantId: t.id, source, fileName });
+    await this.deps.queues.addScan(s.id);
+    return this.toView(s);
+  }
+
+  async getScan(t: TenantRecord, id: string): Promise<ScanView> {
+    const s = await this.store.getScan(id, t.role === 'admin' ? undefined : t.id);
+    if (!s) throw new NotFoundError('scan', id);
+    return this.toView(s);
+  }
+
+  async listScans(t: TenantRecord, filter: { status?: ScanStatus; limit?: number }): Promise<ScanView[]> {
+    return (await this.store.listScans({ tenantId: t.role === 'admin' ? undefined : t.id, ...filter })).map((s) => this.toView(s));
+  }
+
+  /** Waits up to `sec` seconds for the scan to finish, then returns its current state. */
+  async waitScan(t: TenantRecord, id: string, sec: number): Promise<ScanView> {
+    const wait = Math.min(Math.max(0, sec), this.opts.maxWaitSec);
+    const deadline = Date.now() + wait * 1000;
+    let v = await this.getScan(t, id);
+    while ((v.status === 'queued' || v.status === 'running') && Date.now() < deadline) {
+      await this.deps.queues.waitForScan(id, Math.min(2000, deadline - Date.now()));
+      v = await this.getScan(t, id);
+    }
+    return v;
+  }
+
+  async evidenceFrame(t: TenantRecord, scanId: string, characterId: string): Promise<Buffer> {
+    const s = await this.store.getScan(scanId, t.role === 'admin' ? undefined : t.id);
+    if (!s) throw new NotFoundError('scan', scanId);
+    const m = (await this.store.listMatches({ scanId })).find((x) => x.characterId === characterId);
+    const key = m?.evidence.frameBlob;
+    if (typeof key !== 'string') throw new NotFoundError('evidence frame', `${scanId}/${characterId}`);
+    return this.deps.blobs.get(key);
+  }
+
+  private async currentScanner(): Promise<Scanner> {
+    const embedder = await this.deps.embedder();
+    if (!this.refs) {
+      this.refs = await ReferenceSet.load(this.store, embedder);
+      this.scanner = new Scanner(embedder, this.refs, this.opts.scan);
+      this.lastRefresh = Date.now();
+    } else if (Date.now() - this.lastRefresh >= this.opts.refreshMs) {
+      await this.refs.refresh();
+      this.lastRefresh = Date.now();
+    }
+    return this.scanner!;
+  }
+
+  /** Keeps the worker's in-memory references current between scans. */
+  async refreshReferences(): Promise<void> {
+    if (!this.refs) return;
+    await this.refs.refresh();
+    this.lastRefresh = Date.now();
+  }
+
+  /** Job: scan the video, record report and matches, notify. Runs again safely after a crash. */
+  async processScan(scanId: string, ctx: JobContext): Promise<void> {
+    const s = await this.store.getScan(scanId);
+    if (!s || s.status === 'done' || s.status === 'failed') return;
+    await this.store.updateScan(scanId, { status: 'running', startedAt: s.startedAt ?? new Date().toISOString(), progress: 0 });
+    const file = s.source.kind === 'blob' ? this.deps.blobs.pathOf(s.source.key) : s.source.path;
+    const scanner = await this.currentScanner();
+    const frames = new Map<string, Frame>();
+    let lastProgress = 0;
+    let report: ScanReport;
+    try {
+      report = await scanner.scan({
+        file,
+        minScore: this.opts.scan.aggregate.thresholds.review,
+        top: 50,
+        onProgress: (p) => {
+          const now = Date.now();
+          if (now - lastProgress < 500) return;
+          lastProgress = now;
+          const frac = Math.min(0.99, p.framesDone / p.framesExpected);
+          void this.store.updateScan(scanId, { progress: frac }).catch(() => undefined);
+          void ctx.progress(frac).catch(() => undefined);
+        },
+        onEvidenceFrame: (cid, frame) => frames.set(cid, frame),
+      });
+    } catch (e) {
+      if (e instanceof KagamiError) {
+        await this.finishScan(s, { status: 'failed', error: e.message });
+        return;
+      }
+      throw e;
+    }
+    report.video = s.fileName;
+    // Evidence frames as JPEG blobs, so reviewers see the frame beside the reference.
+    const evidenceBlobs = new Map<string, string>();
+    for (const m of report.matches) {
+      const f = frames.get(m.characterId);
+      if (!f) continue;
+      const jpg = await sharp(f.data, { raw: { width: f.width, height: f.height, channels: 3 } }).jpeg({ quality: 85 }).toBuffer();
+      evidenceBlobs.set(m.characterId, (await this.deps.blobs.put(jpg)).key);
+    }
+    await this.store.putMatches(
+      scanId,
+      report.matches.map((m) => ({
+        tenantId: s.tenantId,
+        characterId: m.characterId,
+        owner: m.owner,
+        verdict: m.verdict,
+        score: m.score,
+        kind: m.kind,
+        segments: m.segments,
+        evidence: { ...m.evidence, ...(evidenceBlobs.has(m.characterId) ? { frameBlob: evidenceBlobs.get(m.characterId) } : {}) },
+        video: s.fileName,
+      })),
+    );
+    await this.finishScan(s, { status: 'done', report });
+  }
+
+  private async finishScan(s: ScanRecord, r: { status: 'done'; report: ScanReport } | { status: 'failed'; error: string }): Promise<void> {
+    const current = await this.store.getScan(s.id);
+    if (current?.status === 'done' || current?.status === 'failed') return; // finished by another attempt
+    await this.store.updateScan(s.id, {
+      status: r.status,
+      progress: 1,
+      finishedAt: new Date().toISOString(),
+      ...(r.status === 'done' ? { report: r.report, error: null } : { error: r.error }),
+    });
+    const tenant = await this.store.getTenant(s.tenantId);
+    await this.notify(s.tenantId, r.status === 'done' ? 'scan.completed' : 'scan.failed', s.id, {
+      scanId: s.id,
+      status: r.status,
+      ...(r.status === 'done' ? { verdict: r.report.verdict, report: r.report } : { error: r.error }),
+    });
+    if (r.status === 'done') {
+      // Each rightsholder hears about matches of its own characters, and nothing else.
+      const byOwner = new Map<string, typeof r.report.matches>();
+      for (const m of r.report.matches) if (m.verdict !== 'clear') byOwner.set(m.owner, [...(byOwner.get(m.owner) ?? []), m]);
+      for (const [owner, matches] of byOwner) {
+        const holder = await this.store.getTenantByName(owner);
+        if (holder) await this.notify(holder.id, 'match.found', s.id, { scanId: s.id, platform: tenant?.name, video: s.fileName, matches });
+      }
+    }
+    if (s.batchId) await this.maybeFinishBatch(s.batchId);
+  }
+
+  /** A scan whose job failed for good (an unexpected error on every attempt) is recorded as failed. */
+  async failScan(scanId: string, error: string): Promise<void> {
+    const s = await this.store.getScan(scanId);
+    if (s && s.status !== 'done' && s.status !== 'failed') await this.finishScan(s, { status: 'failed', error });
+  }
+
+  // ---------------------------------------------------------------- batches
+
+  async createBatch(t: TenantRecord, input: { paths?: string[]; directory?: string }): Promise<{ id: string; total: number }> {
+    if (!canScan(t)) throw new ForbiddenError('only platforms screen clips');
+    let files: Array<{ real: string; name: string }>;
+    if (input.directory !== undefined) {
+      const dir = this.resolveMediaPath(input.directory);
+      const root = realpathSync(this.opts.mediaRoot!);
+      files = collectVideos([dir]).map((real) => ({ real, name: path.relative(root, real) }));
+    } else if (input.paths?.length) {
+      files = input.paths.map((p) => ({ real: this.resolveMediaPath(p), name: p }));
+    } else {
+      throw new ValidationError('give "paths" (a non-empty list) or "directory"');
+    }
+    if (!files.length) throw new KagamiError('no_videos', 'no video files found', 400);
+    const batchId = `batch_${randomUUID()}`;
+    await this.store.createBatch({ id: batchId, tenantId: t.id, total: files.length });
+    const ids: string[] = [];
+    for (const f of files) {
+      const s = await this.store.createScan({ id: `scan_${randomUUID()}`, tenantId: t.id, batchId, source: { kind: 'path', path: f.real }, fileName: f.name });
+      ids.push(s.id);
+    }
+    await this.deps.queues.addBatch(batchId, ids);
+    return { id: batchId, total: files.length };
+  }
+
+  async getBatch(t: TenantRecord, id: string) {
+    const b = await this.store.getBatch(id, t.role === 'admin' ? undefined : t.id);
+    if (!b) throw new NotFoundError('batch', id);
+    const counts = await this.store.batchCounts(id);
+    const finished = counts.done + counts.failed;
+    return { ...b, counts, progress: b.total ? finished / b.total : 1 };
+  }
+
+  /** The batch's reports: one line per video (JSONL) or one row per (video, character) (CSV). */
+  async batchReport(t: TenantRecord, id: string, format: 'jsonl' | 'csv'): Promise<string> {
+    await this.getBatch(t, id);
+    const scans = (await this.store.listScans({ batchId: id, limit: 1_000_000 })).reverse();
+    if (format === 'jsonl') {
+      return scans.map((s) => JSON.stringify(s.report ?? { video: s.fileName, status: s.status, ...(s.error ? { error: s.error } : {}) })).join('\n') + (scans.length ? '\n' : '');
+    }
+    const q = (v: unknown) => {
+      const str = v === undefined || v === null ? '' : String(v);
+      return /[",\n\r]/.test(str) || /^[=+\-@\t]/.test(str) ? `"${str.replace(/^([=+\-@\t])/, "'$1").replace(/"/g, '""')}"` : str;
+    };
+    const rows = [['video', 'status', 'clip_verdict', 'character_id', 'name', 'owner', 'verdict', 'score', 'kind', 'segments', 'evidence_time_sec', 'error']];
+    for (const s of scans) {
+      const rep = s.report as ScanReport | undefined;
+      if (!rep || !rep.matches.length) rows.push([s.fileName, s.status, rep?.verdict ?? '', '', '', '', '', '', '', '', '', s.error ?? '']);
+      else
+        for (const m of rep.matches)
+          rows.push([s.fileName, s.status, rep.verdict, m.characterId, m.name, m.owner, m.verdict, String(m.score), m.kind, m.segments.map((x) => `${x.startSec}-${x.endSec}`).join(' '), String(m.evidence.timeSec), '']);
+    }
+    return rows.map((r) => r.map(q).join(',')).join('\n') + '\n';
+  }
+
+  /** Job (flow parent) and scan epilogue: marks the batch done once all its scans have ended. */
+  async maybeFinishBatch(batchId: string): Promise<void> {
+    const b = await this.store.getBatch(batchId);
+    if (!b || b.status === 'done') return;
+    const c = await this.store.batchCounts(batchId);
+    if (c.done + c.failed < b.total) return;
+    await this.store.updateBatch(batchId, { status: 'done', finishedAt: new Date().toISOString() });
+    await this.notify(b.tenantId, 'batch.completed', batchId, { batchId, total: b.total, done: c.done, failed: c.failed });
+  }
+
+  // ---------------------------------------------------------------- matches (transparency)
+
+  async listMatches(t: TenantRecord, filter: { characterId?: string; limit?: number; before?: string }) {
+    if (!ownsCharacters(t)) throw new ForbiddenError('matches are listed for rightsholders (platforms read their scans)');
+    const list = await this.store.listMatches({ owner: t.role === 'admin' ? undefined : t.name, ...filter });
+    const tenants = new Map<string, string | undefined>();
+    const out = [];
+    for (const m of list) {
+      if (!tenants.has(m.tenantId)) tenants.set(m.tenantId, (await this.store.getTenant(m.tenantId))?.name);
+      out.push({ ...m, platform: tenants.get(m.tenantId) });
+    }
+    return out;
+  }
+
+  async matchFrame(t: TenantRecord, matchId: string): Promise<Buffer> {
+    const list = await this.store.listMatches({ owner: t.role === 'admin' ? undefined : t.name, limit: 100_000 });
+    const m = list.find((x) => x.id === matchId);
+    const key = m?.evidence.frameBlob;
+    if (!m || typeof key !== 'string') throw new NotFoundError('match', matchId);
+    return this.deps.blobs.get(key);
+  }
+
+  // ---------------------------------------------------------------- webhooks
+
+  async setWebhook(t: TenantRecord, url: string, secret?: string) {
+    const u = new URL(url);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ValidationError('webhook url must be http(s)');
+    const w = await this.store.setWebhook({ tenantId: t.id, url, secret: secret ?? randomUUID().replace(/-/g, '') });
+    return { url: w.url, secret: w.secret, createdAt: w.createdAt };
+  }
+
+  /** Records a delivery for the tenant's webhook (if any) and queues it; the id makes it happen once per event. */
+  private async notify(tenantId: string, event: string, subject: string, payload: Record<string, unknown>): Promise<void> {
+    const hook = await this.store.getWebhook(tenantId);
+    if (!hook) return;
+    const id = `dlv_${createHmac('sha256', 'kagami').update(`${event}\0${subject}\0${tenantId}`).digest('hex').slice(0, 24)}`;
+    if (!(await this.store.getDelivery(id))) await this.store.addDelivery({ id, tenantId, event, payload: { id, event, createdAt: new Date().toISOString(), data: payload } });
+    await this.deps.queues.addWebhook(id);
+  }
+
+  /** Job: POSTs one delivery with its HMAC-SHA256 signature; throws (so it is retried) on failure. */
+  async deliverWebhook(deliveryId: string, ctx: JobContext, fetchImpl: typeof fetch = fetch): Promise<void> {
+    const d = await this.store.getDelivery(deliveryId);
+    if (!d || d.status === 'delivered') return;
+    const hook = await this.store.getWebhook(d.tenantId);
+    if (!hook) return;
+    const body = JSON.stringify(d.payload);
+    const ts = Math.floor(Date.now() / 1000);
+    const sig = createHmac('sha256', hook.secret).update(`${ts}.${body}`).digest('hex');
+    let status: number | null = null;
+    try {
+      const res = await fetchImpl(hook.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'kagami-event': d.event, 'kagami-delivery': d.id, 'kagami-signature': `t=${ts},v1=${sig}` },
+        body,
+        signal: AbortSignal.timeout(10_000),
+      });
+      status = res.status;
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      await this.store.updateDelivery(d.id, { status: 'delivered', attempts: ctx.attempt, lastError: null, responseStatus: status });
+    } catch (e) {
+      await this.store.updateDelivery(d.id, { status: 'pending', attempts: ctx.attempt, lastError: (e as Error).message, responseStatus: status });
+      throw e;
+    }
+  }
+
+  /** A delivery whose retries are used up is marked failed (it stays in the log with its last error). */
+  async failDelivery(deliveryId: string, error: string): Promise<void> {
+    const d = await this.store.getDelivery(deliveryId);
+    if (d && d.status !== 'delivered') await this.store.updateDelivery(deliveryId, { status: 'failed', attempts: d.attempts, lastError: error });
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  /**
+   * Re-enqueues work the database says is unfinished but Redis no longer knows (e.g. after Redis
+   * lost its data): pending references, queued/running scans, unfinished batches.
+   */
+  async reconcile(): Promise<number> {
+    let n = 0;
+    for (const r of await this.store.listReferences()) {
+      if (r.status === 'pending' && !(await this.deps.queues.hasJob('references', r.id))) {
+        await this.deps.queues.addReference(r.id);
+        n++;
+      }
+    }
+    for (const status of ['queued', 'running'] as const) {
+      for (const s of await this.store.listScans({ status, limit: 10_000 })) {
+        if (Date.now() - Date.parse(s.createdAt) < this.opts.reconcileAfterMs) continue;
+        if (!(await this.deps.queues.hasJob('scans', s.id))) {
+          await this.deps.queues.addScan(s.id);
+          n++;
+        }
+      }
+    }
+    if (n) this.log('warn', 'reconcile: re-enqueued lost jobs', { count: n });
+    return n;
+  }
+}
