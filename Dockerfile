@@ -4,11 +4,7 @@
 FROM node:20-bookworm-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY package.json package-lock.json .npmrc ./
-COPY scripts ./scripts
-COPY tsconfig.json ./
-COPY src ./src
-COPY models ./models
+COPY . .
 RUN npm ci && npm prune --omit=dev
 
 # Runtime stage: no compiler, non-root user; ffmpeg from Debian (newer than the packaged static build).
@@ -24,4 +20,5 @@ RUN mkdir -p /data/library && chown -R node:node /data
 USER node
 VOLUME ["/data"]
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/cli/main.js"]
+EXPOSE 8080
 CMD ["--help"]

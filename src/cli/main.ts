@@ -43,11 +43,13 @@ function formatReport(r: ScanReport): string {
   const lines = [`${r.video}: ${r.verdict.toUpperCase()} (${r.durationSec.toFixed(1)} s, ${r.framesSampled} frames, ${r.elapsedSec.toFixed(2)} s)`];
   for (const m of r.matches) {
     const segs = m.segments.map((s) => `${s.startSec.toFixed(1)}–${s.endSec.toFixed(1)} s`).join(', ') || '—';
-    lines.push(
-      `  ${m.verdict.padEnd(6)} ${m.score.toFixed(3)}  ${m.characterId} (${m.name}, ${m.owner}) ${m.kind}` +
-        `\n         at ${segs}; best frame ${m.evidence.timeSec.toFixed(2)} s ~ ${m.evidence.referenceImage}` +
-        (m.evidence.inliers !== undefined ? ` (${m.evidence.inliers} matching keypoints${m.evidence.mirrored ? ', mirrored' : ''})` : ''),
-    );
+    let line = `  ${m.verdict.padEnd(6)} ${m.score.toFixed(3)}  ${m.characterId} (${m.name}, ${m.owner})`;
+    if (m.score > 0) {
+      line +=
+        ` ${m.kind}\n         at ${segs}; best frame ${m.evidence.timeSec.toFixed(2)} s ~ ${m.evidence.referenceImage}` +
+        (m.evidence.inliers !== undefined ? ` (${m.evidence.inliers} matching keypoints${m.evidence.mirrored ? ', mirrored' : ''})` : '');
+    }
+    lines.push(line);
   }
   if (!r.matches.length) lines.push('  no registered character found');
   return lines.join('\n');
@@ -236,6 +238,33 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         process.stdout.write(key + '\n');
       } finally {
         await store.close();
+      }
+    });
+
+  program
+    .command('demo')
+    .description('register sample characters and scan a sample clip (writes under --dir)')
+    .option('--dir <dir>', 'where the sample art, clip and library go', '.cache/demo')
+    .option('--json', 'print the JSON report')
+    .action(async (o: { dir: string; json?: boolean }) => {
+      const e = env();
+      const { prepareDemo } = await import('./demo');
+      process.stderr.write(`kagami demo: preparing sample art and a 10 s clip in ${o.dir} …\n`);
+      const demo = await prepareDemo(o.dir);
+      const embedder = await loadEmbedder(e);
+      const lib = await openLibrary(demo.library, { create: true });
+      try {
+        for (const r of demo.references) {
+          await addReferences(lib, embedder, { id: r.id, name: r.name, owner: r.owner }, [{ name: r.file, bytes: readFileSync(r.file) }]);
+        }
+        const scanner = new Scanner(embedder, await ReferenceSet.load(lib.store, embedder), scanOptionsFromEnv(e));
+        process.stderr.write(`kagami demo: registered ${demo.references.map((r) => r.id).join(', ')}; scanning ${demo.clip}\n`);
+        process.stderr.write('  (the clip shows sample-kitsune mirrored from 2.5 s to 7 s, and an unregistered look-alike throughout)\n');
+        const report = await scanner.scan({ file: demo.clip, minScore: 0, top: 10 });
+        process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n');
+        process.stderr.write(`kagami demo: the same scan from the command line:\n  npx kagami scan --library ${demo.library} ${demo.clip}\n`);
+      } finally {
+        await lib.store.close();
       }
     });
 
