@@ -146,6 +146,25 @@ describe('KeypointIndex.query', () => {
     expect(await query(await decodeToRaw(busy))).toEqual([]);
   });
 
+  it('checks appearance when it can, and falls back to the inlier score when it cannot', async () => {
+    const { frame } = await scene({ cx: 640, cy: 360, scale: 0.5 });
+    const feats = await extractFrameFeatures(frame);
+    const checked = index.query(feats)[0];
+    expect(checked.characterId).toBe('char-a');
+    expect(checked.appearance).toBeGreaterThan(0.7);
+    // No luma on the frame set, or a reference read from format version 1 (no template):
+    // the same hit with the plain inlier score and no appearance figure.
+    const noGray = index.query({ ...feats, gray: undefined })[0];
+    const v1 = new KeypointIndex();
+    v1.add({ referenceId: 'ref-a', characterId: 'char-a', features: { normal: { ...featsA.normal, template: undefined }, mirrored: { ...featsA.mirrored, template: undefined } } });
+    const noTemplate = v1.query(feats)[0];
+    for (const h of [noGray, noTemplate]) {
+      expect(h.characterId).toBe('char-a');
+      expect(h.appearance).toBeUndefined();
+      expect(h.score).toBeCloseTo(1 - Math.exp(-(h.inliers - 9) / 24), 10);
+    }
+  });
+
   it('works with a single registered character (ratio-test fallback)', async () => {
     const solo = new KeypointIndex();
     solo.add({ referenceId: 'ref-a', characterId: 'char-a', features: featsA });
@@ -160,8 +179,14 @@ describe('serialisation and bookkeeping', () => {
   it('(f) round-trips a KeypointSet exactly', () => {
     for (const s of [featsA.normal, featsA.mirrored]) {
       const buf = serializeKeypointSet(s);
-      expect(buf.length).toBe(20 + 16 + s.count * 48);
+      const t = s.template!;
+      expect(buf.length).toBe(20 + 16 + s.count * 48 + 16 + 2 * t.width * t.height);
       const back = deserializeKeypointSet(buf);
+      const bt = back.template!;
+      expect([bt.width, bt.height]).toEqual([t.width, t.height]);
+      expect(Buffer.from(bt.gray).equals(Buffer.from(t.gray))).toBe(true);
+      expect(Buffer.from(bt.mask).equals(Buffer.from(t.mask))).toBe(true);
+      for (const key of ['k', 'x0', 'y0'] as const) expect(bt[key]).toBeCloseTo(t[key], 4); // stored as f32
       expect(back.width).toBe(s.width);
       expect(back.height).toBe(s.height);
       expect(back.count).toBe(s.count);
@@ -175,6 +200,14 @@ describe('serialisation and bookkeeping', () => {
       buf.copy(page, 3);
       expect(deserializeKeypointSet(page.subarray(3)).count).toBe(s.count);
     }
+    // Format version 1 (no template), as written before templates existed, still reads.
+    const v1 = serializeKeypointSet({ ...featsA.normal, template: undefined });
+    expect(v1.readUInt16LE(4)).toBe(1);
+    expect(v1.length).toBe(20 + 16 + featsA.normal.count * 48);
+    const back1 = deserializeKeypointSet(v1);
+    expect(back1.template).toBeUndefined();
+    expect(back1.count).toBe(featsA.normal.count);
+    expect(Buffer.from(back1.descriptors).equals(Buffer.from(featsA.normal.descriptors))).toBe(true);
     const bad = serializeKeypointSet(featsA.normal);
     bad[0] ^= 0xff;
     expect(() => deserializeKeypointSet(bad)).toThrow();

@@ -9,6 +9,7 @@
  */
 import type { RawImage } from '../../media/types';
 import { getCv, withMats, type Cv } from './opencv';
+import { buildTemplate, mirrorTemplate, type AppearanceTemplate, type GrayImage } from './appearance';
 
 export interface Box {
   x: number;
@@ -35,6 +36,16 @@ export interface KeypointSet {
    * pixels. Absent for frames (the whole image).
    */
   bbox?: Box;
+  /**
+   * References only: a small grayscale template of the silhouette (see appearance.ts), used to
+   * verify a fitted transform by appearance. Absent in sets read from format version 1.
+   */
+  template?: AppearanceTemplate;
+  /**
+   * Frames only: the luma image the keypoints were detected in, for the appearance check. Kept in
+   * memory, never serialised. Without it the appearance check is skipped.
+   */
+  gray?: GrayImage;
 }
 
 export const DESCRIPTOR_BYTES = 32;
@@ -191,13 +202,17 @@ export async function extractFrameFeatures(frame: RawImage, opts: FrameFeatureOp
   const cv = await getCv();
   const p: OrbParams = { ...FRAME_ORB_DEFAULTS, ...stripUndefined(opts) };
   const max = opts.maxKeypoints ?? DEFAULT_FRAME_KEYPOINTS;
+  const luma = new Uint8Array(frame.width * frame.height);
+  toGray(frame, luma);
   const raw = withMats((track) => {
     const c = cv as any;
     const gray = track(new c.Mat(frame.height, frame.width, c.CV_8UC1));
-    toGray(frame, gray.data);
+    (gray.data as Uint8Array).set(luma);
     return runOrb(cv, gray, null, max, p);
   });
-  return toKeypointSet(raw, max, 1, frame.width, frame.height);
+  const set = toKeypointSet(raw, max, 1, frame.width, frame.height);
+  set.gray = { width: frame.width, height: frame.height, data: luma };
+  return set;
 }
 
 // ----------------------------------------------------------------------------- references
@@ -317,19 +332,17 @@ export async function extractReferenceFeatures(
   const longSide = Math.max(box.width, box.height);
   const scale = longSide < minLong ? minLong / longSide : longSide > maxLong ? maxLong / longSide : 1;
 
+  const filled = new Uint8Array(w * h);
+  toGray(img, filled);
+  for (let i = 0; i < w * h; i++) if (!mask[i]) filled[i] = fill;
+  const template = buildTemplate(filled, mask, w, h, box);
+
   const [rawN, rawM] = withMats((track) => {
     const gray0 = track(new c.Mat(h, w, c.CV_8UC1));
-    const g = gray0.data as Uint8Array;
-    toGray(img, g);
+    (gray0.data as Uint8Array).set(filled);
     const mask0 = track(new c.Mat(h, w, c.CV_8UC1));
     const md = mask0.data as Uint8Array;
-    for (let i = 0; i < w * h; i++) {
-      if (mask[i]) md[i] = 255;
-      else {
-        md[i] = 0;
-        g[i] = fill;
-      }
-    }
+    for (let i = 0; i < w * h; i++) md[i] = mask[i] ? 255 : 0;
     let gray = gray0;
     let m = mask0;
     if (scale !== 1) {
@@ -358,10 +371,11 @@ export async function extractReferenceFeatures(
   const sx = scale === 1 ? 1 : Math.round(w * scale) / w;
   const sy = scale === 1 ? 1 : Math.round(h * scale) / h;
   const inv = 1 / ((sx + sy) / 2);
-  return {
-    normal: toKeypointSet(rawN, max, inv, w, h, box),
-    mirrored: toKeypointSet(rawM, max, inv, w, h, mirroredBox),
-  };
+  const normal = toKeypointSet(rawN, max, inv, w, h, box);
+  const mirrored = toKeypointSet(rawM, max, inv, w, h, mirroredBox);
+  normal.template = template;
+  mirrored.template = mirrorTemplate(template, w);
+  return { normal, mirrored };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
@@ -373,24 +387,33 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 // ----------------------------------------------------------------------------- serialisation
 
 const MAGIC = 0x3153504b; // 'KPS1' little-endian
-const FORMAT_VERSION = 1;
+/** Version 1: keypoints (+ bbox). Version 2 adds the optional appearance template (flag bit 1). */
+const FORMAT_VERSION_V1 = 1;
+const FORMAT_VERSION = 2;
 const HEADER_BYTES = 20;
 const FLAG_BBOX = 1;
+const FLAG_TEMPLATE = 2;
+const TEMPLATE_HEADER_BYTES = 16;
 
 /**
  * Compact little-endian binary form:
- *   u32 magic 'KPS1' | u16 version (1) | u16 flags (bit0: bbox) | u32 width | u32 height | u32 count
+ *   u32 magic 'KPS1' | u16 version | u16 flags (bit0: bbox, bit1: template) | u32 width | u32 height | u32 count
  *   [f32 x4 bbox] | f32 xy[2n] | f32 size[n] | f32 angle[n] | u8 descriptors[32n]
+ *   [template: u16 tw | u16 th | f32 k | f32 x0 | f32 y0 | u8 gray[tw*th] | u8 mask[tw*th]]   (version 2)
+ * A set without a template is written as version 1 (byte-identical to what version-1 writers
+ * produced); with one, as version 2. Both versions are read.
  */
 export function serializeKeypointSet(s: KeypointSet): Buffer {
   const n = s.count;
   const hasBox = !!s.bbox;
-  const total = HEADER_BYTES + (hasBox ? 16 : 0) + n * 16 + n * DESCRIPTOR_BYTES;
+  const t = s.template;
+  const tBytes = t ? TEMPLATE_HEADER_BYTES + 2 * t.width * t.height : 0;
+  const total = HEADER_BYTES + (hasBox ? 16 : 0) + n * 16 + n * DESCRIPTOR_BYTES + tBytes;
   const buf = Buffer.alloc(total);
   let o = 0;
   o = buf.writeUInt32LE(MAGIC, o);
-  o = buf.writeUInt16LE(FORMAT_VERSION, o);
-  o = buf.writeUInt16LE(hasBox ? FLAG_BBOX : 0, o);
+  o = buf.writeUInt16LE(t ? FORMAT_VERSION : FORMAT_VERSION_V1, o);
+  o = buf.writeUInt16LE((hasBox ? FLAG_BBOX : 0) | (t ? FLAG_TEMPLATE : 0), o);
   o = buf.writeUInt32LE(s.width, o);
   o = buf.writeUInt32LE(s.height, o);
   o = buf.writeUInt32LE(n, o);
@@ -404,6 +427,18 @@ export function serializeKeypointSet(s: KeypointSet): Buffer {
   for (let i = 0; i < n; i++) o = buf.writeFloatLE(s.size[i], o);
   for (let i = 0; i < n; i++) o = buf.writeFloatLE(s.angle[i], o);
   buf.set(s.descriptors.subarray(0, n * DESCRIPTOR_BYTES), o);
+  o += n * DESCRIPTOR_BYTES;
+  if (t) {
+    if (t.width > 0xffff || t.height > 0xffff) throw new Error('keypoints: appearance template too large');
+    o = buf.writeUInt16LE(t.width, o);
+    o = buf.writeUInt16LE(t.height, o);
+    o = buf.writeFloatLE(t.k, o);
+    o = buf.writeFloatLE(t.x0, o);
+    o = buf.writeFloatLE(t.y0, o);
+    const m = t.width * t.height;
+    buf.set(t.gray.subarray(0, m), o);
+    buf.set(t.mask.subarray(0, m), o + m);
+  }
   return buf;
 }
 
@@ -411,14 +446,23 @@ export function deserializeKeypointSet(b: Uint8Array): KeypointSet {
   const buf = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   if (buf.length < HEADER_BYTES || buf.readUInt32LE(0) !== MAGIC) throw new Error('keypoints: not a serialized KeypointSet');
   const version = buf.readUInt16LE(4);
-  if (version !== FORMAT_VERSION) throw new Error(`keypoints: unsupported KeypointSet format version ${version}`);
+  if (version !== FORMAT_VERSION && version !== FORMAT_VERSION_V1) throw new Error(`keypoints: unsupported KeypointSet format version ${version}`);
   const flags = buf.readUInt16LE(6);
   const width = buf.readUInt32LE(8);
   const height = buf.readUInt32LE(12);
   const n = buf.readUInt32LE(16);
   let o = HEADER_BYTES;
   const hasBox = (flags & FLAG_BBOX) !== 0;
-  const expected = HEADER_BYTES + (hasBox ? 16 : 0) + n * 16 + n * DESCRIPTOR_BYTES;
+  const hasTemplate = version >= 2 && (flags & FLAG_TEMPLATE) !== 0;
+  const core = HEADER_BYTES + (hasBox ? 16 : 0) + n * 16 + n * DESCRIPTOR_BYTES;
+  let tw = 0;
+  let th = 0;
+  if (hasTemplate) {
+    if (buf.length < core + TEMPLATE_HEADER_BYTES) throw new Error(`keypoints: serialized KeypointSet has ${buf.length} bytes, expected more than ${core + TEMPLATE_HEADER_BYTES}`);
+    tw = buf.readUInt16LE(core);
+    th = buf.readUInt16LE(core + 2);
+  }
+  const expected = core + (hasTemplate ? TEMPLATE_HEADER_BYTES + 2 * tw * th : 0);
   if (buf.length !== expected) throw new Error(`keypoints: serialized KeypointSet has ${buf.length} bytes, expected ${expected}`);
   let bbox: Box | undefined;
   if (hasBox) {
@@ -433,7 +477,17 @@ export function deserializeKeypointSet(b: Uint8Array): KeypointSet {
   for (let i = 0; i < n; i++, o += 4) angle[i] = buf.readFloatLE(o);
   const descriptors = new Uint8Array(n * DESCRIPTOR_BYTES);
   descriptors.set(buf.subarray(o, o + n * DESCRIPTOR_BYTES));
+  o += n * DESCRIPTOR_BYTES;
   const s: KeypointSet = { width, height, count: n, xy, size, angle, descriptors };
   if (bbox) s.bbox = bbox;
+  if (hasTemplate) {
+    const k = buf.readFloatLE(o + 4);
+    const x0 = buf.readFloatLE(o + 8);
+    const y0 = buf.readFloatLE(o + 12);
+    o += TEMPLATE_HEADER_BYTES;
+    const m = tw * th;
+    if (!(k > 0) || !Number.isFinite(x0) || !Number.isFinite(y0)) throw new Error('keypoints: corrupt appearance template');
+    s.template = { width: tw, height: th, k, x0, y0, gray: Uint8Array.from(buf.subarray(o, o + m)), mask: Uint8Array.from(buf.subarray(o + m, o + 2 * m)) };
+  }
   return s;
 }

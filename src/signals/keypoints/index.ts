@@ -14,5 +14,7 @@ export {
   DEFAULT_REFERENCE_KEYPOINTS,
 } from './features';
 export type { Box, KeypointSet, OrbParams, FrameFeatureOptions, ReferenceFeatureOptions } from './features';
+export { compareAppearance, buildTemplate, mirrorTemplate, TEMPLATE_LONG_SIDE } from './appearance';
+export type { AppearanceTemplate, AppearanceResult, GrayImage } from './appearance';
 export { KeypointIndex, QUERY_DEFAULTS } from './keypoint-index';
 export type { KeypointHit, QueryOptions, SimilarityTransform, ReferenceFeatures } from './keypoint-index';
