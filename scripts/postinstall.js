@@ -23,6 +23,16 @@ if (tsc) {
     process.exit(1);
   }
 }
+// The web console (console/ → dist/console/), when esbuild is installed (a dev install).
+let esbuild;
+try {
+  esbuild = require.resolve('esbuild', { paths: [root] });
+} catch {
+  esbuild = undefined;
+}
+if (esbuild && existsSync(path.join(root, 'console', 'build.js'))) {
+  if (!run(process.execPath, [path.join(root, 'console', 'build.js')])) console.error('kagami postinstall: console build failed; run `npm run build:console`');
+}
 const build = path.join(root, 'dist', 'models', 'build.js');
 if (existsSync(build)) {
   if (!run(process.execPath, [build])) console.error('kagami postinstall: model build failed; it will be retried on first use');

@@ -225,6 +225,11 @@ export function createApp(service: KagamiService, queues: JobQueues, opts: ApiOp
     res.type('image/jpeg').send(jpeg);
   });
 
+  v1.get('/scans/:id/reference/:characterId', async (req, res) => {
+    const bytes = await service.evidenceReference(tenantOf(req), req.params.id as string, req.params.characterId as string);
+    res.type(sniffImage(bytes)).send(bytes);
+  });
+
   v1.post('/batches', async (req, res) => {
     const b = await service.createBatch(tenantOf(req), parse(S.CreateBatch, req.body ?? {}));
     res.status(202).json(await service.getBatch(tenantOf(req), b.id));
@@ -241,9 +246,21 @@ export function createApp(service: KagamiService, queues: JobQueues, opts: ApiOp
   v1.get('/matches', async (req, res) => {
     res.json({ matches: await service.listMatches(tenantOf(req), parse(S.MatchQuery, req.query)) });
   });
+  v1.get('/matches/:id', async (req, res) => {
+    res.json(await service.getMatch(tenantOf(req), req.params.id as string));
+  });
   v1.get('/matches/:id/frame', async (req, res) => {
     const jpeg = await service.matchFrame(tenantOf(req), req.params.id as string);
     res.type('image/jpeg').send(jpeg);
+  });
+  v1.put('/matches/:id/decision', async (req, res) => {
+    res.json(await service.decideMatch(tenantOf(req), req.params.id as string, parse(S.DecideMatch, req.body ?? {})));
+  });
+  v1.delete('/matches/:id/decision', async (req, res) => {
+    res.json(await service.undoDecision(tenantOf(req), req.params.id as string));
+  });
+  v1.get('/reviews', async (req, res) => {
+    res.json({ reviews: await service.listReviews(tenantOf(req), parse(S.ReviewQuery, req.query)) });
   });
 
   v1.get('/webhook', async (req, res) => {

@@ -12,7 +12,7 @@ const queryParams = (schema: z.ZodObject) =>
 
 export function buildOpenApi(version: string): object {
   // Touch the schemas so their ids are registered before the registry is rendered.
-  void [S.ErrorBody, S.CreateCharacter, S.UpdateCharacter, S.CharacterView, S.ScanView, S.ScanByPath, S.CreateBatch, S.BatchView, S.MatchView, S.SetWebhook];
+  void [S.ErrorBody, S.CreateCharacter, S.UpdateCharacter, S.CharacterView, S.ScanView, S.ScanByPath, S.CreateBatch, S.BatchView, S.MatchView, S.SetWebhook, S.DecideMatch, S.MatchDecisions];
   const { schemas } = z.toJSONSchema(z.globalRegistry, { target: 'openapi-3.0', uri: (id) => `#/components/schemas/${id}`, io: 'input', unrepresentable: 'any' }) as { schemas: Record<string, object> };
   for (const s of Object.values(schemas)) delete (s as Record<string, unknown>).$schema;
   const multipart = (field: string, many: boolean) => ({
@@ -59,6 +59,20 @@ export function buildOpenApi(version: string): object {
       '/v1/batches/{id}': { parameters: [idParam('id')], get: { summary: 'Batch progress', responses: { 200: { description: 'ok', ...json(ref('Batch')) }, ...errors(401, 404) } } },
       '/v1/batches/{id}/report': { parameters: [idParam('id')], get: { summary: 'Reports as JSONL or CSV', parameters: queryParams(S.ReportFormatQuery), responses: { 200: { description: 'application/x-ndjson or text/csv' }, ...errors(401, 404) } } },
       '/v1/matches': { get: { summary: 'Every match against your characters (rightsholder transparency)', parameters: queryParams(S.MatchQuery), responses: { 200: { description: 'list', ...json({ type: 'object', properties: { matches: { type: 'array', items: ref('Match') } } }) }, ...errors(401, 403) } } },
+      '/v1/matches/{id}': { parameters: [idParam('id')], get: { summary: "A match (its character's rightsholder, or the platform whose scan found it)", responses: { 200: { description: 'ok', ...json(ref('Match')) }, ...errors(401, 404) } } },
+      '/v1/matches/{id}/decision': {
+        parameters: [idParam('id')],
+        put: {
+          summary: 'Decide on a match: rightsholders mark it licensed or false_match, platforms confirmed or dismissed (who and when are recorded)',
+          requestBody: json(ref('DecideMatch')),
+          responses: { 200: { description: 'the match with its effective verdict', ...json(ref('Match')) }, ...errors(400, 401, 403, 404) },
+        },
+        delete: { summary: "Undo your side's decision", responses: { 200: { description: 'the match', ...json(ref('Match')) }, ...errors(401, 404) } },
+      },
+      '/v1/reviews': {
+        get: { summary: 'Review queue (platforms): matches in your scans with verdict review and no decision yet', parameters: queryParams(S.ReviewQuery), responses: { 200: { description: 'list', ...json({ type: 'object', properties: { reviews: { type: 'array', items: ref('Match') } } }) }, ...errors(401, 403) } },
+      },
+      '/v1/scans/{id}/reference/{characterId}': { parameters: [idParam('id'), idParam('characterId')], get: { summary: 'The reference image the match was found with', responses: { 200: { description: 'image' }, ...errors(401, 404) } } },
       '/v1/matches/{id}/frame': { parameters: [idParam('id')], get: { summary: 'The evidence frame of a match (JPEG)', responses: { 200: { description: 'image/jpeg' }, ...errors(401, 404) } } },
       '/v1/webhook': {
         get: { summary: 'Your webhook', responses: { 200: { description: 'ok' }, ...errors(401, 404) } },

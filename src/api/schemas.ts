@@ -32,6 +32,9 @@ export const ReferenceView = z
     height: z.number().int(),
     createdAt: z.string(),
     error: z.string().optional(),
+    warnings: z
+      .array(z.string())
+      .describe('quality warnings, `code: explanation`; codes: too_small, mostly_background, duplicate'),
   })
   .meta({ id: 'Reference' });
 
@@ -47,6 +50,27 @@ export const CharacterView = z
   .meta({ id: 'Character' });
 
 export const Segment = z.object({ startSec: z.number(), endSec: z.number() });
+
+export const Verdict = z.enum(['match', 'review', 'clear']);
+export const EffectiveVerdict = z
+  .enum(['match', 'review', 'clear', 'allowed'])
+  .describe('the verdict after decisions: licensed → allowed; false_match or dismissed → clear; confirmed → match');
+
+const decision = <T extends readonly [string, ...string[]]>(values: T) =>
+  z.object({ decision: z.enum(values), by: z.string().describe('tenant name'), at: z.string(), note: z.string().optional() });
+export const MatchDecisions = z
+  .object({ owner: decision(['licensed', 'false_match'] as const).optional(), platform: decision(['confirmed', 'dismissed'] as const).optional() })
+  .meta({ id: 'MatchDecisions' });
+
+export const DecideMatch = z
+  .object({
+    decision: z
+      .enum(['licensed', 'false_match', 'confirmed', 'dismissed'])
+      .describe('rightsholders: licensed (allowed use; later scans of the same video come out clear) or false_match; platforms: confirmed or dismissed'),
+    note: z.string().trim().max(1000).optional(),
+  })
+  .strict()
+  .meta({ id: 'DecideMatch' });
 
 export const ReportMatch = z
   .object({
@@ -67,7 +91,10 @@ export const ReportMatch = z
       box: z.object({ x: z.number(), y: z.number(), width: z.number(), height: z.number() }).optional(),
     }),
     framesMatched: z.number().int(),
-    reason: z.string(),
+    reason: z.string().describe('why; `licensed` when the rightsholder allowed this character in this video'),
+    matchId: z.string().optional().describe('API only: the recorded match (for decisions and /v1/matches/{id}/frame)'),
+    decisions: MatchDecisions.optional(),
+    effectiveVerdict: EffectiveVerdict.optional(),
   })
   .meta({ id: 'ReportMatch' });
 
@@ -77,6 +104,7 @@ export const Report = z
     durationSec: z.number(),
     framesSampled: z.number().int(),
     verdict: z.enum(['match', 'review', 'clear']),
+    effectiveVerdict: Verdict.optional().describe('API only: the clip verdict after decisions on its matches'),
     matches: z.array(ReportMatch),
     model: z.string(),
     elapsedSec: z.number(),
@@ -140,11 +168,19 @@ export const MatchView = z
     evidence: z.record(z.string(), z.unknown()),
     video: z.string(),
     createdAt: z.string(),
+    characterName: z.string().optional(),
+    decisions: MatchDecisions.optional(),
+    effectiveVerdict: EffectiveVerdict,
   })
   .meta({ id: 'Match' });
 
 export const MatchQuery = z.object({
   characterId: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  before: z.string().optional(),
+});
+
+export const ReviewQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).optional(),
   before: z.string().optional(),
 });

@@ -2,8 +2,11 @@ import type {
   ApiKeyRecord,
   BatchRecord,
   CharacterRecord,
+  DecisionSide,
+  ExclusionRecord,
   LibraryChange,
   LibraryModel,
+  MatchDecision,
   MatchRecord,
   ReferenceFeatures,
   ReferenceRecord,
@@ -68,6 +71,13 @@ export interface LibraryStore {
    * `reference_removed` change-log entry. KagamiError `not_found` for an unknown id.
    */
   failReference(id: string, error: string): Promise<void>;
+  /**
+   * Replaces the quality warnings of a reference (an empty list removes them; no change-log entry:
+   * matching does not depend on them). KagamiError `not_found` for an unknown id.
+   */
+  setReferenceWarnings(id: string, warnings: string[]): Promise<void>;
+  /** Every reference (of any character) whose file has this sha256, ordered by character id then id. */
+  findReferencesBySha256(sha256: string): Promise<ReferenceRecord[]>;
   /** Removes one reference (a change-log entry); false if it did not exist. */
   deleteReference(id: string): Promise<boolean>;
   /** Features of every `ready` reference, for building the in-memory indexes, and the change-log position they reflect. */
@@ -104,6 +114,22 @@ export interface TenantStore {
   revokeApiKey(id: string): Promise<boolean>;
 }
 
+/** Filters of ScanStore.listMatches; all given ones must hold. */
+export interface MatchFilter {
+  /** The owner recorded with the match (a rightsholder's name). */
+  owner?: string;
+  characterId?: string;
+  scanId?: string;
+  /** The platform tenant whose scan found it. */
+  tenantId?: string;
+  /** The verdict the scan gave (not changed by decisions). */
+  verdict?: MatchRecord['verdict'];
+  /** Only matches without a decision on this side. */
+  undecided?: DecisionSide;
+  limit?: number;
+  before?: string;
+}
+
 /** Scans, batches and the matches they found. */
 export interface ScanStore {
   /** A `queued` scan at progress 0. KagamiError `conflict` for a used id, `not_found` for an unknown tenant or batch. */
@@ -120,7 +146,8 @@ export interface ScanStore {
   updateScan(id: string, patch: { status?: ScanStatus; progress?: number; report?: unknown; error?: string | null; startedAt?: string; finishedAt?: string }): Promise<ScanRecord | undefined>;
   /**
    * Replaces the matches recorded for a scan (idempotent: a retried scan records them once); ids and
-   * `createdAt` are generated. KagamiError `not_found` for an unknown scan.
+   * `createdAt` are generated; decisions on the replaced matches go with them (`decisions` given
+   * here are ignored). KagamiError `not_found` for an unknown scan.
    */
   putMatches(scanId: string, matches: Array<Omit<MatchRecord, 'id' | 'createdAt' | 'scanId'>>): Promise<void>;
   /**
@@ -128,7 +155,23 @@ export interface ScanStore {
    * is the owner recorded with the match. One scan's matches come in the order given to putMatches.
    * `before`: an ISO timestamp; only matches created strictly earlier. `limit` defaults to 100.
    */
-  listMatches(filter: { owner?: string; characterId?: string; scanId?: string; limit?: number; before?: string }): Promise<MatchRecord[]>;
+  listMatches(filter: MatchFilter): Promise<MatchRecord[]>;
+  getMatch(id: string): Promise<MatchRecord | undefined>;
+  /**
+   * Records (or with `null`, removes) one side's decision on a match; `at` is the time of the call.
+   * The other side's decision is kept. Returns the updated match, undefined for an unknown id.
+   */
+  decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined>;
+
+  /**
+   * Creates or replaces the exclusion of (characterId, video) (`createdAt` becomes now).
+   * KagamiError `not_found` for an unknown character; exclusions go when their character does.
+   */
+  putExclusion(e: Omit<ExclusionRecord, 'createdAt'>): Promise<ExclusionRecord>;
+  /** False if there was none. */
+  deleteExclusion(characterId: string, video: string): Promise<boolean>;
+  /** Ordered by video, then character id. */
+  listExclusions(filter: { video?: string; characterId?: string }): Promise<ExclusionRecord[]>;
 
   createBatch(b: Omit<BatchRecord, 'createdAt' | 'status'>): Promise<BatchRecord>;
   getBatch(id: string, tenantId?: string): Promise<BatchRecord | undefined>;

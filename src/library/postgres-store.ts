@@ -21,14 +21,19 @@ import { randomUUID } from 'node:crypto';
 import { endianness } from 'node:os';
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { KagamiError, LibraryError, NotFoundError, ValidationError } from '../errors';
-import type { MetadataStore } from './metadata-store';
+import type { MatchFilter, MetadataStore } from './metadata-store';
 import type {
   ApiKeyRecord,
   BatchRecord,
   CharacterRecord,
+  DecisionSide,
+  ExclusionRecord,
   LibraryChange,
   LibraryModel,
+  MatchDecision,
   MatchRecord,
+  OwnerDecision,
+  PlatformDecision,
   ReferenceFeatures,
   ReferenceRecord,
   ReferenceStatus,
@@ -150,6 +155,24 @@ const MIGRATIONS: Array<{ name: string; sql: string }> = [
         created_at timestamptz NOT NULL);
       CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries (tenant_id, created_at);`,
   },
+  {
+    name: 'warnings-decisions-exclusions',
+    sql: `
+      ALTER TABLE refs ADD COLUMN warnings jsonb;
+      CREATE INDEX refs_sha256 ON refs (sha256);
+      ALTER TABLE matches ADD COLUMN owner_decision jsonb;
+      ALTER TABLE matches ADD COLUMN platform_decision jsonb;
+      CREATE INDEX matches_tenant ON matches (tenant_id, created_at);
+      CREATE TABLE exclusions (
+        character_id text NOT NULL REFERENCES characters (id) ON DELETE CASCADE,
+        video text NOT NULL,
+        reason text NOT NULL CHECK (reason IN ('licensed')),
+        match_id text,
+        created_by text NOT NULL,
+        created_at timestamptz NOT NULL,
+        PRIMARY KEY (character_id, video));
+      CREATE INDEX exclusions_video ON exclusions (video);`,
+  },
 ];
 
 /** How many entries changesSince returns when no limit is given (as SqliteStore). */
@@ -177,6 +200,7 @@ interface RefRow {
   status: ReferenceStatus;
   error: string | null;
   created_at: Date;
+  warnings: string[] | null;
 }
 interface FeatureRow {
   id: string;
@@ -224,6 +248,16 @@ interface MatchRow {
   evidence: MatchRecord['evidence'];
   video: string;
   created_at: Date;
+  owner_decision: MatchDecision<OwnerDecision> | null;
+  platform_decision: MatchDecision<PlatformDecision> | null;
+}
+interface ExclusionRow {
+  character_id: string;
+  video: string;
+  reason: 'licensed';
+  match_id: string | null;
+  created_by: string;
+  created_at: Date;
 }
 interface BatchRow {
   id: string;
@@ -269,6 +303,7 @@ const toRef = (r: RefRow): ReferenceRecord => ({
   height: r.height,
   status: r.status,
   ...(r.error ? { error: r.error } : {}),
+  ...(r.warnings && r.warnings.length ? { warnings: r.warnings } : {}),
   createdAt: iso(r.created_at),
 });
 const toFeatures = (r: FeatureRow): ReferenceFeatures => ({
@@ -311,6 +346,17 @@ const toMatch = (r: MatchRow): MatchRecord => ({
   segments: r.segments,
   evidence: r.evidence,
   video: r.video,
+  createdAt: iso(r.created_at),
+  ...(r.owner_decision || r.platform_decision
+    ? { decisions: { ...(r.owner_decision ? { owner: r.owner_decision } : {}), ...(r.platform_decision ? { platform: r.platform_decision } : {}) } }
+    : {}),
+});
+const toExclusion = (r: ExclusionRow): ExclusionRecord => ({
+  characterId: r.character_id,
+  video: r.video,
+  reason: r.reason,
+  ...(r.match_id ? { matchId: r.match_id } : {}),
+  createdBy: r.created_by,
   createdAt: iso(r.created_at),
 });
 const toBatch = (r: BatchRow): BatchRecord => ({
@@ -440,17 +486,14 @@ export class PostgresStore implements MetadataStore {
    * schema (created if missing); otherwise in the connection's default one.
    */
   static async connect(url: string, opts: { schema?: string } = {}): Promise<PostgresStore> {
-    const pool = new Pool({ connectionString: url });
+    if (opts.schema !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(opts.schema)) {
+      throw new ValidationError(`invalid schema name '${opts.schema}'`);
+    }
+    // With a schema, every pooled connection starts with it as search_path (a startup parameter,
+    // so no query can run before it is set).
+    const pool = new Pool({ connectionString: url, ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}) });
     // An idle pooled connection that breaks must not crash the process; the next query reconnects.
     pool.on('error', () => undefined);
-    if (opts.schema !== undefined) {
-      if (!opts.schema) throw new ValidationError('schema must not be empty');
-      const setPath = `SET search_path TO ${quoteIdent(opts.schema)}`;
-      // Queued on the new connection before any query a caller of pool.connect() can send.
-      pool.on('connect', (client) => {
-        client.query(setPath).catch(() => undefined);
-      });
-    }
     const store = new PostgresStore(pool, opts.schema);
     try {
       await store.migrate();
@@ -699,6 +742,16 @@ export class PostgresStore implements MetadataStore {
     );
   }
 
+  async setReferenceWarnings(id: string, warnings: string[]): Promise<void> {
+    const updated = await this.q(`UPDATE refs SET warnings = $1::jsonb WHERE id = $2 RETURNING id`, [warnings.length ? JSON.stringify(warnings) : null, id]);
+    if (!updated.length) throw new NotFoundError('reference', id);
+  }
+
+  async findReferencesBySha256(sha256: string): Promise<ReferenceRecord[]> {
+    const found = await rows<RefRow>(this.pool, `SELECT * FROM refs WHERE sha256 = $1 ORDER BY character_id COLLATE "C", id COLLATE "C"`, [sha256]);
+    return found.map(toRef);
+  }
+
   async deleteReference(id: string): Promise<boolean> {
     return this.tx(
       async (c) => {
@@ -901,13 +954,17 @@ export class PostgresStore implements MetadataStore {
     });
   }
 
-  async listMatches(filter: { owner?: string; characterId?: string; scanId?: string; limit?: number; before?: string }): Promise<MatchRecord[]> {
+  async listMatches(filter: MatchFilter): Promise<MatchRecord[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     const add = (cond: string, value: unknown) => (args.push(value), where.push(cond.replace('?', `$${args.length}`)));
     if (filter.owner !== undefined) add('owner = ?', filter.owner);
     if (filter.characterId !== undefined) add('character_id = ?', filter.characterId);
     if (filter.scanId !== undefined) add('scan_id = ?', filter.scanId);
+    if (filter.tenantId !== undefined) add('tenant_id = ?', filter.tenantId);
+    if (filter.verdict !== undefined) add('verdict = ?', filter.verdict);
+    if (filter.undecided === 'owner') where.push('owner_decision IS NULL');
+    if (filter.undecided === 'platform') where.push('platform_decision IS NULL');
     if (filter.before !== undefined) add('created_at < ?', isoTimestamp(filter.before, 'before'));
     args.push(limitOf(filter.limit, DEFAULT_LIST_LIMIT));
     const found = await rows<MatchRow>(
@@ -917,6 +974,50 @@ export class PostgresStore implements MetadataStore {
       args,
     );
     return found.map(toMatch);
+  }
+
+  async getMatch(id: string): Promise<MatchRecord | undefined> {
+    const row = await one<MatchRow>(this.pool, `SELECT * FROM matches WHERE id = $1`, [id]);
+    return row && toMatch(row);
+  }
+
+  async decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined> {
+    const column = side === 'owner' ? 'owner_decision' : 'platform_decision';
+    const value = decision
+      ? JSON.stringify({ decision: decision.decision, by: decision.by, at: now(), ...(decision.note ? { note: decision.note } : {}) })
+      : null;
+    const [row] = await this.q<MatchRow>(`UPDATE matches SET ${column} = $1::jsonb WHERE id = $2 RETURNING *`, [value, id]);
+    return row && toMatch(row);
+  }
+
+  async putExclusion(e: Omit<ExclusionRecord, 'createdAt'>): Promise<ExclusionRecord> {
+    const [row] = await this.q<ExclusionRow>(
+      `INSERT INTO exclusions (character_id, video, reason, match_id, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (character_id, video) DO UPDATE SET reason = EXCLUDED.reason, match_id = EXCLUDED.match_id,
+         created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at
+       RETURNING *`,
+      [e.characterId, e.video, e.reason, e.matchId ?? null, e.createdBy, now()],
+    ).catch((err: unknown) => {
+      throw err instanceof KagamiError && err.code === 'not_found' ? new NotFoundError('character', e.characterId) : err;
+    });
+    return toExclusion(row);
+  }
+
+  async deleteExclusion(characterId: string, video: string): Promise<boolean> {
+    return (await this.q(`DELETE FROM exclusions WHERE character_id = $1 AND video = $2 RETURNING video`, [characterId, video])).length > 0;
+  }
+
+  async listExclusions(filter: { video?: string; characterId?: string }): Promise<ExclusionRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.video !== undefined) args.push(filter.video), where.push(`video = $${args.length}`);
+    if (filter.characterId !== undefined) args.push(filter.characterId), where.push(`character_id = $${args.length}`);
+    const found = await rows<ExclusionRow>(
+      this.pool,
+      `SELECT * FROM exclusions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY video COLLATE "C", character_id COLLATE "C"`,
+      args,
+    );
+    return found.map(toExclusion);
   }
 
   async createBatch(b: Omit<BatchRecord, 'createdAt' | 'status'>): Promise<BatchRecord> {

@@ -16,14 +16,19 @@ import { randomUUID } from 'node:crypto';
 import { endianness } from 'node:os';
 import Database from 'better-sqlite3';
 import { KagamiError, LibraryError, NotFoundError, ValidationError } from '../errors';
-import type { MetadataStore } from './metadata-store';
+import type { MatchFilter, MetadataStore } from './metadata-store';
 import type {
   ApiKeyRecord,
   BatchRecord,
   CharacterRecord,
+  DecisionSide,
+  ExclusionRecord,
   LibraryChange,
   LibraryModel,
+  MatchDecision,
   MatchRecord,
+  OwnerDecision,
+  PlatformDecision,
   ReferenceFeatures,
   ReferenceRecord,
   ReferenceStatus,
@@ -140,6 +145,22 @@ const MIGRATIONS: string[] = [
      response_status INTEGER,
      created_at TEXT NOT NULL);
    CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries(tenant_id, created_at);`,
+
+  // 4: reference quality warnings, decisions on matches (JSON per side), licensed-video exclusions.
+  `ALTER TABLE refs ADD COLUMN warnings TEXT;
+   CREATE INDEX refs_sha256 ON refs(sha256);
+   ALTER TABLE matches ADD COLUMN owner_decision TEXT;
+   ALTER TABLE matches ADD COLUMN platform_decision TEXT;
+   CREATE INDEX matches_tenant ON matches(tenant_id, created_at);
+   CREATE TABLE exclusions (
+     character_id TEXT NOT NULL REFERENCES characters(id) ON DELETE CASCADE,
+     video TEXT NOT NULL,
+     reason TEXT NOT NULL CHECK (reason IN ('licensed')),
+     match_id TEXT,
+     created_by TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (character_id, video));
+   CREATE INDEX exclusions_video ON exclusions(video);`,
 ];
 
 /** How many entries changesSince returns when no limit is given. */
@@ -168,6 +189,7 @@ interface RefRow {
   error: string | null;
   created_at: string;
   ready_seq: number | null;
+  warnings: string | null;
 }
 interface FeatureRow {
   id: string;
@@ -215,6 +237,16 @@ interface MatchRow {
   evidence: string;
   video: string;
   created_at: string;
+  owner_decision: string | null;
+  platform_decision: string | null;
+}
+interface ExclusionRow {
+  character_id: string;
+  video: string;
+  reason: 'licensed';
+  match_id: string | null;
+  created_by: string;
+  created_at: string;
 }
 interface BatchRow {
   id: string;
@@ -258,6 +290,7 @@ const toRef = (r: RefRow): ReferenceRecord => ({
   height: r.height,
   status: r.status,
   ...(r.error ? { error: r.error } : {}),
+  ...(r.warnings ? { warnings: JSON.parse(r.warnings) as string[] } : {}),
   createdAt: r.created_at,
 });
 const toFeatures = (r: FeatureRow): ReferenceFeatures => ({
@@ -303,6 +336,22 @@ const toMatch = (r: MatchRow): MatchRecord => ({
   segments: JSON.parse(r.segments) as MatchRecord['segments'],
   evidence: JSON.parse(r.evidence) as MatchRecord['evidence'],
   video: r.video,
+  createdAt: r.created_at,
+  ...(r.owner_decision || r.platform_decision
+    ? {
+        decisions: {
+          ...(r.owner_decision ? { owner: JSON.parse(r.owner_decision) as MatchDecision<OwnerDecision> } : {}),
+          ...(r.platform_decision ? { platform: JSON.parse(r.platform_decision) as MatchDecision<PlatformDecision> } : {}),
+        },
+      }
+    : {}),
+});
+const toExclusion = (r: ExclusionRow): ExclusionRecord => ({
+  characterId: r.character_id,
+  video: r.video,
+  reason: r.reason,
+  ...(r.match_id ? { matchId: r.match_id } : {}),
+  createdBy: r.created_by,
   createdAt: r.created_at,
 });
 const toBatch = (r: BatchRow): BatchRecord => ({
@@ -610,6 +659,18 @@ export class SqliteStore implements MetadataStore {
     });
   }
 
+  async setReferenceWarnings(id: string, warnings: string[]): Promise<void> {
+    this.write(() => {
+      const r = this.db.prepare(`UPDATE refs SET warnings = ? WHERE id = ?`).run(warnings.length ? JSON.stringify(warnings) : null, id);
+      if (!r.changes) throw new NotFoundError('reference', id);
+    });
+  }
+
+  async findReferencesBySha256(sha256: string): Promise<ReferenceRecord[]> {
+    const rows = this.db.prepare(`SELECT * FROM refs WHERE sha256 = ? ORDER BY character_id, id`).all(sha256) as RefRow[];
+    return rows.map(toRef);
+  }
+
   async deleteReference(id: string): Promise<boolean> {
     return this.write(() => {
       const ref = this.db.prepare(`SELECT character_id FROM refs WHERE id = ?`).get(id) as { character_id: string } | undefined;
@@ -800,12 +861,16 @@ export class SqliteStore implements MetadataStore {
     });
   }
 
-  async listMatches(filter: { owner?: string; characterId?: string; scanId?: string; limit?: number; before?: string }): Promise<MatchRecord[]> {
+  async listMatches(filter: MatchFilter): Promise<MatchRecord[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (filter.owner !== undefined) where.push('owner = ?'), args.push(filter.owner);
     if (filter.characterId !== undefined) where.push('character_id = ?'), args.push(filter.characterId);
     if (filter.scanId !== undefined) where.push('scan_id = ?'), args.push(filter.scanId);
+    if (filter.tenantId !== undefined) where.push('tenant_id = ?'), args.push(filter.tenantId);
+    if (filter.verdict !== undefined) where.push('verdict = ?'), args.push(filter.verdict);
+    if (filter.undecided === 'owner') where.push('owner_decision IS NULL');
+    if (filter.undecided === 'platform') where.push('platform_decision IS NULL');
     if (filter.before !== undefined) where.push('created_at < ?'), args.push(isoTimestamp(filter.before, 'before'));
     const rows = this.db
       .prepare(
@@ -814,6 +879,52 @@ export class SqliteStore implements MetadataStore {
       )
       .all(...args, limitOf(filter.limit, DEFAULT_LIST_LIMIT)) as MatchRow[];
     return rows.map(toMatch);
+  }
+
+  async getMatch(id: string): Promise<MatchRecord | undefined> {
+    const row = this.db.prepare(`SELECT * FROM matches WHERE id = ?`).get(id) as MatchRow | undefined;
+    return row && toMatch(row);
+  }
+
+  async decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined> {
+    const column = side === 'owner' ? 'owner_decision' : 'platform_decision';
+    const value = decision
+      ? JSON.stringify({ decision: decision.decision, by: decision.by, at: now(), ...(decision.note ? { note: decision.note } : {}) })
+      : null;
+    return this.write(() => {
+      this.db.prepare(`UPDATE matches SET ${column} = ? WHERE id = ?`).run(value, id);
+      const row = this.db.prepare(`SELECT * FROM matches WHERE id = ?`).get(id) as MatchRow | undefined;
+      return row && toMatch(row);
+    });
+  }
+
+  async putExclusion(e: Omit<ExclusionRecord, 'createdAt'>): Promise<ExclusionRecord> {
+    return this.write(() => {
+      if (!this.db.prepare(`SELECT 1 FROM characters WHERE id = ?`).get(e.characterId)) throw new NotFoundError('character', e.characterId);
+      this.db
+        .prepare(
+          `INSERT INTO exclusions (character_id, video, reason, match_id, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (character_id, video) DO UPDATE SET reason = excluded.reason, match_id = excluded.match_id,
+             created_by = excluded.created_by, created_at = excluded.created_at`,
+        )
+        .run(e.characterId, e.video, e.reason, e.matchId ?? null, e.createdBy, now());
+      return toExclusion(this.db.prepare(`SELECT * FROM exclusions WHERE character_id = ? AND video = ?`).get(e.characterId, e.video) as ExclusionRow);
+    });
+  }
+
+  async deleteExclusion(characterId: string, video: string): Promise<boolean> {
+    return this.write(() => this.db.prepare(`DELETE FROM exclusions WHERE character_id = ? AND video = ?`).run(characterId, video).changes > 0);
+  }
+
+  async listExclusions(filter: { video?: string; characterId?: string }): Promise<ExclusionRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.video !== undefined) where.push('video = ?'), args.push(filter.video);
+    if (filter.characterId !== undefined) where.push('character_id = ?'), args.push(filter.characterId);
+    const rows = this.db
+      .prepare(`SELECT * FROM exclusions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY video, character_id`)
+      .all(...args) as ExclusionRow[];
+    return rows.map(toExclusion);
   }
 
   async createBatch(b: Omit<BatchRecord, 'createdAt' | 'status'>): Promise<BatchRecord> {

@@ -21,6 +21,11 @@ export interface ReferenceRecord {
   height: number;
   status: ReferenceStatus;
   error?: string;
+  /**
+   * Quality warnings found when the reference was processed (`code: explanation`, e.g.
+   * `too_small: …`, `mostly_background: …`, `duplicate: …`); absent when there are none.
+   */
+  warnings?: string[];
   createdAt: string;
 }
 
@@ -99,6 +104,44 @@ export interface MatchRecord {
   segments: Array<{ startSec: number; endSec: number }>;
   evidence: Record<string, unknown>;
   video: string;
+  createdAt: string;
+  /** What people decided about the match, per side; absent while nobody has. */
+  decisions?: MatchDecisions;
+}
+
+/** A rightsholder's decision on a match of its character. */
+export type OwnerDecision = 'licensed' | 'false_match';
+/** A platform reviewer's decision on a match in its scan. */
+export type PlatformDecision = 'confirmed' | 'dismissed';
+export type DecisionSide = 'owner' | 'platform';
+
+export interface MatchDecision<D extends string = string> {
+  decision: D;
+  /** The tenant name of who decided. */
+  by: string;
+  /** ISO timestamp of the decision. */
+  at: string;
+  note?: string;
+}
+
+export interface MatchDecisions {
+  owner?: MatchDecision<OwnerDecision>;
+  platform?: MatchDecision<PlatformDecision>;
+}
+
+/**
+ * A video a character may appear in without being reported (its rightsholder licensed the use):
+ * scans of the same video come out `clear` for that character with reason `licensed`.
+ */
+export interface ExclusionRecord {
+  characterId: string;
+  /** The video's identity: `sha256:<hex>` of an uploaded file, or `path:<real path>` under the media root. */
+  video: string;
+  reason: 'licensed';
+  /** The match the decision was made on. */
+  matchId?: string;
+  /** Tenant name of who licensed it. */
+  createdBy: string;
   createdAt: string;
 }
 

@@ -11,7 +11,8 @@ import { KagamiError, NotFoundError, ValidationError } from '../errors';
 import { FsBlobStore, putFile } from '../library/blob-store';
 import { prepareReference, referenceId, validateCharacterId } from '../library/library';
 import type { MetadataStore } from '../library/metadata-store';
-import type { CharacterRecord, ReferenceRecord, ScanRecord, ScanStatus, TenantRecord } from '../library/types';
+import type { CharacterRecord, MatchDecisions, MatchRecord, OwnerDecision, PlatformDecision, ReferenceRecord, ScanRecord, ScanStatus, TenantRecord } from '../library/types';
+import { decodeReference } from '../media/image';
 import { probeVideo } from '../media/ffmpeg';
 import type { Frame } from '../media/types';
 import type { JobContext, JobQueues } from '../queue/job-queues';
@@ -48,8 +49,40 @@ export interface ServiceDeps {
 }
 
 export interface CharacterView extends CharacterRecord {
-  references: Array<Pick<ReferenceRecord, 'id' | 'status' | 'fileName' | 'width' | 'height' | 'createdAt' | 'error'>>;
+  references: Array<Pick<ReferenceRecord, 'id' | 'status' | 'fileName' | 'width' | 'height' | 'createdAt' | 'error'> & { warnings: string[] }>;
 }
+
+/** What a match means once decisions are taken into account. */
+export type EffectiveVerdict = 'match' | 'review' | 'clear' | 'allowed';
+
+/** A match as the API shows it: the record plus the platform's name and the effective verdict. */
+export type MatchView = Omit<MatchRecord, 'evidence'> & {
+  evidence: Record<string, unknown>;
+  platform?: string;
+  characterName?: string;
+  effectiveVerdict: EffectiveVerdict;
+};
+
+/**
+ * The verdict after decisions: a licensed match is `allowed`; one its rightsholder calls a false
+ * match, or a platform reviewer dismisses, is `clear`; one a reviewer confirms is `match`. The
+ * rightsholder's decision wins over the platform's. The scan's own verdict and score are kept.
+ */
+export function effectiveVerdict(verdict: MatchRecord['verdict'], d: MatchDecisions | undefined): EffectiveVerdict {
+  if (d?.owner) return d.owner.decision === 'licensed' ? 'allowed' : 'clear';
+  if (d?.platform) return d.platform.decision === 'confirmed' ? 'match' : 'clear';
+  return verdict;
+}
+
+/** The identity of a scan's video for exclusions: its blob's sha256, or its real path. */
+export function videoKey(source: ScanRecord['source']): string {
+  return source.kind === 'blob' ? `sha256:${source.key}` : `path:${source.path}`;
+}
+
+/** Thresholds of the reference quality warnings. */
+export const REFERENCE_QUALITY = { minShortSide: 128, minForegroundFraction: 0.15, duplicateCosine: 0.995 };
+
+const OWNER_DECISIONS: readonly string[] = ['licensed', 'false_match'];
 
 export interface ScanView {
   id: string;
@@ -97,7 +130,16 @@ export class KagamiService {
     const refs = await this.store.listReferences(c.id);
     return {
       ...c,
-      references: refs.map((r) => ({ id: r.id, status: r.status, fileName: r.fileName, width: r.width, height: r.height, createdAt: r.createdAt, ...(r.error ? { error: r.error } : {}) })),
+      references: refs.map((r) => ({
+        id: r.id,
+        status: r.status,
+        fileName: r.fileName,
+        width: r.width,
+        height: r.height,
+        createdAt: r.createdAt,
+        ...(r.error ? { error: r.error } : {}),
+        warnings: r.warnings ?? [],
+      })),
     };
   }
 
@@ -186,6 +228,11 @@ export class KagamiService {
       const bytes = await this.deps.blobs.get(r.sha256);
       const p = await prepareReference({ name: r.fileName, bytes }, embedder, { maxPixels: this.opts.maxReferencePixels, minSide: 16 });
       await this.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
+      const warnings = await this.referenceWarnings(r, bytes, p.embedding).catch((e: unknown) => {
+        this.log('warn', 'reference quality check failed', { referenceId: refId, err: (e as Error).message });
+        return [] as string[];
+      });
+      await this.store.setReferenceWarnings(refId, warnings);
       await this.store.setReferenceFeatures(refId, { referenceId: refId, characterId: r.characterId, embedding: p.embedding, keypoints: p.keypoints });
     } catch (e) {
       if (e instanceof KagamiError) {
@@ -196,14 +243,62 @@ export class KagamiService {
     }
   }
 
+  /**
+   * Quality warnings of a reference being processed: the character too small after trimming the
+   * background, mostly background, or a duplicate of another character's reference (the same file,
+   * or a near-identical embedding). Another owner's character is not named.
+   */
+  private async referenceWarnings(r: ReferenceRecord, bytes: Buffer, embedding: Float32Array): Promise<string[]> {
+    const q = REFERENCE_QUALITY;
+    const out: string[] = [];
+    const decoded = await decodeReference(r.fileName, bytes, { maxPixels: this.opts.maxReferencePixels, minSide: 1 });
+    const { width: tw, height: th } = decoded.image;
+    if (Math.min(tw, th) < q.minShortSide) {
+      out.push(`too_small: the character is only ${tw}×${th} px after trimming the background; use art at least ${q.minShortSide} px on the short side`);
+    }
+    const frac = (tw * th) / Math.max(1, decoded.originalWidth * decoded.originalHeight);
+    if (frac < q.minForegroundFraction) {
+      out.push(`mostly_background: the character fills only ${Math.round(frac * 100)}% of the image; crop it closer`);
+    }
+    const owner = (await this.store.getCharacter(r.characterId))?.owner;
+    const describe = async (characterId: string) => {
+      const c = await this.store.getCharacter(characterId);
+      return c && c.owner === owner ? `'${c.name}' (${c.id})` : "another rightsholder's character";
+    };
+    const same = (await this.store.findReferencesBySha256(r.sha256)).find((x) => x.characterId !== r.characterId);
+    if (same) {
+      out.push(`duplicate: the same image is registered for ${await describe(same.characterId)}`);
+    } else {
+      await this.currentScanner(); // loads (or refreshes) the in-memory references
+      const hit = this.refs?.vectors.search([embedding], 5)[0]?.find((h) => h.key !== r.characterId && h.similarity >= q.duplicateCosine);
+      if (hit) out.push(`duplicate: nearly identical to a reference of ${await describe(hit.key)} (similarity ${hit.similarity.toFixed(3)})`);
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------- scans
 
-  private toView(s: ScanRecord): ScanView {
+  /**
+   * The scan as the API shows it. A finished report's matches get their match id, the decisions
+   * on them and the effective verdict (and the report its effective clip verdict).
+   */
+  private async toView(s: ScanRecord): Promise<ScanView> {
+    let report = (s.report as ScanReport | undefined) ?? null;
+    if (report && s.status === 'done') {
+      const recs = new Map((await this.store.listMatches({ scanId: s.id, limit: 10_000 })).map((m) => [m.characterId, m]));
+      const matches = report.matches.map((m) => {
+        const rec = recs.get(m.characterId);
+        if (!rec) return m;
+        return { ...m, matchId: rec.id, ...(rec.decisions ? { decisions: rec.decisions } : {}), effectiveVerdict: effectiveVerdict(m.verdict, rec.decisions) };
+      });
+      const ev = matches.map((m) => ('effectiveVerdict' in m ? m.effectiveVerdict : m.verdict));
+      report = { ...report, matches, effectiveVerdict: ev.includes('match') ? 'match' : ev.includes('review') ? 'review' : 'clear' } as ScanReport;
+    }
     return {
       id: s.id,
       status: s.status,
       progress: s.progress,
-      report: (s.report as ScanReport | undefined) ?? null,
+      report,
       ...(s.error ? { error: s.error } : {}),
       fileName: s.fileName,
       ...(s.batchId ? { batchId: s.batchId } : {}),
@@ -255,17 +350,17 @@ export class KagamiService {
     }
     const s = await this.store.createScan({ id: `scan_${randomUUID()}`, tenantId: t.id, source, fileName });
     await this.deps.queues.addScan(s.id);
-    return this.toView(s);
+    return await this.toView(s);
   }
 
   async getScan(t: TenantRecord, id: string): Promise<ScanView> {
     const s = await this.store.getScan(id, t.role === 'admin' ? undefined : t.id);
     if (!s) throw new NotFoundError('scan', id);
-    return this.toView(s);
+    return await this.toView(s);
   }
 
   async listScans(t: TenantRecord, filter: { status?: ScanStatus; limit?: number }): Promise<ScanView[]> {
-    return (await this.store.listScans({ tenantId: t.role === 'admin' ? undefined : t.id, ...filter })).map((s) => this.toView(s));
+    return Promise.all((await this.store.listScans({ tenantId: t.role === 'admin' ? undefined : t.id, ...filter })).map((s) => this.toView(s)));
   }
 
   /** Waits up to `sec` seconds for the scan to finish, then returns its current state. */
@@ -287,6 +382,17 @@ export class KagamiService {
     const key = m?.evidence.frameBlob;
     if (typeof key !== 'string') throw new NotFoundError('evidence frame', `${scanId}/${characterId}`);
     return this.deps.blobs.get(key);
+  }
+
+  /** The reference image a scan's match was found with (so platform reviewers can compare). */
+  async evidenceReference(t: TenantRecord, scanId: string, characterId: string): Promise<Buffer> {
+    const s = await this.store.getScan(scanId, t.role === 'admin' ? undefined : t.id);
+    if (!s) throw new NotFoundError('scan', scanId);
+    const m = (await this.store.listMatches({ scanId, characterId, limit: 1 }))[0];
+    const refId = m?.evidence.referenceId;
+    const r = typeof refId === 'string' ? await this.store.getReference(refId) : undefined;
+    if (!r) throw new NotFoundError('evidence reference', `${scanId}/${characterId}`);
+    return this.deps.blobs.get(r.sha256);
   }
 
   private async currentScanner(): Promise<Scanner> {
@@ -342,6 +448,17 @@ export class KagamiService {
       throw e;
     }
     report.video = s.fileName;
+    // Licensed uses: characters whose rightsholder allowed them in this very video come out clear.
+    const licensed = new Set((await this.store.listExclusions({ video: videoKey(s.source) })).map((x) => x.characterId));
+    if (licensed.size && report.matches.some((m) => licensed.has(m.characterId))) {
+      for (const m of report.matches) {
+        if (!licensed.has(m.characterId)) continue;
+        m.verdict = 'clear';
+        m.reason = 'licensed';
+      }
+      const v = report.matches.map((m) => m.verdict);
+      report.verdict = v.includes('match') ? 'match' : v.includes('review') ? 'review' : 'clear';
+    }
     // Evidence frames as JPEG blobs, so reviewers see the frame beside the reference.
     const evidenceBlobs = new Map<string, string>();
     for (const m of report.matches) {
@@ -360,7 +477,13 @@ export class KagamiService {
         score: m.score,
         kind: m.kind,
         segments: m.segments,
-        evidence: { ...m.evidence, ...(evidenceBlobs.has(m.characterId) ? { frameBlob: evidenceBlobs.get(m.characterId) } : {}) },
+        evidence: {
+          ...m.evidence,
+          // Kept with the match so that views of it need not read the scan (another tenant's).
+          durationSec: report.durationSec,
+          reason: m.reason,
+          ...(evidenceBlobs.has(m.characterId) ? { frameBlob: evidenceBlobs.get(m.characterId) } : {}),
+        },
         video: s.fileName,
       })),
     );
@@ -468,24 +591,97 @@ export class KagamiService {
 
   // ---------------------------------------------------------------- matches (transparency)
 
-  async listMatches(t: TenantRecord, filter: { characterId?: string; limit?: number; before?: string }) {
+  async listMatches(t: TenantRecord, filter: { characterId?: string; limit?: number; before?: string }): Promise<MatchView[]> {
     if (!ownsCharacters(t)) throw new ForbiddenError('matches are listed for rightsholders (platforms read their scans)');
-    const list = await this.store.listMatches({ owner: t.role === 'admin' ? undefined : t.name, ...filter });
+    return this.matchViews(await this.store.listMatches({ owner: t.role === 'admin' ? undefined : t.name, ...filter }));
+  }
+
+  private async matchViews(list: MatchRecord[]): Promise<MatchView[]> {
     const tenants = new Map<string, string | undefined>();
-    const out = [];
+    const names = new Map<string, string | undefined>();
+    const out: MatchView[] = [];
     for (const m of list) {
       if (!tenants.has(m.tenantId)) tenants.set(m.tenantId, (await this.store.getTenant(m.tenantId))?.name);
-      out.push({ ...m, platform: tenants.get(m.tenantId) });
+      if (!names.has(m.characterId)) names.set(m.characterId, (await this.store.getCharacter(m.characterId))?.name);
+      const { frameBlob: _blob, ...evidence } = m.evidence;
+      void _blob;
+      out.push({
+        ...m,
+        evidence,
+        platform: tenants.get(m.tenantId),
+        ...(names.get(m.characterId) ? { characterName: names.get(m.characterId) } : {}),
+        effectiveVerdict: effectiveVerdict(m.verdict, m.decisions),
+      });
     }
     return out;
   }
 
+  /** A match its character's owner or the platform whose scan found it may see; anyone else: 404. */
+  private async visibleMatch(t: TenantRecord, matchId: string): Promise<MatchRecord> {
+    const m = await this.store.getMatch(matchId);
+    if (!m) throw new NotFoundError('match', matchId);
+    if (t.role === 'admin') return m;
+    if (t.role === 'rightsholder' && m.owner === t.name) return m;
+    if (t.role === 'platform' && m.tenantId === t.id) return m;
+    throw new NotFoundError('match', matchId);
+  }
+
+  async getMatch(t: TenantRecord, matchId: string): Promise<MatchView> {
+    return (await this.matchViews([await this.visibleMatch(t, matchId)]))[0];
+  }
+
   async matchFrame(t: TenantRecord, matchId: string): Promise<Buffer> {
-    const list = await this.store.listMatches({ owner: t.role === 'admin' ? undefined : t.name, limit: 100_000 });
-    const m = list.find((x) => x.id === matchId);
-    const key = m?.evidence.frameBlob;
-    if (!m || typeof key !== 'string') throw new NotFoundError('match', matchId);
+    const m = await this.visibleMatch(t, matchId);
+    const key = m.evidence.frameBlob;
+    if (typeof key !== 'string') throw new NotFoundError('evidence frame', matchId);
     return this.deps.blobs.get(key);
+  }
+
+  /**
+   * Records a decision on a match. Rightsholders mark matches of their characters `licensed`
+   * (allowed use: later scans of the same video come out clear for that character) or
+   * `false_match`; platforms mark matches in their scans `confirmed` or `dismissed`.
+   */
+  async decideMatch(t: TenantRecord, matchId: string, input: { decision: OwnerDecision | PlatformDecision; note?: string }): Promise<MatchView> {
+    const side = OWNER_DECISIONS.includes(input.decision) ? 'owner' : 'platform';
+    if (side === 'owner' && !ownsCharacters(t)) throw new ForbiddenError(`only the character's rightsholder marks a match ${input.decision}`);
+    if (side === 'platform' && !canScan(t)) throw new ForbiddenError(`only the platform that scanned the clip marks a match ${input.decision}`);
+    const m = await this.visibleMatch(t, matchId);
+    const updated = await this.store.decideMatch(m.id, side, { decision: input.decision, by: t.name, ...(input.note ? { note: input.note } : {}) });
+    if (!updated) throw new NotFoundError('match', matchId);
+    if (side === 'owner') await this.syncExclusion(updated, t.name);
+    return (await this.matchViews([updated]))[0];
+  }
+
+  /** Removes the caller's side's decision (an admin's: both). */
+  async undoDecision(t: TenantRecord, matchId: string): Promise<MatchView> {
+    const m = await this.visibleMatch(t, matchId);
+    const sides = t.role === 'admin' ? (['owner', 'platform'] as const) : t.role === 'rightsholder' ? (['owner'] as const) : (['platform'] as const);
+    let updated: MatchRecord | undefined = m;
+    for (const side of sides) updated = await this.store.decideMatch(m.id, side, null);
+    if (!updated) throw new NotFoundError('match', matchId);
+    await this.syncExclusion(updated, t.name);
+    return (await this.matchViews([updated]))[0];
+  }
+
+  /** Keeps the exclusion of (character, video) in step with the owner's decision on the match. */
+  private async syncExclusion(m: MatchRecord, by: string): Promise<void> {
+    const s = await this.store.getScan(m.scanId);
+    if (!s) return;
+    const video = videoKey(s.source);
+    if (m.decisions?.owner?.decision === 'licensed') {
+      if (await this.store.getCharacter(m.characterId)) await this.store.putExclusion({ characterId: m.characterId, video, reason: 'licensed', matchId: m.id, createdBy: by });
+    } else {
+      const existing = (await this.store.listExclusions({ video, characterId: m.characterId }))[0];
+      if (existing && (!existing.matchId || existing.matchId === m.id)) await this.store.deleteExclusion(m.characterId, video);
+    }
+  }
+
+  /** A platform's review queue: matches in its scans with verdict `review` that nobody on its side decided yet. */
+  async listReviews(t: TenantRecord, filter: { limit?: number; before?: string }): Promise<MatchView[]> {
+    if (!canScan(t)) throw new ForbiddenError('the review queue is for platforms');
+    const list = await this.store.listMatches({ tenantId: t.role === 'admin' ? undefined : t.id, verdict: 'review', undecided: 'platform', ...filter });
+    return this.matchViews(list.filter((m) => effectiveVerdict(m.verdict, m.decisions) === 'review'));
   }
 
   // ---------------------------------------------------------------- webhooks

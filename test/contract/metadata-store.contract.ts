@@ -595,6 +595,108 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
       });
     });
 
+    describe('reference warnings', () => {
+      it('stores, replaces and clears the warnings of a reference; finds references by sha256', async () => {
+        await seedLibrary();
+        await store.addReferences([{ ref: ref('r2', 'c2', 'sha-r1') }, { ref: ref('r3', 'c2') }]);
+        expect(await store.getReference('r1')).not.toHaveProperty('warnings');
+        await store.setReferenceWarnings('r1', ['too_small: tiny', 'duplicate: same file']);
+        expect((await store.getReference('r1'))!.warnings).toEqual(['too_small: tiny', 'duplicate: same file']);
+        expect((await store.listReferences('c1'))[0].warnings).toEqual(['too_small: tiny', 'duplicate: same file']);
+        await store.setReferenceWarnings('r1', ['mostly_background: x']);
+        expect((await store.getReference('r1'))!.warnings).toEqual(['mostly_background: x']);
+        await store.setReferenceWarnings('r1', []);
+        expect(await store.getReference('r1')).not.toHaveProperty('warnings');
+        await expectCode(store.setReferenceWarnings('nope', ['x']), 'not_found');
+        expect((await store.findReferencesBySha256('sha-r1')).map((r) => `${r.characterId}/${r.id}`)).toEqual(['c1/r1', 'c2/r2']);
+        expect(await store.findReferencesBySha256('nope')).toEqual([]);
+      });
+    });
+
+    describe('match decisions and exclusions', () => {
+      let tube: string;
+      let other: string;
+      const match = (characterId: string, owner: string, verdict: 'match' | 'review' | 'clear') => ({
+        tenantId: tube,
+        characterId,
+        owner,
+        verdict,
+        score: 0.75,
+        kind: 'likeness' as const,
+        segments: [{ startSec: 0, endSec: 1 }],
+        evidence: {},
+        video: 'v.mp4',
+      });
+      beforeEach(async () => {
+        tube = (await store.ensureTenant('tube', 'platform')).id;
+        other = (await store.ensureTenant('vids', 'platform')).id;
+        await store.createScan({ id: 's1', tenantId: tube, source: { kind: 'blob', key: 'k1' }, fileName: 'a.mp4' });
+        await store.createScan({ id: 's2', tenantId: other, source: { kind: 'blob', key: 'k2' }, fileName: 'b.mp4' });
+      });
+
+      it('records one decision per side, keeps the other, clears with null', async () => {
+        await store.putMatches('s1', [match('c1', 'acme', 'review')]);
+        const [m] = await store.listMatches({ scanId: 's1' });
+        expect(m).not.toHaveProperty('decisions');
+        expect(await store.getMatch(m.id)).toEqual(m);
+        expect(await store.getMatch('nope')).toBeUndefined();
+
+        const a = await store.decideMatch(m.id, 'owner', { decision: 'licensed', by: 'acme', note: 'contract 42' });
+        expect(a!.decisions).toEqual({ owner: { decision: 'licensed', by: 'acme', at: expect.stringMatching(ISO_RE), note: 'contract 42' } });
+        const b = await store.decideMatch(m.id, 'platform', { decision: 'dismissed', by: 'tube' });
+        expect(b!.decisions).toEqual({ owner: a!.decisions!.owner, platform: { decision: 'dismissed', by: 'tube', at: expect.stringMatching(ISO_RE) } });
+        expect(await store.getMatch(m.id)).toEqual(b);
+        expect((await store.listMatches({ scanId: 's1' }))[0]).toEqual(b);
+        expect(b).toMatchObject({ verdict: 'review', score: 0.75 }); // the scan's verdict and score stay
+
+        const c = await store.decideMatch(m.id, 'owner', { decision: 'false_match', by: 'acme' });
+        expect(c!.decisions!.owner).toEqual({ decision: 'false_match', by: 'acme', at: expect.stringMatching(ISO_RE) });
+        const d = await store.decideMatch(m.id, 'owner', null);
+        expect(d!.decisions).toEqual({ platform: b!.decisions!.platform });
+        const e = await store.decideMatch(m.id, 'platform', null);
+        expect(e).not.toHaveProperty('decisions');
+        expect(await store.decideMatch('nope', 'owner', { decision: 'licensed', by: 'x' })).toBeUndefined();
+      });
+
+      it('lists matches by tenant, verdict and undecided side (a review queue)', async () => {
+        await store.putMatches('s1', [match('c1', 'acme', 'review'), match('c2', 'acme', 'match'), match('c3', 'globex', 'review')]);
+        await store.putMatches('s2', [{ ...match('c1', 'acme', 'review'), tenantId: other }]);
+        const ids = (ms: Array<{ characterId: string; scanId: string }>) => ms.map((m) => `${m.scanId}/${m.characterId}`);
+        expect(ids(await store.listMatches({ tenantId: tube }))).toEqual(['s1/c1', 's1/c2', 's1/c3']);
+        expect(ids(await store.listMatches({ tenantId: tube, verdict: 'review' }))).toEqual(['s1/c1', 's1/c3']);
+        expect(ids(await store.listMatches({ verdict: 'review' }))).toEqual(['s2/c1', 's1/c1', 's1/c3']);
+        const c3 = (await store.listMatches({ scanId: 's1', characterId: 'c3' }))[0];
+        await store.decideMatch(c3.id, 'platform', { decision: 'confirmed', by: 'tube' });
+        expect(ids(await store.listMatches({ tenantId: tube, verdict: 'review', undecided: 'platform' }))).toEqual(['s1/c1']);
+        expect(ids(await store.listMatches({ tenantId: tube, verdict: 'review', undecided: 'owner' }))).toEqual(['s1/c1', 's1/c3']);
+        // decisions go with the matches a re-run replaces
+        await store.putMatches('s1', [match('c3', 'globex', 'review')]);
+        expect(ids(await store.listMatches({ tenantId: tube, undecided: 'platform' }))).toEqual(['s1/c3']);
+      });
+
+      it('stores exclusions per (character, video), replaces, lists and deletes them', async () => {
+        await store.upsertCharacter({ id: 'c1', name: 'One', owner: 'acme' });
+        await store.upsertCharacter({ id: 'c2', name: 'Two', owner: 'acme' });
+        const x = await store.putExclusion({ characterId: 'c1', video: 'sha256:aa', reason: 'licensed', matchId: 'm1', createdBy: 'acme' });
+        expect(x).toEqual({ characterId: 'c1', video: 'sha256:aa', reason: 'licensed', matchId: 'm1', createdBy: 'acme', createdAt: expect.stringMatching(ISO_RE) });
+        const y = await store.putExclusion({ characterId: 'c2', video: 'sha256:aa', reason: 'licensed', createdBy: 'acme' });
+        expect(y).not.toHaveProperty('matchId');
+        await store.putExclusion({ characterId: 'c1', video: 'path:/m/b.mp4', reason: 'licensed', createdBy: 'acme' });
+        const again = await store.putExclusion({ characterId: 'c1', video: 'sha256:aa', reason: 'licensed', matchId: 'm2', createdBy: 'acme2' });
+        expect(again).toMatchObject({ matchId: 'm2', createdBy: 'acme2' });
+        const keys = (es: Array<{ characterId: string; video: string }>) => es.map((e) => `${e.video}|${e.characterId}`);
+        expect(keys(await store.listExclusions({}))).toEqual(['path:/m/b.mp4|c1', 'sha256:aa|c1', 'sha256:aa|c2']);
+        expect(keys(await store.listExclusions({ video: 'sha256:aa' }))).toEqual(['sha256:aa|c1', 'sha256:aa|c2']);
+        expect(keys(await store.listExclusions({ characterId: 'c1' }))).toEqual(['path:/m/b.mp4|c1', 'sha256:aa|c1']);
+        expect(keys(await store.listExclusions({ video: 'sha256:aa', characterId: 'c2' }))).toEqual(['sha256:aa|c2']);
+        expect(await store.deleteExclusion('c2', 'sha256:aa')).toBe(true);
+        expect(await store.deleteExclusion('c2', 'sha256:aa')).toBe(false);
+        await expectCode(store.putExclusion({ characterId: 'nope', video: 'v', reason: 'licensed', createdBy: 'x' }), 'not_found');
+        await store.deleteCharacter('c1');
+        expect(await store.listExclusions({})).toEqual([]);
+      });
+    });
+
     describe('webhooks', () => {
       let t: string;
       let u: string;
