@@ -18,7 +18,6 @@
  *   older ones (the reference was since re-featured, failed, deleted or re-added) are skipped.
  */
 import { randomUUID } from 'node:crypto';
-import { endianness } from 'node:os';
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { KagamiError, LibraryError, NotFoundError, ValidationError } from '../errors';
 import type { MatchFilter, MetadataStore } from './metadata-store';
@@ -44,6 +43,7 @@ import type {
   WebhookDeliveryRecord,
   WebhookRecord,
 } from './types';
+import { checkFeatures, clampProgress, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
 
 /** Schema migrations, applied in order. Append only: never edit a migration that has shipped. */
 const MIGRATIONS: Array<{ name: string; sql: string }> = [
@@ -175,10 +175,6 @@ const MIGRATIONS: Array<{ name: string; sql: string }> = [
   },
 ];
 
-/** How many entries changesSince returns when no limit is given (as SqliteStore). */
-const DEFAULT_CHANGES_LIMIT = 500;
-/** How many rows listScans / listMatches / listDeliveries return when no limit is given (as SqliteStore). */
-const DEFAULT_LIST_LIMIT = 100;
 
 // ---------------------------------------------------------------------------------------------
 // Rows and their records
@@ -382,62 +378,6 @@ const toDelivery = (r: DeliveryRow): WebhookDeliveryRecord => ({
 
 // ---------------------------------------------------------------------------------------------
 // Values
-
-const LITTLE_ENDIAN = endianness() === 'LE';
-
-/** Float32 little-endian bytes of an embedding (a copy). */
-function encodeEmbedding(e: Float32Array): Buffer {
-  if (LITTLE_ENDIAN) return Buffer.from(new Uint8Array(e.buffer, e.byteOffset, e.byteLength));
-  const b = Buffer.alloc(e.length * 4);
-  for (let i = 0; i < e.length; i++) b.writeFloatLE(e[i], i * 4);
-  return b;
-}
-
-/** The embedding stored by encodeEmbedding, in its own (aligned) buffer. */
-function decodeEmbedding(b: Buffer): Float32Array {
-  const out = new Float32Array(b.byteLength >>> 2);
-  if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(b.subarray(0, out.length * 4));
-  else for (let i = 0; i < out.length; i++) out[i] = b.readFloatLE(i * 4);
-  return out;
-}
-
-const now = (): string => new Date().toISOString();
-
-/** An ISO timestamp given by a caller, in the one form stored (`toISOString`). */
-function isoTimestamp(value: string, field: string): string {
-  const d = new Date(value);
-  if (typeof value !== 'string' || Number.isNaN(d.getTime())) throw new ValidationError(`${field}: not a timestamp: ${String(value)}`);
-  return d.toISOString();
-}
-
-function clampProgress(p: number): number {
-  if (typeof p !== 'number' || Number.isNaN(p)) throw new ValidationError(`progress: not a number: ${String(p)}`);
-  return Math.min(1, Math.max(0, p));
-}
-
-function limitOf(limit: number | undefined, fallback: number): number {
-  if (limit === undefined) return fallback;
-  if (!Number.isInteger(limit) || limit < 0) throw new ValidationError(`limit must be a non-negative integer, not ${limit}`);
-  return limit;
-}
-
-function modelMismatch(current: LibraryModel, model: LibraryModel): LibraryError {
-  return new LibraryError(
-    'model_mismatch',
-    `library holds embeddings of model ${current.modelId} (${current.dimension}-d), not ${model.modelId} (${model.dimension}-d)`,
-  );
-}
-
-function checkFeatures(model: LibraryModel | undefined, refId: string, f: ReferenceFeatures): void {
-  if (model && f.embedding.length !== model.dimension) {
-    throw new LibraryError(
-      'model_mismatch',
-      `reference ${refId}: embedding has ${f.embedding.length} dimensions; the library's model ${model.modelId} has ${model.dimension}`,
-    );
-  }
-}
-
-const emptyCounts = (): Record<ScanStatus, number> => ({ queued: 0, running: 0, done: 0, failed: 0 });
 
 const quoteIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
