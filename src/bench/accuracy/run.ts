@@ -1,0 +1,354 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench:accuracy`: Kagami's accuracy on generated clips, beside a pHash peer.
+ *
+ * 1. loads the art sources (sources.ts) and makes the seeded plan (generate.ts);
+ * 2. builds a fresh reference library with the product's own code (openLibrary + addReferences);
+ * 3. renders the clips (cached by content hash in .cache/bench/clips/);
+ * 4. scans every clip with the product's Scanner (minScore 0, so every character gets a score) and
+ *    with the pHash peer on the same sampled frames;
+ * 5. prints µAP, recall at precision 0.9/0.95 (overall and per kind), temporal IoU and false alarms,
+ *    and writes everything to .cache/bench/accuracy-result.json.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { modelManifestPath, readEnv } from '../../config';
+import { addReferences, openLibrary } from '../../library/library';
+import { probeVideo, sampleFrames } from '../../media/ffmpeg';
+import { ReferenceSet } from '../../scan/reference-set';
+import { DEFAULT_SCAN_OPTIONS, Scanner } from '../../scan/scanner';
+import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
+import { artLookup, CLIP_KINDS, DEFAULT_MIX, describeTransforms, makePlan, renderClip, type ClipKind, type Plan, type PlannedClip } from './generate';
+import { hitsToIntervals, mean, rateAtOrAbove, summarise, temporalIoU, type Interval, type ScoredPair, type Summary } from './metrics';
+import { frameHashes, phashScore, referenceHashes } from './phash';
+import { loadSources, MissingArtError, SOURCE_IDS, SOURCE_INFO, type SourceId } from './sources';
+
+interface Options {
+  quick?: boolean;
+  clips?: number;
+  seed: number;
+  sources: SourceId[];
+  cache: string;
+}
+
+/** One clip's outcome for both methods: per registered character, score and predicted segments. */
+interface ClipResult {
+  clip: PlannedClip;
+  file: string;
+  durationSec: number;
+  kagami: Record<string, { score: number; segments: Interval[]; verdict: string; kind: string }>;
+  phash: { frameTimes: number[]; perChar: Record<string, number[]> };
+  scanSec: number;
+  phashSec: number;
+}
+
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('a positive integer');
+  return n;
+};
+
+function parseSources(v: string): SourceId[] {
+  const ids = v.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const id of ids) if (!SOURCE_IDS.includes(id as SourceId)) throw new InvalidArgumentError(`unknown source '${id}' (known: ${SOURCE_IDS.join(', ')})`);
+  return ids as SourceId[];
+}
+
+const f3 = (v: number) => (Number.isFinite(v) ? v.toFixed(3) : '  -  ');
+const pct = (v: number) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : '-');
+
+async function main(argv: string[]): Promise<void> {
+  const program = new Command('bench:accuracy')
+    .description("Kagami's accuracy on generated clips of openly licensed characters, beside a pHash peer")
+    .option('--quick', 'a small plan (about 2-3 minutes)')
+    .option('--clips <n>', 'number of clips', int)
+    .option('--seed <s>', 'plan seed', int, 1)
+    .option('--sources <list>', `art sources, comma-separated (${SOURCE_IDS.join(',')})`, parseSources, [...SOURCE_IDS])
+    .option('--cache <dir>', 'where clips, the library and the result go', '.cache/bench')
+    .parse(argv);
+  const o = program.opts<Options>();
+  const t0 = performance.now();
+  const env = readEnv();
+  const quick = !!o.quick;
+  const cache = path.resolve(o.cache);
+  mkdirSync(cache, { recursive: true });
+
+  let sources;
+  try {
+    sources = await loadSources(o.sources);
+  } catch (e) {
+    if (e instanceof MissingArtError) {
+      process.stderr.write(`bench:accuracy: ${e.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw e;
+  }
+  const plan = makePlan(sources, {
+    seed: o.seed,
+    clips: o.clips ?? (quick ? 16 : 60),
+    maxRegisteredPerSource: quick ? 4 : 10,
+    width: quick ? 640 : 960,
+    height: quick ? 360 : 540,
+    durationSec: 6,
+    mix: DEFAULT_MIX,
+  });
+  const art = artLookup(sources);
+  const counts = Object.fromEntries(CLIP_KINDS.map((k) => [k, plan.clips.filter((c) => c.kind === k).length]));
+  log(`plan: seed ${plan.seed}, ${plan.width}x${plan.height}, ${plan.clips.length} clips ${JSON.stringify(counts)}, ` +
+    `${plan.registered.length} registered characters, ${plan.unregistered.length} unregistered (look-alikes / others); sources ${o.sources.join(', ')}`);
+
+  // --- library, with the product's code
+  const embedder = await OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS });
+  const libDir = path.join(cache, `library-seed${plan.seed}-${quick ? 'quick' : 'full'}`);
+  rmSync(libDir, { recursive: true, force: true });
+  const lib = await openLibrary(libDir, { create: true });
+  const refHashes = new Map<string, bigint[]>();
+  const skipped: string[] = [];
+  const tLib = performance.now();
+  for (const reg of plan.registered) {
+    const c = art.character(reg.key);
+    const files = [];
+    for (const [i, ref] of c.references.entries()) {
+      const name = `${reg.key}-ref${i}.png`;
+      try {
+        // Each file alone first: a file with too little detail is reported and left out.
+        await addReferences(lib, embedder, { id: reg.key, name: reg.name, owner: reg.source }, [{ name, bytes: ref.png }]);
+        files.push(ref);
+        refHashes.set(reg.key, [...(refHashes.get(reg.key) ?? []), ...(await referenceHashes(name, ref.png))]);
+      } catch (e) {
+        skipped.push(`${reg.key} ${ref.label}: ${(e as Error).message}`);
+      }
+    }
+    if (!files.length) skipped.push(`${reg.key}: no usable reference, not registered`);
+  }
+  const refs = await ReferenceSet.load(lib.store, embedder);
+  const registered = [...refs.characters.keys()].sort();
+  log(`library: ${registered.length} characters, ${refs.references.size} references in ${sec(tLib)}${skipped.length ? `; skipped:\n  ${skipped.join('\n  ')}` : ''}`);
+  const scanner = new Scanner(embedder, refs, DEFAULT_SCAN_OPTIONS);
+
+  // --- clips: render two ahead of the scanner (ffmpeg runs beside the scan)
+  const tGen = performance.now();
+  let generated = 0;
+  const rendered = plan.clips.map(() => undefined as undefined | Promise<{ file: string; cached: boolean }>);
+  const ensure = (i: number) => {
+    if (i < plan.clips.length && !rendered[i]) rendered[i] = renderClip(plan, plan.clips[i], art, cache);
+  };
+  const results: ClipResult[] = [];
+  const tScan = performance.now();
+  for (let i = 0; i < plan.clips.length; i++) {
+    ensure(i);
+    ensure(i + 1);
+    const clip = plan.clips[i];
+    const r = await rendered[i]!;
+    if (!r.cached) generated++;
+    const s0 = performance.now();
+    const report = await scanner.scan({ file: r.file, minScore: 0, top: 1000 });
+    const scanSec = (performance.now() - s0) / 1000;
+    const kagami: ClipResult['kagami'] = {};
+    for (const m of report.matches) kagami[m.characterId] = { score: m.score, segments: m.segments, verdict: m.verdict, kind: m.kind };
+    // The peer, on the same sampled frames.
+    const p0 = performance.now();
+    const info = await probeVideo(r.file);
+    const frameTimes: number[] = [];
+    const perChar: Record<string, number[]> = Object.fromEntries(registered.map((k) => [k, []]));
+    for await (const frame of sampleFrames(r.file, info, DEFAULT_SCAN_OPTIONS.sampling)) {
+      frameTimes.push(frame.timeSec);
+      const fh = await frameHashes(frame);
+      for (const k of registered) perChar[k].push(phashScore(fh, refHashes.get(k) ?? []));
+    }
+    const phashSec = (performance.now() - p0) / 1000;
+    results.push({ clip, file: r.file, durationSec: report.durationSec, kagami, phash: { frameTimes, perChar }, scanSec, phashSec });
+    const truth = clip.truthCharacter ? kagami[clip.truthCharacter]?.score ?? 0 : undefined;
+    const topOther = Math.max(0, ...Object.entries(kagami).filter(([k]) => k !== clip.truthCharacter).map(([, v]) => v.score));
+    log(`[${i + 1}/${plan.clips.length}] ${clip.id} ${clip.kind.padEnd(13)} ${(clip.characterKey ?? '-').padEnd(28)} ` +
+      `${truth !== undefined ? `truth ${truth.toFixed(3)} ` : ''}best-other ${topOther.toFixed(3)}  (${describeTransforms(clip.transforms)}) ${scanSec.toFixed(1)}s`);
+  }
+  const loopSec = (performance.now() - tScan) / 1000;
+
+  // --- evaluation
+  const evalOut = evaluate(plan, results, registered);
+  const totalSec = (performance.now() - t0) / 1000;
+  printTable(evalOut);
+  const result = {
+    when: new Date().toISOString(),
+    host: { cpus: os.cpus().length, node: process.version },
+    options: { quick, seed: plan.seed, clips: plan.clips.length, sources: o.sources },
+    licences: Object.fromEntries(o.sources.map((s) => [s, SOURCE_INFO[s]])),
+    model: embedder.modelId,
+    runtime: { totalSec, scanLoopSec: loopSec, clipsGenerated: generated, meanScanSec: mean(results.map((r) => r.scanSec)), meanPhashSec: mean(results.map((r) => r.phashSec)), renderSec: (performance.now() - tGen) / 1000 },
+    plan,
+    skippedReferences: skipped,
+    metrics: evalOut,
+    clips: results.map((r) => ({
+      id: r.clip.id,
+      kind: r.clip.kind,
+      character: r.clip.characterKey,
+      truth: r.clip.truthCharacter,
+      image: r.clip.image?.label,
+      interval: r.clip.interval,
+      transforms: describeTransforms(r.clip.transforms),
+      file: r.file,
+      kagami: Object.fromEntries(Object.entries(r.kagami).filter(([, v]) => v.score > 0)),
+      phashMax: Object.fromEntries(Object.entries(r.phash.perChar).map(([k, v]) => [k, Math.max(0, ...v)])),
+    })),
+  };
+  const out = path.join(cache, 'accuracy-result.json');
+  writeFileSync(out, JSON.stringify(result, (_k, v) => (v === Infinity ? null : v), 2));
+  const k = evalOut.kagami;
+  const p = evalOut.phash;
+  console.log(
+    `\nSUMMARY kagami µAP ${f3(k.overall.ap)} R@P.95 ${f3(k.overall.recallAtP95)} (near-copy ${f3(k.byKind['near-copy'].recallAtP95)}, new-rendition ${f3(k.byKind['new-rendition'].recallAtP95)}) ` +
+      `tIoU ${f3(k.temporalIoU)} lookalike-FA@0.6 ${pct(k.falseAlarms.lookalikeAtMatch)} | phash µAP ${f3(p.overall.ap)} R@P.95 ${f3(p.overall.recallAtP95)} ` +
+      `(near-copy ${f3(p.byKind['near-copy'].recallAtP95)}, new-rendition ${f3(p.byKind['new-rendition'].recallAtP95)}) tIoU ${f3(p.temporalIoU)} | ` +
+      `${plan.clips.length} clips in ${totalSec.toFixed(0)} s → ${out}`,
+  );
+}
+
+interface MethodEval {
+  overall: Summary;
+  byKind: Record<'near-copy' | 'new-rendition', Summary>;
+  bySource: Record<string, Summary>;
+  /** Mean temporal IoU of the truth character's segments over positive clips (missed → 0). */
+  temporalIoU: number;
+  /** The same over positives that were detected (score ≥ the detection threshold used). */
+  temporalIoUDetected: number;
+  segmentThreshold: number;
+  falseAlarms: {
+    /** Fraction of look-alike clips where some registered character scored ≥ threshold. */
+    lookalikeAtMatch: number;
+    lookalikeAtReview: number;
+    lookalikeAtP90: number;
+    emptyAtP90: number;
+    /** Positive clips where another (wrong) registered character reached the threshold. */
+    wrongCharacterAtP90: number;
+    meanTopLookalikeScore: number;
+  };
+  /** Recall (truth score ≥ the P0.9 threshold) by transform, over positive clips. */
+  recallByFactor: Record<string, { n: number; recall: number }>;
+  failures: Array<{ id: string; kind: ClipKind; character: string; image: string; score: number; rank: number; transforms: string }>;
+}
+
+function evaluate(plan: Plan, results: ClipResult[], registered: string[]): { kagami: MethodEval; phash: MethodEval; thresholds: { match: number; review: number } } {
+  const th = DEFAULT_SCAN_OPTIONS.aggregate.thresholds;
+  const gap = DEFAULT_SCAN_OPTIONS.aggregate.mergeGapSec;
+  const usable = results.filter((r) => !r.clip.truthCharacter || registered.includes(r.clip.truthCharacter));
+  const kagamiScore = (r: ClipResult, k: string) => r.kagami[k]?.score ?? 0;
+  const phashScoreOf = (r: ClipResult, k: string) => Math.max(0, ...(r.phash.perChar[k] ?? []));
+  const build = (
+    score: (r: ClipResult, k: string) => number,
+    segments: (r: ClipResult, k: string, threshold: number) => Interval[],
+    productThresholds?: { match: number; review: number },
+  ): MethodEval => {
+    const pairs: Array<ScoredPair & { r: ClipResult; k: string }> = [];
+    for (const r of usable) for (const k of registered) pairs.push({ score: score(r, k), positive: r.clip.truthCharacter === k, r, k });
+    const negatives = pairs.filter((p) => !p.positive);
+    const overall = summarise(pairs);
+    const kindSummary = (kind: ClipKind) => summarise([...pairs.filter((p) => p.positive && p.r.clip.kind === kind), ...negatives]);
+    const sources = [...new Set(usable.map((r) => r.clip.source))];
+    const bySource = Object.fromEntries(sources.map((s) => [s, summarise(pairs.filter((p) => p.r.clip.source === s))]));
+    const tP90 = Number.isFinite(overall.thresholdAtP90) ? overall.thresholdAtP90 : Infinity;
+    const segTh = productThresholds ? productThresholds.review : tP90;
+    const positives = usable.filter((r) => r.clip.truthCharacter);
+    const ious = positives.map((r) => ({ detected: score(r, r.clip.truthCharacter!) >= segTh, iou: temporalIoU(segments(r, r.clip.truthCharacter!, segTh), [r.clip.interval!]) }));
+    const top = (r: ClipResult, exclude?: string) => Math.max(0, ...registered.filter((k) => k !== exclude).map((k) => score(r, k)));
+    const looks = usable.filter((r) => r.clip.kind === 'lookalike').map((r) => top(r));
+    const empties = usable.filter((r) => r.clip.kind === 'empty').map((r) => top(r));
+    const factors: Record<string, (r: PlannedClip) => boolean> = {
+      'kind=near-copy': (c) => c.kind === 'near-copy',
+      'kind=new-rendition': (c) => c.kind === 'new-rendition',
+      'height<30%': (c) => c.transforms.heightFrac < 0.3,
+      'height 30-50%': (c) => c.transforms.heightFrac >= 0.3 && c.transforms.heightFrac < 0.5,
+      'height>=50%': (c) => c.transforms.heightFrac >= 0.5,
+      mirror: (c) => c.transforms.mirror,
+      hue: (c) => c.transforms.hue !== 0,
+      tilt: (c) => c.transforms.tilt !== 0,
+      blur: (c) => c.transforms.blur > 0,
+      noise: (c) => c.transforms.noise > 0,
+      occlusion: (c) => !!c.transforms.occlusion,
+      caption: (c) => !!c.transforms.caption,
+      reencode: (c) => c.transforms.reencode,
+      'no photometric/occlusion/reencode': (c) => !c.transforms.hue && !c.transforms.blur && !c.transforms.noise && !c.transforms.occlusion && !c.transforms.reencode,
+      ...Object.fromEntries(sources.map((s) => [`source=${s}`, (c: PlannedClip) => c.source === s])),
+    };
+    const recallByFactor = Object.fromEntries(
+      Object.entries(factors).map(([name, f]) => {
+        const sel = positives.filter((r) => f(r.clip));
+        return [name, { n: sel.length, recall: sel.length ? sel.filter((r) => score(r, r.clip.truthCharacter!) >= tP90).length / sel.length : NaN }];
+      }),
+    );
+    const failures = positives
+      .map((r) => {
+        const s = score(r, r.clip.truthCharacter!);
+        const rank = 1 + registered.filter((k) => k !== r.clip.truthCharacter && score(r, k) >= s).length;
+        return { id: r.clip.id, kind: r.clip.kind, character: r.clip.truthCharacter!, image: r.clip.image?.label ?? '', score: s, rank, transforms: describeTransforms(r.clip.transforms) };
+      })
+      .filter((f) => f.score < tP90 || f.rank > 1)
+      .sort((a, b) => a.score - b.score);
+    return {
+      overall,
+      byKind: { 'near-copy': kindSummary('near-copy'), 'new-rendition': kindSummary('new-rendition') },
+      bySource,
+      temporalIoU: mean(ious.map((x) => x.iou)),
+      temporalIoUDetected: mean(ious.filter((x) => x.detected).map((x) => x.iou)),
+      segmentThreshold: segTh,
+      falseAlarms: {
+        lookalikeAtMatch: productThresholds ? rateAtOrAbove(looks, productThresholds.match) : NaN,
+        lookalikeAtReview: productThresholds ? rateAtOrAbove(looks, productThresholds.review) : NaN,
+        lookalikeAtP90: rateAtOrAbove(looks, tP90),
+        emptyAtP90: rateAtOrAbove(empties, tP90),
+        wrongCharacterAtP90: rateAtOrAbove(positives.map((r) => top(r, r.clip.truthCharacter)), tP90),
+        meanTopLookalikeScore: mean(looks),
+      },
+      recallByFactor,
+      failures,
+    };
+  };
+  const kagami = build(kagamiScore, (r, k) => r.kagami[k]?.segments ?? [], th);
+  const phash = build(phashScoreOf, (r, k, t) => hitsToIntervals(r.phash.frameTimes, (r.phash.perChar[k] ?? []).map((s) => s >= t), r.durationSec, gap));
+  return { kagami, phash, thresholds: th };
+}
+
+function printTable(e: ReturnType<typeof evaluate>): void {
+  const rows: Array<[string, (m: MethodEval) => string]> = [
+    ['µAP (all pairs)', (m) => f3(m.overall.ap)],
+    ['recall @ P≥0.90', (m) => `${f3(m.overall.recallAtP90)} (t=${f3(m.overall.thresholdAtP90)})`],
+    ['recall @ P≥0.95', (m) => `${f3(m.overall.recallAtP95)} (t=${f3(m.overall.thresholdAtP95)})`],
+    ['near copies: AP', (m) => f3(m.byKind['near-copy'].ap)],
+    ['near copies: R@P.90 / R@P.95', (m) => `${f3(m.byKind['near-copy'].recallAtP90)} / ${f3(m.byKind['near-copy'].recallAtP95)}`],
+    ['new renditions: AP', (m) => f3(m.byKind['new-rendition'].ap)],
+    ['new renditions: R@P.90 / R@P.95', (m) => `${f3(m.byKind['new-rendition'].recallAtP90)} / ${f3(m.byKind['new-rendition'].recallAtP95)}`],
+    ['temporal IoU (all positives)', (m) => f3(m.temporalIoU)],
+    ['temporal IoU (detected)', (m) => `${f3(m.temporalIoUDetected)} (t=${f3(m.segmentThreshold)})`],
+    ['look-alike clips alarmed @0.6/@0.35', (m) => (Number.isFinite(m.falseAlarms.lookalikeAtMatch) ? `${pct(m.falseAlarms.lookalikeAtMatch)} / ${pct(m.falseAlarms.lookalikeAtReview)}` : 'n/a')],
+    ['look-alike clips alarmed @P.90 t', (m) => pct(m.falseAlarms.lookalikeAtP90)],
+    ['empty clips alarmed @P.90 t', (m) => pct(m.falseAlarms.emptyAtP90)],
+    ['positives w/ wrong char @P.90 t', (m) => pct(m.falseAlarms.wrongCharacterAtP90)],
+    ['mean top score on look-alikes', (m) => f3(m.falseAlarms.meanTopLookalikeScore)],
+  ];
+  for (const s of Object.keys(e.kagami.bySource)) rows.push([`source ${s}: AP / R@P.90`, (m) => `${f3(m.bySource[s].ap)} / ${f3(m.bySource[s].recallAtP90)}`]);
+  const w0 = Math.max(...rows.map((r) => r[0].length)) + 2;
+  console.log(`\n${''.padEnd(w0)}${'Kagami'.padEnd(24)}pHash peer`);
+  for (const [name, f] of rows) console.log(`${name.padEnd(w0)}${f(e.kagami).padEnd(24)}${f(e.phash)}`);
+  console.log(`\nrecall at each method's P≥0.90 threshold, by factor (positives):`);
+  for (const [name, v] of Object.entries(e.kagami.recallByFactor)) {
+    console.log(`  ${name.padEnd(w0 - 2)}n=${String(v.n).padEnd(4)} kagami ${pct(v.recall).padEnd(8)} phash ${pct(e.phash.recallByFactor[name]?.recall ?? NaN)}`);
+  }
+  console.log(`\nKagami's misses (truth below its P≥0.90 threshold ${f3(e.kagami.overall.thresholdAtP90)}, or outranked), lowest first:`);
+  for (const f of e.kagami.failures.slice(0, 25)) {
+    console.log(`  ${f.id} ${f.kind.padEnd(13)} ${f.score.toFixed(3)} rank ${String(f.rank).padEnd(3)} ${f.character.padEnd(28)} ${f.transforms}  [${f.image}]`);
+  }
+}
+
+function log(s: string): void {
+  process.stderr.write(`${s}\n`);
+}
+
+const sec = (t: number) => `${((performance.now() - t) / 1000).toFixed(1)} s`;
+
+main(process.argv).catch((e) => {
+  process.stderr.write(`bench:accuracy failed: ${(e as Error).stack ?? e}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,94 @@
+import {
+  averagePrecision,
+  hitsToIntervals,
+  precisionRecallCurve,
+  rateAtOrAbove,
+  recallAtPrecision,
+  temporalIoU,
+  unionIntervals,
+  type ScoredPair,
+} from '../../src/bench/accuracy/metrics';
+
+/** '0.9+' is a positive scored 0.9, '0.8-' a negative. */
+const P = (...xs: string[]): ScoredPair[] => xs.map((x) => ({ score: Number(x.slice(0, -1)), positive: x.endsWith('+') }));
+
+describe('averagePrecision (hand-computed)', () => {
+  test.each([
+    ['perfect ranking', P('0.9+', '0.8+', '0.1-'), 1],
+    ['negative in between: .5·1 + .5·(2/3)', P('0.9+', '0.8-', '0.7+'), 0.5 + 0.5 * (2 / 3)],
+    ['negative first: 1·(1/2)', P('0.9-', '0.8+'), 0.5],
+    ['a tie enters together: P = 1/2 at R = 1', P('0.5+', '0.5-'), 0.5],
+    ['an unretrieved positive (score 0) adds no recall', P('0.9+', '0+'), 0.5],
+    ['unretrieved negatives do not matter', P('0.9+', '0-', '0-'), 1],
+    ['three positives: 1/3·1 + 1/3·(2/3) + 1/3·(3/5)', P('0.9+', '0.8-', '0.7+', '0.6-', '0.5+'), (1 + 2 / 3 + 3 / 5) / 3],
+  ])('%s', (_name, pairs, expected) => {
+    expect(averagePrecision(pairs)).toBeCloseTo(expected, 10);
+  });
+
+  test('no positives: NaN', () => {
+    expect(averagePrecision(P('0.9-', '0.1-'))).toBeNaN();
+  });
+});
+
+describe('precisionRecallCurve', () => {
+  test('one point per distinct score, thresholds descending', () => {
+    expect(precisionRecallCurve(P('0.9+', '0.8-', '0.8+', '0.1-', '0+'))).toEqual([
+      { threshold: 0.9, precision: 1, recall: 1 / 3, tp: 1, fp: 0 },
+      { threshold: 0.8, precision: 2 / 3, recall: 2 / 3, tp: 2, fp: 1 },
+      { threshold: 0.1, precision: 2 / 4, recall: 2 / 3, tp: 2, fp: 2 },
+    ]);
+  });
+});
+
+describe('recallAtPrecision (hand-computed)', () => {
+  const pairs = P('0.9+', '0.8+', '0.7-', '0.6+', '0.5-');
+  // thresholds: .9 P=1 R=1/3; .8 P=1 R=2/3; .7 P=2/3; .6 P=3/4 R=1; .5 P=3/5 R=1
+  test.each([
+    [0.9, 2 / 3, 0.8],
+    [0.95, 2 / 3, 0.8],
+    [0.75, 1, 0.6],
+    [0.5, 1, 0.6],
+  ])('precision ≥ %p → recall %p at threshold %p', (minP, recall, threshold) => {
+    expect(recallAtPrecision(pairs, minP)).toEqual({ recall, threshold });
+  });
+
+  test('no threshold precise enough: recall 0', () => {
+    expect(recallAtPrecision(P('0.9-', '0.8+'), 0.9)).toEqual({ recall: 0, threshold: Infinity });
+  });
+});
+
+describe('temporalIoU (hand-computed)', () => {
+  const I = (a: number, b: number) => ({ startSec: a, endSec: b });
+  test.each([
+    ['identical', [I(2, 6)], [I(2, 6)], 1],
+    ['partial overlap: 1 / 5', [I(1, 3)], [I(2, 6)], 0.2],
+    ['two predictions inside one truth: 2 / 3', [I(0, 1), I(2, 3)], [I(0, 3)], 2 / 3],
+    ['overlapping predictions count once', [I(1, 3), I(2, 4)], [I(1, 4)], 1],
+    ['disjoint', [I(0, 1)], [I(2, 3)], 0],
+    ['nothing predicted for a truth', [], [I(1, 2)], 0],
+    ['nothing predicted, nothing there', [], [], 1],
+  ])('%s', (_name, pred, truth, expected) => {
+    expect(temporalIoU(pred, truth)).toBeCloseTo(expected as number, 10);
+  });
+
+  test('unionIntervals merges and drops empty intervals', () => {
+    expect(unionIntervals([I(3, 4), I(1, 2), I(1.5, 2.5), I(5, 5)])).toEqual([I(1, 2.5), I(3, 4)]);
+  });
+});
+
+describe('hitsToIntervals', () => {
+  const times = [0, 0.5, 1, 1.5, 2];
+  test.each([
+    ['one run, halfway to the neighbours', [false, true, true, false, false], 1.5, [{ startSec: 0.25, endSec: 1.25 }]],
+    ['runs at the clip ends reach the ends', [true, false, false, false, true], 0.6, [{ startSec: 0, endSec: 0.25 }, { startSec: 1.75, endSec: 2.5 }]],
+    ['a gap within mergeGapSec is bridged', [true, false, true, false, false], 1.0, [{ startSec: 0, endSec: 1.25 }]],
+    ['no hits', [false, false, false, false, false], 1.5, []],
+  ])('%s', (_name, hits, gap, expected) => {
+    expect(hitsToIntervals(times, hits as boolean[], 2.5, gap as number)).toEqual(expected);
+  });
+});
+
+test('rateAtOrAbove', () => {
+  expect(rateAtOrAbove([0.1, 0.6, 0.7, 0.2], 0.6)).toBe(0.5);
+  expect(rateAtOrAbove([], 0.6)).toBe(0);
+});
