@@ -11,6 +11,8 @@ const num = (def: number, min: number, max: number) => z.coerce.number().min(min
 const EnvSchema = z.object({
   KAGAMI_LIBRARY: z.string().min(1).default('reference-library'),
   KAGAMI_MODEL: z.string().min(1).default('mobilenetv2-block10-gem3x3'),
+  // Where model files (*.onnx) and trust-on-first-use locks (<id>.lock.json) live; default: models/
+  KAGAMI_MODELS_DIR: z.string().min(1).optional(),
   KAGAMI_FFMPEG: z.string().min(1).optional(),
   KAGAMI_FFPROBE: z.string().min(1).optional(),
   KAGAMI_SAMPLE_FPS: num(2, 0.05, 30),
@@ -60,4 +62,9 @@ export const MODELS_DIR = path.join(PACKAGE_ROOT, 'models');
 
 export function modelManifestPath(modelId: string): string {
   return path.join(MODELS_DIR, `${modelId}.json`);
+}
+
+/** Folder of the model files and lock files: KAGAMI_MODELS_DIR, else the manifests' folder models/. */
+export function modelFilesDir(env: Pick<Env, 'KAGAMI_MODELS_DIR'>): string {
+  return env.KAGAMI_MODELS_DIR ? path.resolve(env.KAGAMI_MODELS_DIR) : MODELS_DIR;
 }

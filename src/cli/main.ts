@@ -3,11 +3,11 @@
  * `kagami`: the command line. Exit codes follow clamscan: 0 = clear, 1 = at least one `match`,
  * 2 = error (message on stderr; stack trace only with --verbose).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { modelManifestPath, readEnv, type Env } from '../config';
+import { MODELS_DIR, modelFilesDir, modelManifestPath, readEnv, type Env } from '../config';
 import { isKagamiError, KagamiError, NotFoundError, ValidationError } from '../errors';
 import { addReferences, openLibrary } from '../library/library';
 import { Scanner, type ScanReport } from '../scan/scanner';
@@ -36,8 +36,21 @@ function positive(v: string): number {
 }
 
 async function loadEmbedder(env: Env): Promise<OnnxEmbedder> {
-  return OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS });
+  return OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR });
 }
+
+/** `models pull` argument: a model id (models/<id>.json) or the path of a manifest file. */
+function resolveManifestArg(arg: string): string {
+  const isId = /^[a-z0-9][a-z0-9._-]*$/.test(arg) && !arg.endsWith('.json');
+  const file = isId ? modelManifestPath(arg) : path.resolve(arg);
+  if (!existsSync(file)) {
+    if (isId) throw new NotFoundError('model', `${arg} (no ${file}; \`kagami models list\` shows the known ones)`);
+    throw new KagamiError('file_not_found', `${arg}: no such manifest file`);
+  }
+  return file;
+}
+
+const mib = (n: number) => (n / 1024 / 1024).toFixed(1);
 
 function formatReport(r: ScanReport): string {
   const lines = [`${r.video}: ${r.verdict.toUpperCase()} (${r.durationSec.toFixed(1)} s, ${r.framesSampled} frames, ${r.elapsedSec.toFixed(2)} s)`];
@@ -274,8 +287,85 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
     .description('build the ONNX models described in models/*.json (done on first use otherwise)')
     .option('--force', 'rebuild even when present')
     .action(async (o: { force?: boolean }) => {
+      const e = env();
       const { buildAll } = await import('../models/build');
-      await buildAll({ force: !!o.force, log: (l: string) => process.stdout.write(l + '\n') });
+      await buildAll({ force: !!o.force, filesDir: modelFilesDir(e), log: (l: string) => process.stdout.write(l + '\n') });
+    });
+
+  models
+    .command('list')
+    .description('list the models in models/*.json: kind, whether the file is present, dimension')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const e = env();
+      const { listModels } = await import('../models/pull');
+      const rows = listModels(MODELS_DIR, modelFilesDir(e));
+      if (o.json) {
+        process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        return;
+      }
+      const pins = { built: 'sha256 (built)', sha256: 'sha256', lock: 'pinned on first pull', unpinned: 'unpinned (trust on first pull)', 'invalid-lock': 'INVALID LOCK FILE' };
+      const table = [['ID', 'KIND', 'PRESENT', 'DIM', 'HASH', 'LICENCE']];
+      for (const r of rows) {
+        if (r.error) table.push([r.id, 'invalid', '-', '-', '-', r.error]);
+        else table.push([r.id, r.kind, r.present ? `yes (${mib(r.bytes ?? 0)} MiB)` : 'no', String(r.dimension), pins[r.pin], r.licence]);
+      }
+      const widths = table[0].map((_, i) => Math.max(...table.map((row) => (i < row.length - 1 ? row[i].length : 0))));
+      for (const row of table) process.stdout.write(row.map((c, i) => (i < row.length - 1 ? c.padEnd(widths[i]) : c)).join('  ') + '\n');
+      if (!rows.length) process.stdout.write('(no model manifests)\n');
+    });
+
+  models
+    .command('pull')
+    .description('download a model whose manifest has a `download` section (resumable, sha256-checked)')
+    .argument('<id>', 'model id (models/<id>.json) or the path of a manifest file')
+    .option('--url <url>', "download from this URL instead of the manifest's (a mirror); the sha256 check is the same")
+    .option('--force', 'download again even when the file is present')
+    .action(async (id: string, o: { url?: string; force?: boolean }) => {
+      const e = env();
+      const { pullModel } = await import('../models/pull');
+      const manifestPath = resolveManifestArg(id);
+      const bar = process.stderr.isTTY
+        ? new cliProgress.SingleBar(
+            { format: '{bar} {percentage}% | {done}/{size} MiB | {speed} MiB/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true },
+            cliProgress.Presets.shades_classic,
+          )
+        : undefined;
+      let started = false;
+      const t0 = Date.now();
+      const abort = new AbortController();
+      const onSigint = () => abort.abort(new Error('interrupted (the partial file is kept: pull again to resume)'));
+      process.once('SIGINT', onSigint);
+      try {
+        const r = await pullModel({
+          manifestPath,
+          modelsDir: modelFilesDir(e),
+          url: o.url,
+          force: !!o.force,
+          signal: abort.signal,
+          warn: (l) => {
+            bar?.stop();
+            process.stderr.write(l + '\n');
+          },
+          onProgress: (p) => {
+            if (!started) {
+              started = true;
+              if (p.resumedFrom > 0) process.stderr.write(`kagami: resuming ${p.id} at ${mib(p.resumedFrom)} MiB\n`);
+              else if (!bar) process.stderr.write(`kagami: downloading ${p.id}${p.total ? ` (${mib(p.total)} MiB)` : ''} …\n`);
+              if (bar && p.total) bar.start(p.total, p.received, { done: mib(p.received), size: mib(p.total), speed: '0.0' });
+            }
+            const secs = Math.max(0.001, (Date.now() - t0) / 1000);
+            bar?.update(p.received, { done: mib(p.received), speed: mib((p.received - p.resumedFrom) / secs) });
+          },
+        });
+        bar?.stop();
+        const how = r.status === 'present' ? 'already present, sha256 checked' : r.resumedFrom > 0 ? `downloaded (resumed at ${mib(r.resumedFrom)} MiB)` : 'downloaded';
+        const pin = { manifest: 'matches the manifest', lock: 'matches the lock file', 'new-lock': 'pinned now (trust on first use)' }[r.pinnedBy];
+        process.stdout.write(`${r.id}: ${how}: ${r.path} (${mib(r.bytes)} MiB, sha256 ${r.sha256}, ${pin})\n`);
+      } finally {
+        bar?.stop();
+        process.removeListener('SIGINT', onSigint);
+      }
     });
 
   return program;

@@ -11,7 +11,7 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { LoadedManifest, loadManifest, ModelManifestSchema } from '../signals/embedding/manifest';
+import { listManifestFiles, LoadedManifest, loadManifest, ModelManifestSchema } from '../signals/embedding/manifest';
 import { convertLayersModel, loadPackagedLayersModel } from '../signals/embedding/tfjs-to-onnx';
 
 /** The repository's models/ folder, located relative to this (compiled) file: dist/models -> models. */
@@ -32,6 +32,10 @@ export function sha256Of(data: Uint8Array): string {
 /** Convert the manifest's source model; returns the ONNX bytes (nothing is written). */
 export function convertManifestModel(manifest: LoadedManifest): Uint8Array {
   const { source, trunk, head, input, output } = manifest;
+  if (!source || !trunk?.cutAfter || !head) {
+    throw new Error(`${manifest.id}: not a built model (it is downloaded: kagami models pull ${manifest.id})`);
+  }
+  if (input.layout !== 'NHWC' || input.channels !== 'RGB') throw new Error(`${manifest.id}: built models are NHWC RGB`);
   const { model, weightData, version } = loadPackagedLayersModel(source.package, source.files);
   if (version !== source.version) {
     // Not fatal by itself: the sha256 check decides whether the result is still the same model.
@@ -68,12 +72,13 @@ export async function buildModel(manifestPath: string, outDir?: string, opts: { 
   const t0 = performance.now();
   const manifest = loadManifest(manifestPath);
   const bytes = convertManifestModel(manifest);
+  const source = manifest.source!; // convertManifestModel checked it
   const sha = sha256Of(bytes);
   if (sha !== manifest.sha256) {
     if (!opts.updateSha) {
       throw new Error(
         `${manifest.id}: built model has sha256 ${sha} but the manifest expects ${manifest.sha256} ` +
-          `(different ${manifest.source.package} version or converter change; rebuild with --update-sha if intended)`,
+          `(different ${source.package} version or converter change; rebuild with --update-sha if intended)`,
       );
     }
     const json = JSON.parse(fs.readFileSync(manifestPath, 'utf8'));
@@ -97,31 +102,36 @@ export interface BuildAllOptions {
   updateSha?: boolean;
   /** Folder of the manifests (default MODELS_DIR). */
   modelsDir?: string;
+  /** Folder of the model files (default: the manifests' folder; the CLI passes KAGAMI_MODELS_DIR). */
+  filesDir?: string;
   /** One line per model (default: console.log). */
   log?: (line: string) => void;
 }
 
 /**
- * Build every manifest's model in modelsDir whose .onnx file is missing (all with `force`).
- * Tries all of them, then throws one Error naming the failures, if any.
+ * Build every built-kind manifest's model in modelsDir whose .onnx file is missing (all with `force`).
+ * Downloaded models are skipped (`kagami models pull ID`). Tries all of them, then throws one Error
+ * naming the failures, if any.
  */
 export async function buildAll(opts: BuildAllOptions = {}): Promise<BuildResult[]> {
   const dir = opts.modelsDir ?? MODELS_DIR;
   const log = opts.log ?? ((l: string) => console.log(l));
-  const manifests = fs.existsSync(dir)
-    ? fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort().map((f) => path.join(dir, f))
-    : [];
+  const manifests = listManifestFiles(dir);
   if (manifests.length === 0) throw new Error(`no model manifests in ${dir}`);
   const results: BuildResult[] = [];
   const failures: string[] = [];
   for (const m of manifests) {
     try {
-      const manifest = loadManifest(m);
+      const manifest = loadManifest(m, { modelsDir: opts.filesDir });
+      if (manifest.download) {
+        log(`${manifest.id}: downloaded, not built (kagami models pull ${manifest.id})`);
+        continue;
+      }
       if (!opts.force && !opts.updateSha && fs.existsSync(manifest.modelPath)) {
         log(`${manifest.id}: ${manifest.modelPath} exists (use --force to rebuild)`);
         continue;
       }
-      const r = await buildModel(m, undefined, { updateSha: opts.updateSha });
+      const r = await buildModel(m, opts.filesDir, { updateSha: opts.updateSha });
       results.push(r);
       log(`${r.id}: built ${r.path} in ${r.ms.toFixed(0)} ms, ${(r.bytes / 1024 / 1024).toFixed(2)} MiB, sha256 ${r.sha256}`);
     } catch (e) {

@@ -47,7 +47,7 @@ export async function createRuntime(env: Env, opts: { queuePrefix?: string; logg
       store,
       blobs,
       queues,
-      embedder: () => (embedder ??= OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS })),
+      embedder: () => (embedder ??= OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR })),
       log: (level, msg, extra) => log[level](extra ?? {}, msg),
     },
     {

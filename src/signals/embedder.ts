@@ -10,6 +10,8 @@ export interface Embedder {
   readonly dimension: number;
   readonly inputWidth: number;
   readonly inputHeight: number;
+  /** Brings a frame to the model's input size with the model's own resize policy. */
+  prepare(image: RawImage): Promise<RawImage>;
   /** One vector per image, in order. */
   embed(images: RawImage[]): Promise<Float32Array[]>;
 }

@@ -1,85 +1,243 @@
 /**
- * Model manifests (models/*.json): where an embedding model comes from, how it is built, and how
- * to feed it. The ONNX file is generated locally from the source package and checked against
- * `sha256`, so a manifest pins the exact bytes that produce the embeddings.
+ * Model manifests (models/*.json): where an embedding model comes from and how to feed it.
+ *
+ * Two kinds:
+ *  - built: `source` + `trunk` + `head` + `sha256`. The ONNX file is generated locally from an npm
+ *    package (src/models/build.ts) and checked against `sha256`.
+ *  - downloaded: `download` (url, sha256 or an explicit trust-on-first-use `pin`, licence). The file is
+ *    fetched by `kagami models pull ID` (src/models/pull.ts) and checked against `download.sha256`, or,
+ *    when the publisher's hash is unknown, against the hash recorded in `<id>.lock.json` at the first pull.
+ * Either way a manifest pins the exact bytes that produce the embeddings.
+ *
+ * Preprocessing fields (all optional, defaults = the behaviour of the first built model):
+ *  input.layout NHWC | NCHW, input.channels RGB | BGR, input.range '0-255' (mean/std in pixel units)
+ *  or '0-1' (pixels divided by 255 first), input.resize (how a caller should bring an image to the
+ *  input size), output.pooling none | cls | mean (for token outputs [N, T, D]), output.normalized
+ *  (false: the embedder L2-normalises).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { z } from 'zod';
 
 const rgbTriple = z.tuple([z.number(), z.number(), z.number()]);
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'lower-case hex sha256');
+
+export const ResizeSchema = z
+  .object({
+    /**
+     * stretch: scale to width x height ignoring the aspect ratio. letterbox: fit inside, pad with grey.
+     * centre-crop: scale so the shorter side is `shorterSide` (default: the smaller of width/height),
+     * then cut the centre width x height.
+     */
+    mode: z.enum(['stretch', 'letterbox', 'centre-crop']),
+    shorterSide: z.number().int().positive().optional(),
+    /** sharp interpolation kernel (PIL bicubic ~ cubic, PIL bilinear ~ linear). Default lanczos3. */
+    kernel: z.enum(['nearest', 'linear', 'cubic', 'mitchell', 'lanczos2', 'lanczos3']).optional(),
+  })
+  .strict();
+
+export const DownloadSchema = z
+  .object({
+    url: z.string().url().refine((u) => /^https?:\/\//.test(u), 'http(s) URL'),
+    /** The publisher's sha256 of the file, or null when it is not known (then `pin` is required). */
+    sha256: sha256Hex.nullable(),
+    /** `on-first-pull`: trust on first use; the first pull records the hash in `<id>.lock.json`. */
+    pin: z.literal('on-first-pull').optional(),
+    bytes: z.number().int().positive().optional(),
+    licence: z.string().min(1),
+    homepage: z.string().url().optional(),
+  })
+  .strict()
+  .refine((d) => (d.sha256 === null) === (d.pin === 'on-first-pull'), {
+    message: 'download.sha256 null requires "pin": "on-first-pull" (and a known sha256 takes no pin)',
+    path: ['pin'],
+  });
 
 export const ModelManifestSchema = z
   .object({
     id: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case id: letters, digits, . _ -'),
     description: z.string(),
-    source: z.object({
-      package: z.string().min(1),
-      version: z.string().min(1),
-      /** Paths relative to the package root: the layers-model module and its weight shards. */
-      files: z.array(z.string().min(1)).min(2),
-      licence: z.string().min(1),
-    }),
-    trunk: z.object({
-      architecture: z.string().min(1),
-      cutAfter: z.string().min(1),
-    }),
-    head: z.object({
-      type: z.literal('gem-grid'),
-      grid: z.number().int().min(1),
-      p: z.number().positive(),
-      eps: z.number().positive().optional(),
-    }),
-    /** ONNX file name, relative to the manifest's folder. */
+    /** Built models: the npm package the model is converted from. */
+    source: z
+      .object({
+        package: z.string().min(1),
+        version: z.string().min(1),
+        /** Paths relative to the package root: the layers-model module and its weight shards. */
+        files: z.array(z.string().min(1)).min(2),
+        licence: z.string().min(1),
+      })
+      .optional(),
+    /** Downloaded models: where the ONNX file comes from. */
+    download: DownloadSchema.optional(),
+    trunk: z
+      .object({
+        architecture: z.string().min(1),
+        /** Built models: the layer the network is cut after. */
+        cutAfter: z.string().min(1).optional(),
+      })
+      .optional(),
+    head: z
+      .object({
+        type: z.literal('gem-grid'),
+        grid: z.number().int().min(1),
+        p: z.number().positive(),
+        eps: z.number().positive().optional(),
+      })
+      .optional(),
+    /** ONNX file name, in the models folder (KAGAMI_MODELS_DIR, default: the manifest's folder). */
     file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'),
-    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'lower-case hex sha256'),
+    /** Built models: sha256 of the built file. Downloaded models use download.sha256. */
+    sha256: sha256Hex.optional(),
     input: z.object({
       name: z.string().min(1),
       width: z.number().int().positive(),
       height: z.number().int().positive(),
-      layout: z.literal('NHWC'),
-      channels: z.literal('RGB'),
+      layout: z.enum(['NHWC', 'NCHW']),
+      channels: z.enum(['RGB', 'BGR']),
+      /** Scale of mean/std: '0-255' (default) feeds (pixel - mean) / std, '0-1' (pixel / 255 - mean) / std. */
+      range: z.enum(['0-255', '0-1']).optional(),
       mean: rgbTriple,
       std: rgbTriple.refine((s) => s.every((v) => v > 0), 'std must be positive'),
+      resize: ResizeSchema.optional(),
     }),
     output: z.object({
       name: z.string().min(1),
       dimension: z.number().int().positive(),
+      /** true: the model's vectors are already L2-normalised; false: the embedder normalises them. */
       normalized: z.boolean(),
+      /** none (default): output is [N, D]. cls: [N, T, D], token 0. mean: [N, T, D], mean over tokens. */
+      pooling: z.enum(['none', 'cls', 'mean']).optional(),
     }),
     licence: z.string().min(1),
   })
-  .refine((m) => m.output.dimension % (m.head.grid * m.head.grid) === 0, {
-    message: 'output.dimension must be grid*grid*channels',
-    path: ['output', 'dimension'],
+  .superRefine((m, ctx) => {
+    const issue = (p: string[], message: string) => ctx.addIssue({ code: 'custom', path: p, message });
+    if (!!m.source === !!m.download) {
+      issue(['source'], 'a manifest needs exactly one of `source` (built locally) or `download` (fetched)');
+      return;
+    }
+    if (m.source) {
+      if (!m.trunk?.cutAfter) issue(['trunk', 'cutAfter'], 'built models need trunk.cutAfter');
+      if (!m.head) issue(['head'], 'built models need a head');
+      if (!m.sha256) issue(['sha256'], 'built models need sha256');
+      if (m.head && m.output.dimension % (m.head.grid * m.head.grid) !== 0) {
+        issue(['output', 'dimension'], 'output.dimension must be grid*grid*channels');
+      }
+    } else {
+      if (m.sha256) issue(['sha256'], 'downloaded models keep their hash in download.sha256');
+      if (m.head) issue(['head'], 'a head is only for built models');
+    }
   });
 
 export type ModelManifest = z.infer<typeof ModelManifestSchema>;
+export type ResizePolicy = z.infer<typeof ResizeSchema>;
 
 /** A validated manifest plus where it was read from. */
 export interface LoadedManifest extends ModelManifest {
   /** Absolute path of the manifest file. */
   manifestPath: string;
-  /** Absolute path of the ONNX file (manifest folder + `file`). */
+  /** Absolute path of the ONNX file (models folder + `file`). */
   modelPath: string;
+  /** Absolute path of the trust-on-first-use lock file (models folder + `<id>.lock.json`). */
+  lockPath: string;
 }
 
-export function parseManifest(json: unknown, manifestPath: string): LoadedManifest {
+export interface ManifestOptions {
+  /** Folder of the model files and lock files (default: the manifest's folder). */
+  modelsDir?: string;
+}
+
+export function parseManifest(json: unknown, manifestPath: string, opts: ManifestOptions = {}): LoadedManifest {
   const r = ModelManifestSchema.safeParse(json);
   if (!r.success) {
     const issues = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
     throw new Error(`invalid model manifest ${manifestPath}: ${issues}`);
   }
   const abs = path.resolve(manifestPath);
-  return { ...r.data, manifestPath: abs, modelPath: path.join(path.dirname(abs), r.data.file) };
+  const dir = path.resolve(opts.modelsDir ?? path.dirname(abs));
+  return {
+    ...r.data,
+    manifestPath: abs,
+    modelPath: path.join(dir, r.data.file),
+    lockPath: path.join(dir, `${r.data.id}.lock.json`),
+  };
 }
 
-export function loadManifest(manifestPath: string): LoadedManifest {
+export function loadManifest(manifestPath: string, opts: ManifestOptions = {}): LoadedManifest {
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(manifestPath, 'utf8'));
   } catch (e) {
     throw new Error(`cannot read model manifest ${manifestPath}: ${(e as Error).message}`);
   }
-  return parseManifest(json, manifestPath);
+  return parseManifest(json, manifestPath, opts);
+}
+
+/** The manifest files in a folder (*.json, not the *.lock.json files that pulls write), sorted. */
+export function listManifestFiles(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.json') && !f.endsWith('.lock.json'))
+    .sort()
+    .map((f) => path.join(dir, f));
+}
+
+export function isDownloaded(m: ModelManifest): boolean {
+  return !!m.download;
+}
+
+/** What a trust-on-first-use pull records. */
+export interface ModelLock {
+  id: string;
+  file: string;
+  sha256: string;
+  bytes: number;
+  url: string;
+  pinnedAt: string;
+}
+
+const LockSchema = z.object({
+  id: z.string(),
+  file: z.string(),
+  sha256: sha256Hex,
+  bytes: z.number().int().nonnegative(),
+  url: z.string(),
+  pinnedAt: z.string(),
+});
+
+/** The lock of a manifest, or undefined when there is none. Throws on an unreadable/invalid lock. */
+export function readLock(m: LoadedManifest): ModelLock | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(m.lockPath, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`invalid lock file ${m.lockPath}: ${(e as Error).message}`);
+  }
+  const r = LockSchema.safeParse(json);
+  if (!r.success || r.data.id !== m.id) throw new Error(`invalid lock file ${m.lockPath} (delete it to pin again)`);
+  return r.data;
+}
+
+export type ExpectedHash =
+  | { sha256: string; from: 'manifest' | 'lock' }
+  | { sha256: null; from: 'unpinned' };
+
+/**
+ * The sha256 a model file must have: the manifest's (built models, or downloads with a published
+ * hash), else the lock's (trust on first use, after the first pull), else none yet ('unpinned').
+ */
+export function expectedSha256(m: LoadedManifest): ExpectedHash {
+  if (m.sha256) return { sha256: m.sha256, from: 'manifest' };
+  if (m.download?.sha256) return { sha256: m.download.sha256, from: 'manifest' };
+  const lock = readLock(m);
+  if (lock) return { sha256: lock.sha256, from: 'lock' };
+  return { sha256: null, from: 'unpinned' };
 }
