@@ -8,13 +8,13 @@ import { unpackKeypoints } from '../library/keypoint-pack';
 import type { LibraryStore } from '../library/metadata-store';
 import type { CharacterRecord, LibraryChange, ReferenceFeatures, ReferenceRecord } from '../library/types';
 import type { Embedder } from '../signals/embedder';
-import { ExactVectorIndex } from '../signals/embedding/exact-index';
+import { createVectorIndex, type VectorIndex } from '../signals/embedding/ann-index';
 import { KeypointIndex } from '../signals/keypoints';
 
 export class ReferenceSet {
   readonly characters = new Map<string, CharacterRecord>();
   readonly references = new Map<string, ReferenceRecord>();
-  readonly vectors: ExactVectorIndex;
+  readonly vectors: VectorIndex;
   readonly keypoints = new KeypointIndex();
   private seq = 0;
   private refreshing: Promise<number> | undefined;
@@ -22,8 +22,10 @@ export class ReferenceSet {
   private constructor(
     private readonly store: LibraryStore,
     embedder: Embedder,
+    expectedSize: number,
   ) {
-    this.vectors = new ExactVectorIndex(embedder.modelId, embedder.dimension);
+    // Exact search for small libraries, HNSW for large ones (chosen by size at load time).
+    this.vectors = createVectorIndex(embedder.modelId, embedder.dimension, expectedSize);
   }
 
   /** Loads every ready reference; refuses a library whose embeddings come from another model. */
@@ -32,8 +34,8 @@ export class ReferenceSet {
     if (model && (model.modelId !== embedder.modelId || model.dimension !== embedder.dimension)) {
       throw new Error(`library holds ${model.modelId} embeddings but this Kagami uses ${embedder.modelId}`);
     }
-    const set = new ReferenceSet(store, embedder);
     const { features, seq } = await store.loadFeatures();
+    const set = new ReferenceSet(store, embedder, features.length);
     for (const c of await store.listCharacters()) set.characters.set(c.id, c);
     for (const r of await store.listReferences()) set.references.set(r.id, r);
     for (const f of features) set.addFeatures(f);

@@ -5,7 +5,6 @@
  * The CLI and the workers both call this; indexes are built once per Scanner and reused across clips.
  */
 import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
-import { resizeRaw } from '../media/image';
 import type { Frame } from '../media/types';
 import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
 import { calibrateCosine } from '../matching/fuse';
@@ -22,6 +21,8 @@ export interface ScanOptions {
   maxKeypoints: number;
   /** Frames embedded per inference call. */
   batchSize: number;
+  /** References retrieved per frame by the embedding index. */
+  embeddingTopK: number;
 }
 
 export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
@@ -30,6 +31,7 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   embeddingCalibration: { floor: 0.9, ceil: 1.0 },
   maxKeypoints: 2000,
   batchSize: 8,
+  embeddingTopK: 64,
 };
 
 export interface ReportMatch {
@@ -114,9 +116,10 @@ export class Scanner {
       if (!pending.length) return;
       const batch = pending.splice(0, pending.length);
       const vectors = this.refs.vectors.size
-        ? await this.embedder.embed(await Promise.all(batch.map((f) => resizeRaw(f, this.embedder.inputWidth, this.embedder.inputHeight, 'fill'))))
+        ? await this.embedder.embed(await Promise.all(batch.map((f) => this.embedder.prepare(f))))
         : [];
-      const nearest = this.refs.vectors.size ? this.refs.vectors.search(vectors, this.refs.vectors.size) : [];
+      // The nearest references per frame; each character takes its best among them.
+      const nearest = this.refs.vectors.size ? this.refs.vectors.search(vectors, Math.min(this.refs.vectors.size, this.opts.embeddingTopK)) : [];
       for (let i = 0; i < batch.length; i++) {
         const frame = batch[i];
         const perChar = new Map<string, FrameObservation>();
