@@ -1,0 +1,164 @@
+/**
+ * End to end: a 10 s 720p clip screened the CLI way (Scanner.scan in process, model and library
+ * loaded once), the same clip through API + BullMQ queue + worker (Redis from REDIS_URL, SQLite
+ * library), and the best split of the machine's cores between worker processes, concurrent
+ * scans and onnxruntime threads.
+ *
+ * Library: 20 characters with one reference each (the three that appear in the clip and 17
+ * look-alike / unrelated distractors), built once into .cache/bench/e2e-lib/.
+ */
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { readEnv } from '../../config';
+import { addReferences, openLibrary } from '../../library/library';
+import { SQLITE_FILE } from '../../library/open-store';
+import { ReferenceSet } from '../../scan/reference-set';
+import { DEFAULT_SCAN_OPTIONS, Scanner, type ScanReport } from '../../scan/scanner';
+import { createApiKey } from '../../service/keys';
+import { createRuntime, startApi, startWorker } from '../../service/runtime';
+import { benchClip, characterArt, CLIP_CHARACTERS, loadEmbedder } from './fixtures';
+import { cacheDir, fmt, now, out, p50, p95, section, table, type BenchContext } from './util';
+
+const DISTRACTORS = Array.from({ length: 17 }, (_, i) => 200 + i);
+
+async function ensureLibrary(): Promise<string> {
+  const dir = cacheDir('e2e-lib-v1');
+  if (existsSync(path.join(dir, SQLITE_FILE))) return dir;
+  const embedder = await loadEmbedder(1);
+  const lib = await openLibrary(dir, { create: true });
+  try {
+    for (const seed of [...CLIP_CHARACTERS, ...DISTRACTORS]) {
+      await addReferences(lib, embedder, { id: `char-${seed}`, name: `Character ${seed}`, owner: 'Bench Studio' }, [{ name: `char-${seed}.png`, bytes: await characterArt(seed) }]);
+    }
+  } finally {
+    await lib.store.close();
+    await embedder.dispose();
+  }
+  return dir;
+}
+
+export async function benchE2e(ctx: BenchContext): Promise<void> {
+  section('end to end: 10 s 720p clip, 20-character library');
+  const libDir = await ensureLibrary();
+  const clip = await benchClip(0);
+  const reps = ctx.quick ? 3 : 6;
+
+  // --- direct (CLI) path
+  const embedder = await loadEmbedder(1);
+  const lib = await openLibrary(libDir, { create: false });
+  const refs = await ReferenceSet.load(lib.store, embedder);
+  await lib.store.close();
+  const scanner = new Scanner(embedder, refs, DEFAULT_SCAN_OPTIONS);
+  let report: ScanReport = await scanner.scan({ file: clip, minScore: 0.35, top: 10 }); // warm-up
+  const direct: number[] = [];
+
+  // --- API + queue + worker path (same process, same machine)
+  const mediaRoot = path.dirname(clip);
+  const env = readEnv({
+    KAGAMI_LIBRARY: libDir,
+    KAGAMI_MEDIA_ROOT: mediaRoot,
+    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    KAGAMI_LOG_LEVEL: 'warn',
+    KAGAMI_REFRESH_MS: '1000',
+  } as NodeJS.ProcessEnv);
+  const rt = await createRuntime(env, { queuePrefix: `bench-${process.pid}` });
+  const api = await startApi(rt, 0);
+  const worker = startWorker(rt);
+  const { key } = await createApiKey(rt.store, `Bench ${process.pid}-${Date.now()}`, 'platform');
+  const base = `http://127.0.0.1:${api.port}`;
+  const viaQueue = async (): Promise<number> => {
+    const t0 = now();
+    const res = await fetch(`${base}/v1/scans?wait=300`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ path: path.basename(clip) }),
+    });
+    const body = (await res.json()) as { status: string; error?: unknown };
+    if (body.status !== 'done') throw new Error(`queued scan ended ${res.status} ${JSON.stringify(body).slice(0, 300)}`);
+    return (now() - t0) / 1000;
+  };
+  const queued: number[] = [];
+  try {
+    await viaQueue(); // warm-up (worker loads model + library)
+    for (let r = 0; r < reps; r++) {
+      // interleave so both see the same load
+      let t0 = now();
+      report = await scanner.scan({ file: clip, minScore: 0.35, top: 10 });
+      direct.push((now() - t0) / 1000);
+      queued.push(await viaQueue());
+      void t0;
+      t0 = 0;
+    }
+  } finally {
+    await worker.close();
+    await api.close();
+    await rt.queues.obliterate().catch(() => undefined);
+    await rt.close();
+  }
+  await embedder.dispose();
+  const found = report.matches.filter((m) => m.verdict !== 'clear').map((m) => m.characterId);
+  table(
+    ['path', 'p50_s', 'p95_s', 'x real time', 'vs direct'],
+    [
+      ['direct (Scanner.scan, as the CLI)', p50(direct), p95(direct), 10 / p50(direct), 1],
+      ['API + BullMQ + worker (POST /v1/scans?wait)', p50(queued), p95(queued), 10 / p50(queued), p50(direct) / p50(queued)],
+    ],
+  );
+  out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')})`);
+  ctx.summary.clip10sP50 = p50(direct);
+  ctx.summary.realtimeX = 10 / p50(direct);
+  ctx.summary.queueOverDirect = p50(direct) / p50(queued);
+
+  // --- split of the cores: processes x concurrent scans x onnxruntime threads
+  const clips = ctx.quick ? 4 : 8;
+  const files: string[] = [];
+  for (let v = 0; v < clips; v++) files.push(await benchClip(v));
+  const configs: Array<[number, number, number]> = ctx.quick
+    ? [[1, 1, 1], [1, 1, 2], [2, 1, 1]]
+    : [[1, 1, 1], [1, 1, 2], [1, 2, 1], [2, 1, 1], [2, 1, 2]];
+  const rows: Array<Array<string | number>> = [];
+  let base1 = NaN;
+  for (const [procs, conc, threads] of configs) {
+    const ms = await runChildren(libDir, procs, conc, threads, files);
+    const cps = (clips / ms) * 1000;
+    if (procs === 1 && conc === 1 && threads === 1) base1 = cps;
+    rows.push([`${procs} proc x ${conc} scan x ${threads} thread`, ms / 1000, cps, (cps * 10), cps / base1]);
+  }
+  table(['split', 'wall_s', 'clips/s', 'video s / s', 'vs 1x1x1'], rows);
+  void fmt;
+}
+
+/** Runs `procs` scan-child processes splitting `files`; resolves with the wall time of the scans (ms). */
+async function runChildren(libDir: string, procs: number, conc: number, threads: number, files: string[]): Promise<number> {
+  const script = path.join(__dirname, 'scan-child.js');
+  const parts = Array.from({ length: procs }, (_, p) => files.filter((_, i) => i % procs === p));
+  const children = parts.map((clips) => spawn(process.execPath, [script, libDir, String(threads), String(conc), ...clips], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const lines = children.map((c) => {
+    let buf = '';
+    const waiters: Array<(l: string) => void> = [];
+    const got: string[] = [];
+    c.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const l = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        const w = waiters.shift();
+        if (w) w(l);
+        else got.push(l);
+      }
+    });
+    return () => new Promise<string>((r) => (got.length ? r(got.shift()!) : waiters.push(r)));
+  });
+  await Promise.all(lines.map((next) => next())); // all 'ready'
+  const t0 = now();
+  for (const c of children) c.stdin.write('go\n');
+  await Promise.all(lines.map((next) => next()));
+  const ms = now() - t0;
+  await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on('exit', r)))));
+  return ms;
+}
+
+void copyFileSync;
+void mkdirSync;

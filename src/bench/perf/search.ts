@@ -1,0 +1,194 @@
+/**
+ * Search: exact (ExactVectorIndex's JS loop) vs HNSW (AnnVectorIndex over usearch) on 10 k,
+ * 100 k and 1 M synthetic reference vectors of the model's dimension (864).
+ *
+ * Data model (GeM features are non-negative and clustered by character): character c has a centre
+ * |N(0,1)|^dim and PER_CENTRE references max(0, centre + U(-0.6, 0.6)) (L2-normalised by the index);
+ * a query is a fresh noisy copy of a random centre among those present, so its true top-10 are
+ * that character's references. Ground truth:
+ * usearch's brute-force exactSearch (f32, SIMD), merged over chunks, checked against the JS exact
+ * index at 10 k. The 1 M HNSW graph (f16 storage, ~1.9 GB) takes minutes to build on 2 cores, so it
+ * is cached in .cache/bench/ann/ (rebuilt when missing).
+ */
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { exactSearch, MetricKind, type BatchMatches } from 'usearch';
+import { ExactVectorIndex } from '../../signals/embedding/exact-index';
+import { AnnVectorIndex, ANN_THRESHOLD } from '../../signals/embedding/ann-index';
+import { cacheDir, fmt, gaussian, now, out, p50, p95, section, table, type BenchContext } from './util';
+
+const DIM = 864;
+/** References per synthetic character (consecutive rows share a centre). */
+const PER_CENTRE = 10;
+const CHUNK = 50_000;
+
+class Synth {
+  private centre = new Float32Array(DIM);
+  private centreId = -1;
+  /** Rows [from, to) as one flat array (deterministic per row). */
+  rows(from: number, to: number): Float32Array {
+    const outv = new Float32Array((to - from) * DIM);
+    for (let i = from; i < to; i++) this.noisy(Math.floor(i / PER_CENTRE), i * 2654435761 + 7, outv, (i - from) * DIM);
+    return outv;
+  }
+  /** A new image of a random character among the first `present` references' characters. */
+  query(q: number, present: number): Float32Array {
+    let s = (q * 40503 + 99) >>> 0;
+    s = (Math.imul(s ^ (s >>> 15), 2246822507) >>> 0) % Math.max(1, Math.floor(present / PER_CENTRE));
+    const v = new Float32Array(DIM);
+    this.noisy(s, q * 97 + 1_000_003, v, 0);
+    return v;
+  }
+  private noisy(c: number, seed: number, dst: Float32Array, o: number): void {
+    if (c !== this.centreId) {
+      const g = gaussian(c * 7919 + 1);
+      for (let t = 0; t < DIM; t++) this.centre[t] = Math.abs(g());
+      this.centreId = c;
+    }
+    let x = (seed >>> 0) || 1;
+    for (let t = 0; t < DIM; t++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      const u = (x >>> 0) / 4294967296 - 0.5;
+      const v = this.centre[t] + 1.2 * u;
+      dst[o + t] = v > 0 ? v : 0;
+    }
+    if (dst[o] === 0) dst[o] = 1e-3;
+  }
+}
+
+const split = (flat: Float32Array, n: number): Float32Array[] => Array.from({ length: n }, (_, i) => flat.subarray(i * DIM, (i + 1) * DIM));
+
+export async function benchSearch(ctx: BenchContext): Promise<void> {
+  section('search: exact (JS) vs HNSW (usearch), dim 864, k=10, one frame per query');
+  const synth = new Synth();
+  const nq = ctx.quick ? 50 : 200;
+  const queries = Array.from({ length: nq }, (_, q) => synth.query(q, 1_000_000));
+  out(`  data: characters of ${PER_CENTRE} references each (noisy non-negative copies of a centre), queries = new noisy copies`);
+  const sizes = [10_000, 100_000, 1_000_000];
+  const header = ['refs', 'index', 'p50_ms', 'p95_ms', 'recall@10', 'build_s'];
+  for (const n of sizes) {
+    const rows: Array<Array<string | number>> = [];
+    const qs = queries.map((_, q) => synth.query(q, n));
+    const big = n >= 1_000_000;
+    const quant = big ? 'f16' : 'f32';
+    const ann = new AnnVectorIndex('bench', DIM, { quantization: quant, threads: 2 });
+    const ids = Array.from({ length: n }, (_, i) => `r${i}`);
+    const keys = ids.map((_, i) => `c${Math.floor(i / PER_CENTRE)}`);
+    const dir = cacheDir('ann');
+    const file = path.join(dir, `synth2-${n}-${quant}-M16-ef128.usearch`);
+    const gtFile = path.join(dir, `synth2-${n}-gt-${nq}.json`);
+    let gt: number[][] | undefined = existsSync(gtFile) ? (JSON.parse(readFileSync(gtFile, 'utf8')) as number[][]) : undefined;
+    let buildS = NaN;
+    // JS exact: the full scan's time is the sum over chunks (measured on a few queries at 1M).
+    const exactQ = big ? 3 : n >= 100_000 ? 10 : 30;
+    const exactMs: number[] = new Array(exactQ).fill(0);
+    const needBuild = !(big && existsSync(file));
+    const needGt = !gt;
+    if (big && needBuild && ctx.quick && !process.env.KAGAMI_BENCH_BUILD_1M) {
+      out(`  1M: no cached graph (${path.relative(process.cwd(), file)}); a full run (or KAGAMI_BENCH_BUILD_1M=1) builds it once (minutes on 2 cores)`);
+      continue;
+    }
+    process.stderr.write(`  search: preparing ${n} references${needBuild ? ' (building the graph)' : ''}\n`);
+    const partial: Array<Array<[number, number]>> = qs.map(() => []);
+    if (needBuild || needGt || !big) {
+      const t0 = now();
+      let addMs = 0;
+      for (let from = 0; from < n; from += CHUNK) {
+        const to = Math.min(n, from + CHUNK);
+        const flat = synth.rows(from, to);
+        const vecs = split(flat, to - from);
+        if (needBuild) {
+          const ta = now();
+          ann.addMany(ids.slice(from, to), keys.slice(from, to), vecs);
+          addMs += now() - ta;
+        }
+        if (needGt) {
+          const normed = vecs.map(normalise);
+          const m = exactSearch(normed, qs.map(normalise), DIM, 10, MetricKind.IP, 2) as BatchMatches;
+          for (let q = 0; q < qs.length; q++) {
+            const r = m.get(q);
+            for (let t = 0; t < r.keys.length; t++) partial[q].push([from + Number(r.keys[t]), 1 - r.distances[t]]);
+          }
+        }
+        // JS exact index on this chunk (its search cost is linear in n)
+        const ex = new ExactVectorIndex('bench', DIM);
+        if (!big || from === 0) {
+          for (let i = 0; i < vecs.length; i++) ex.add(ids[from + i], keys[from + i], vecs[i]);
+          for (let q = 0; q < exactQ; q++) {
+            const ts = now();
+            ex.search([qs[q]], 10);
+            exactMs[q] += (now() - ts) * (big ? n / (to - from) : 1);
+          }
+        }
+      }
+      if (needBuild) buildS = addMs / 1000;
+      if (needGt) {
+        gt = partial.map((p) => p.sort((a, b) => b[1] - a[1]).slice(0, 10).map((x) => x[0]));
+        writeFileSync(gtFile, JSON.stringify(gt));
+      }
+      if (big && needBuild) {
+        ann.save(file + '.tmp');
+        renameSync(file + '.tmp', file);
+      }
+      void t0;
+    } else {
+      // cached 1M graph and ground truth: JS exact from one chunk, scaled
+      const flat = synth.rows(0, CHUNK);
+      const ex = new ExactVectorIndex('bench', DIM);
+      split(flat, CHUNK).forEach((v, i) => ex.add(ids[i], keys[i], v));
+      for (let q = 0; q < exactQ; q++) {
+        const ts = now();
+        ex.search([qs[q]], 10);
+        exactMs[q] = (now() - ts) * (n / CHUNK);
+      }
+    }
+    if (big && !needBuild) {
+      const tl = now();
+      ann.load(file, ids, keys);
+      out(`  1M graph loaded from cache in ${fmt((now() - tl) / 1000)} s (${path.relative(process.cwd(), file)})`);
+    }
+    // ANN latency / recall, one query (frame) per call, 1 search thread.
+    const gtSets = gt!.map((g) => new Set(g.map((i) => `r${i}`)));
+    for (const ef of ctx.quick ? [64, 128] : [32, 64, 128, 256]) {
+      ann.expansionSearch = ef;
+      const lat: number[] = [];
+      let hit = 0;
+      ann.threads = 1;
+      ann.search([qs[0]], 10);
+      for (let q = 0; q < nq; q++) {
+        const ts = now();
+        const r = ann.search([qs[q]], 10)[0];
+        lat.push(now() - ts);
+        for (const h of r) if (gtSets[q].has(h.id)) hit++;
+      }
+      const recall = hit / (nq * 10);
+      rows.push([n, `hnsw ${quant} ef=${ef}`, p50(lat), p95(lat), recall, Number.isNaN(buildS) ? (big ? 'cached' : '-') : fmt(buildS)]);
+      if (big && ef === 128) {
+        ctx.summary.search1MP50Ms = p50(lat);
+        ctx.summary.recall10 = recall;
+      }
+    }
+    rows.push([n, big ? 'exact JS (extrapolated from 50k)' : 'exact JS', p50(exactMs), p95(exactMs), 1, '-']);
+    if (n === 10_000) {
+      // sanity: JS exact agrees with the usearch ground truth
+      const ex = new ExactVectorIndex('bench', DIM);
+      split(synth.rows(0, n), n).forEach((v, i) => ex.add(ids[i], keys[i], v));
+      let agree = 0;
+      for (let q = 0; q < 10; q++) for (const h of ex.search([qs[q]], 10)[0]) if (gtSets[q].has(h.id)) agree++;
+      out(`  ground truth check: JS exact vs usearch exactSearch overlap@10 = ${fmt(agree / 100)}`);
+    }
+    table(header, rows);
+  }
+  out(`  ANN_THRESHOLD (exact below, HNSW above) = ${ANN_THRESHOLD} references`);
+}
+
+function normalise(v: Float32Array): Float32Array {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  const k = 1 / Math.sqrt(s);
+  const o = new Float32Array(v.length);
+  for (let i = 0; i < v.length; i++) o[i] = v[i] * k;
+  return o;
+}
