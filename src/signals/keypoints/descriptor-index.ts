@@ -1,30 +1,49 @@
 /**
- * Fast nearest-neighbour search over 256-bit ORB descriptors: multi-index hashing (MIH,
- * Norouzi et al.) with exact Hamming re-check of every candidate.
+ * Fast approximate nearest-neighbour search over 256-bit ORB descriptors: bit-sampling LSH
+ * (`tables` hash tables, each keyed by `keyBits` of the 256 bits) with an exact Hamming
+ * re-check of every candidate.
  *
- * The 256 bits are split into `substrings` (default 16) disjoint 16-bit substrings; each
- * substring has a hash table (CSR layout: bucket offsets + descriptor ids) keyed by its exact
- * value. A query looks up its own value in every table (and, with `probeRadius` 1, the 16
- * one-bit neighbours of it too), and every descriptor found is compared on all 256 bits.
- * By the pigeonhole principle a reference within Hamming distance < substrings * (probeRadius + 1)
- * of the query is always found (16 at radius 0, 32 at radius 1); farther ones are found when
- * one substring happens to agree, which for ORB true matches (typically 10-40 bits) is the
- * common case. So the search is exact for close neighbours and approximate beyond.
+ * Why these numbers (measured on the perf bench's 1,000-reference library, 1 M descriptors,
+ * frames of 2,000 keypoints, src/bench/perf/keypoints.ts): ORB bits of these references are close
+ * to balanced (p(1) 0.3-0.7), but descriptors cluster (shared drawing styles): a typical frame
+ * descriptor has ~500 library descriptors within 50 bits and ~1,600 within 60. The matches that end
+ * up as verified inliers lie at 2-50 bits (median 21, 95th percentile 38). Any bit-sampling hash
+ * that finds ~95 % of those also returns the dense 40-60-bit neighbourhood, so the work is about
+ * 1,000 candidates per query whatever the layout: the old 16 disjoint 16-bit substrings returned
+ * ~2,600 (recall 0.96), 24 tables of 20 bits ~1,000 (0.92-0.95), 16 x 24 bits ~280 (0.78).
+ * So the cost per candidate is what matters: a candidate is a random 32-byte read from a 32 MB
+ * array (a cache miss); JS with a popcount table needs ~70-120 ns for it, a small WebAssembly
+ * kernel (i64.popcnt, independent loads the CPU overlaps) ~10-25 ns. The kernel below is
+ * assembled by hand (no toolchain); a plain-JS path does the same when WebAssembly is missing.
  *
- * Bits are assigned to substrings so that every substring gets a balanced mix of informative
- * (p(bit = 1) near 0.5) and skewed bits (ORB bits are far from uniform; a substring of only
- * skewed bits would pile most descriptors into a few huge buckets). The assignment is computed
- * from the data at build time.
+ * Layout: per table, CSR (bucket offsets over 2^keyBits buckets + descriptor ids sorted by
+ * bucket) over the descriptors present at the last full build, plus a small "delta" CSR over
+ * descriptors appended since (hashed into fewer buckets, keys kept for an exact key check), rebuilt
+ * on each append; when the delta outgrows a quarter of the main part everything is rebuilt.
+ * Removed descriptors keep their slots with label -1 and are skipped.
  *
  * What it answers is exactly what KeypointIndex's ratio test needs:
- *   nearestOtherLabel(): the nearest descriptor (d1, its id) and the nearest descriptor whose
- *     label (character) differs from the nearest one's (dB), both capped at `bound`;
- *   knn(): the K nearest (distance, id), capped at `bound`.
- * Both have an `exact` mode (brute force over every descriptor, same answers format) for tests
- * and benchmarks.
+ *   nearestOtherLabel(): the nearest live descriptor (d1, its id; ties -> lowest id) and the
+ *     nearest one whose label differs from the nearest one's (dB), both capped at `bound`;
+ *   knn(): the K nearest (distance, id; ties -> lowest id), capped at `bound`.
+ * Both have an `exact` mode (every live descriptor, same answer format) for tests and benchmarks.
+ * The hashed answers are never better than the exact ones (every candidate is checked on all
+ * 256 bits), they can only miss a neighbour.
  */
 
-/** 16-bit popcount table (the same trick as keypoint-index.ts: two loads per 32-bit word). */
+/** The part of the WebAssembly API used here (lib "ES2022" does not declare it; Node 20 has it). */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+  Memory: new (desc: { initial: number }) => WasmMemory;
+}
+const WASM = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+
+/** 16-bit popcount table (the JS fallback path). */
 const POPCNT16 = (() => {
   const t = new Uint8Array(65536);
   for (let i = 1; i < 65536; i++) t[i] = t[i >> 1] + (i & 1);
@@ -34,12 +53,16 @@ const POPCNT16 = (() => {
 export const DESCRIPTOR_WORDS = 8; // 8 x 32-bit little-endian words per 32-byte descriptor
 
 export interface DescriptorIndexOptions {
-  /** Number of 16-bit substrings/tables (1..16; default 16). Fewer tables: faster, lower recall. */
-  substrings?: number;
-  /** Also probe the buckets one bit away in each table (0 or 1; default 0). ~17x the lookups. */
-  probeRadius?: 0 | 1;
-  /** Balanced bit assignment from the data (default true); false = contiguous 16-bit halves of words. */
-  balanceBits?: boolean;
+  /** Number of hash tables (1..64; default 24). More: better recall, more candidates. */
+  tables?: number;
+  /** Bits per key (8..22; default 20). More: fewer candidates, lower recall per table. */
+  keyBits?: number;
+  /** Seed of the bit assignment (default 1). */
+  seed?: number;
+  /** Skip buckets holding more than this many descriptors (uninformative keys; default 1500). */
+  maxBucket?: number;
+  /** Use the WebAssembly distance kernel when available (default true). */
+  wasm?: boolean;
 }
 
 export interface NearestOtherResult {
@@ -49,7 +72,7 @@ export interface NearestOtherResult {
   d1: Int32Array;
   /** Per query: distance to the nearest descriptor of another label than i1's (bound when none found). */
   dB: Int32Array;
-  /** Candidates compared on all 256 bits (a cost measure). */
+  /** Candidate distances computed (a cost measure; duplicates across tables count). */
   candidates: number;
 }
 
@@ -82,81 +105,372 @@ export function hamming(A: Uint32Array, a: number, B: Uint32Array, b: number): n
   return d;
 }
 
+// ----------------------------------------------------------------------------- wasm kernel
+
+/**
+ * dists(q, ids, n, out, wbase): for p < n, out[p] (u8) = popcount(desc[ids[p]] ^ query), where
+ * desc j lives at wbase + 32 j and the query at q (byte addresses in the imported memory).
+ * WAT:
+ *   (func (param $q i32) (param $ids i32) (param $n i32) (param $out i32) (param $wb i32)
+ *     (local $p i32) (local $b i32) (local $a0 i64) (local $a1 i64) (local $a2 i64) (local $a3 i64)
+ *     a0..a3 = i64.load q+0/8/16/24
+ *     block  (br_if 0 (i32.ge_u p n))
+ *       loop  b = (i32.load (ids + 4p)) << 5 + wb
+ *             i32.store8 (out + p) (wrap (sum_k popcnt (i64.load b+8k ^ ak)))
+ *             br_if 0 ((p = p + 1) < n)
+ */
+const KERNEL_BODY = [
+  0x02, 0x02, 0x7f, 0x04, 0x7e, // locals: 2 x i32 (p=5, b=6), 4 x i64 (7..10)
+  0x20, 0x00, 0x29, 0x03, 0x00, 0x21, 0x07,
+  0x20, 0x00, 0x29, 0x03, 0x08, 0x21, 0x08,
+  0x20, 0x00, 0x29, 0x03, 0x10, 0x21, 0x09,
+  0x20, 0x00, 0x29, 0x03, 0x18, 0x21, 0x0a,
+  0x02, 0x40, // block
+  0x20, 0x05, 0x20, 0x02, 0x4f, 0x0d, 0x00, // p >= n -> exit
+  0x03, 0x40, // loop
+  0x20, 0x01, 0x20, 0x05, 0x41, 0x02, 0x74, 0x6a, 0x28, 0x02, 0x00, // i32.load(ids + (p << 2))
+  0x41, 0x05, 0x74, 0x20, 0x04, 0x6a, 0x21, 0x06, // b = (.. << 5) + wb
+  0x20, 0x03, 0x20, 0x05, 0x6a, // out + p
+  0x20, 0x06, 0x29, 0x03, 0x00, 0x20, 0x07, 0x85, 0x7b,
+  0x20, 0x06, 0x29, 0x03, 0x08, 0x20, 0x08, 0x85, 0x7b, 0x7c,
+  0x20, 0x06, 0x29, 0x03, 0x10, 0x20, 0x09, 0x85, 0x7b, 0x7c,
+  0x20, 0x06, 0x29, 0x03, 0x18, 0x20, 0x0a, 0x85, 0x7b, 0x7c,
+  0xa7, 0x3a, 0x00, 0x00, // i32.wrap_i64, i32.store8
+  0x20, 0x05, 0x41, 0x01, 0x6a, 0x22, 0x05, 0x20, 0x02, 0x49, 0x0d, 0x00, // ++p < n -> loop
+  0x0b, 0x0b, 0x0b,
+];
+
+export function kernelModuleBytes(): Uint8Array {
+  const leb = (v: number): number[] => {
+    const o: number[] = [];
+    do {
+      o.push((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+      v >>>= 7;
+    } while (v);
+    return o;
+  };
+  const sec = (id: number, body: number[]) => [id, ...leb(body.length), ...body];
+  const name = (s: string) => [s.length, ...Array.from(s, (c) => c.charCodeAt(0))];
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...sec(1, [0x01, 0x60, 0x05, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x00]),
+    ...sec(2, [0x01, ...name('env'), ...name('mem'), 0x02, 0x00, 0x01]),
+    ...sec(3, [0x01, 0x00]),
+    ...sec(7, [0x01, ...name('dists'), 0x00, 0x00]),
+    ...sec(10, [0x01, ...leb(KERNEL_BODY.length), ...KERNEL_BODY]),
+  ]);
+}
+
+type Kernel = (q: number, ids: number, n: number, out: number, wbase: number) => void;
+let kernelModule: object | null | undefined;
+function getKernelModule(): object | null {
+  if (kernelModule === undefined) {
+    try {
+      kernelModule = WASM ? new WASM.Module(kernelModuleBytes()) : null;
+    } catch {
+      kernelModule = null;
+    }
+  }
+  return kernelModule;
+}
+
+/** Candidates per kernel call (scratch size). */
+const CHUNK = 16384;
+const Q_OFF = 0; // query (32 bytes)
+const IDS_OFF = 64; // CHUNK x i32
+const OUT_OFF = IDS_OFF + CHUNK * 4; // CHUNK x u8
+const W_OFF = OUT_OFF + CHUNK; // descriptors (multiple of 64)
+const PAGE = 65536;
+
+// ----------------------------------------------------------------------------- index
+
+interface Csr {
+  /** Bucket offsets (buckets + 1). */
+  off: Uint32Array;
+  /** Descriptor ids sorted by bucket. */
+  ids: Int32Array;
+  /** Delta tables only: the full key of each entry (buckets are hashed). */
+  keys: Uint32Array | null;
+  shift: number; // delta: bucket = (key * golden) >>> shift
+}
+
 export class DescriptorIndex {
-  readonly size: number;
   private readonly m: number;
-  private readonly radius: 0 | 1;
-  /** Per table: the 16 bit positions (0..255) its key is made of. */
+  private readonly L: number;
+  private readonly maxBucket: number;
+  /** Per table: the key's bit positions (0..255). */
   private readonly bits: Uint8Array[];
-  /** Per table: bucket start offsets (65537) and descriptor ids sorted by bucket. */
-  private readonly offsets: Uint32Array[];
-  private readonly ids: Int32Array[];
-  /** Per-descriptor stamp of the last query that saw it (dedupes candidates across tables). */
-  private readonly stamp: Uint32Array;
-  private query = 0;
+  private main: Csr[] = [];
+  private delta: Csr[] = [];
+  private nMain = 0;
+  private n = 0;
+  private dead = 0;
+  private labels: Int32Array;
+  // Storage: in WebAssembly memory when the kernel is used, else a plain array.
+  private mem: WasmMemory | null = null;
+  private kernel: Kernel | null = null;
+  private W!: Uint32Array; // descriptor words (view)
+  private scratchIds!: Int32Array;
+  private scratchOut!: Uint8Array;
+  private scratchQ!: Uint32Array;
+  private readonly keysScratch: Uint32Array;
 
   /**
-   * @param words  packed descriptors, 8 words each (see packDescriptorWords); not copied, do not mutate
-   * @param labels per-descriptor label (e.g. character index) for nearestOtherLabel; not copied
+   * @param words  packed descriptors, 8 words each (see packDescriptorWords); copied
+   * @param labels per-descriptor label (e.g. character index; -1 = removed); copied
    */
-  constructor(
-    private readonly words: Uint32Array,
-    private readonly labels: Int32Array,
-    opts: DescriptorIndexOptions = {},
-  ) {
+  constructor(words: Uint32Array, labels: Int32Array, opts: DescriptorIndexOptions = {}) {
     const n = Math.floor(words.length / DESCRIPTOR_WORDS);
     if (labels.length < n) throw new Error(`DescriptorIndex: ${labels.length} labels for ${n} descriptors`);
-    this.size = n;
-    this.m = opts.substrings ?? 16;
-    if (!Number.isInteger(this.m) || this.m < 1 || this.m > 16) throw new Error(`DescriptorIndex: substrings must be 1..16, got ${this.m}`);
-    this.radius = opts.probeRadius ?? 0;
-    this.bits = assignBits(words, n, this.m, opts.balanceBits ?? true);
-    this.offsets = [];
-    this.ids = [];
-    const keys = new Uint16Array(n);
-    for (let t = 0; t < this.m; t++) {
-      const off = new Uint32Array(65537);
-      for (let j = 0; j < n; j++) {
-        const k = this.keyOf(words, j, t);
-        keys[j] = k;
-        off[k + 1]++;
-      }
-      for (let k = 0; k < 65536; k++) off[k + 1] += off[k];
-      const fill = off.slice(0, 65536);
-      const ids = new Int32Array(n);
-      for (let j = 0; j < n; j++) ids[fill[keys[j]]++] = j;
-      this.offsets.push(off);
-      this.ids.push(ids);
+    this.m = opts.tables ?? 24;
+    this.L = opts.keyBits ?? 20;
+    if (!Number.isInteger(this.m) || this.m < 1 || this.m > 64) throw new Error(`DescriptorIndex: tables must be 1..64, got ${this.m}`);
+    if (!Number.isInteger(this.L) || this.L < 8 || this.L > 22) throw new Error(`DescriptorIndex: keyBits must be 8..22, got ${this.L}`);
+    this.maxBucket = opts.maxBucket ?? 1500;
+    this.bits = assignBits(this.m, this.L, opts.seed ?? 1);
+    this.keysScratch = new Uint32Array(this.m);
+    const mod = opts.wasm === false ? null : getKernelModule();
+    if (mod) {
+      this.mem = new WASM!.Memory({ initial: Math.ceil((W_OFF + n * 32 + 64) / PAGE) + 1 });
+      const inst = new WASM!.Instance(mod, { env: { mem: this.mem } });
+      this.kernel = inst.exports.dists as unknown as Kernel;
     }
-    this.stamp = new Uint32Array(n);
+    this.labels = new Int32Array(Math.max(16, n));
+    this.ensureCapacity(n);
+    this.W.set(words.subarray(0, n * DESCRIPTOR_WORDS));
+    this.labels.set(labels.subarray(0, n));
+    this.n = n;
+    for (let j = 0; j < n; j++) if (labels[j] < 0) this.dead++;
+    this.rebuildMain();
   }
 
-  /** Bytes held by the tables (not counting the descriptors themselves). */
+  /** Descriptors held (live and removed). */
+  get size(): number {
+    return this.n;
+  }
+
+  /** Descriptors not removed. */
+  get liveCount(): number {
+    return this.n - this.dead;
+  }
+
+  /** True when the WebAssembly kernel computes the distances. */
+  get usesWasm(): boolean {
+    return this.kernel !== null;
+  }
+
+  /** Bytes held (descriptor copy, labels, tables). */
   get memoryBytes(): number {
-    return this.m * (65537 * 4 + this.size * 4) + this.size * 4;
+    let b = this.W.byteLength + this.labels.byteLength;
+    for (const c of [...this.main, ...this.delta]) b += c.off.byteLength + c.ids.byteLength + (c.keys?.byteLength ?? 0);
+    return b;
   }
 
-  /** Largest bucket over all tables (a skew diagnostic). */
+  /** Largest bucket over all main tables (a skew diagnostic). */
   get largestBucket(): number {
     let max = 0;
-    for (const off of this.offsets) for (let k = 0; k < 65536; k++) max = Math.max(max, off[k + 1] - off[k]);
+    for (const { off } of this.main) for (let k = 0; k + 1 < off.length; k++) max = Math.max(max, off[k + 1] - off[k]);
     return max;
+  }
+
+  /** The stored descriptor words (a view; valid until the next append). */
+  get words(): Uint32Array {
+    return this.W.subarray(0, this.n * DESCRIPTOR_WORDS);
+  }
+
+  /**
+   * Appends descriptors (ids size .. size + count - 1). Cheap while the appended part is small
+   * (its own small tables are rebuilt); rebuilds everything when it exceeds a quarter of the rest.
+   */
+  append(words: Uint32Array, labels: Int32Array, count: number): void {
+    if (words.length < count * DESCRIPTOR_WORDS || labels.length < count) throw new Error('DescriptorIndex.append: arrays too short');
+    this.ensureCapacity(this.n + count);
+    this.W.set(words.subarray(0, count * DESCRIPTOR_WORDS), this.n * DESCRIPTOR_WORDS);
+    this.labels.set(labels.subarray(0, count), this.n);
+    for (let j = 0; j < count; j++) if (labels[j] < 0) this.dead++;
+    this.n += count;
+    if (this.n - this.nMain > Math.max(4096, this.nMain / 4)) this.rebuildMain();
+    else this.rebuildDelta();
+  }
+
+  /** Marks descriptors from .. to-1 removed (they are skipped from now on). */
+  remove(from: number, to: number): void {
+    for (let j = Math.max(0, from); j < Math.min(to, this.n); j++) {
+      if (this.labels[j] >= 0) {
+        this.labels[j] = -1;
+        this.dead++;
+      }
+    }
+  }
+
+  private ensureCapacity(n: number): void {
+    const cur = this.W ? this.W.length / DESCRIPTOR_WORDS : -1;
+    if (n <= cur) return;
+    const cap = Math.max(n, cur > 0 ? Math.ceil(cur * 1.5) : n, 16);
+    const old = this.W;
+    if (this.mem) {
+      const need = W_OFF + cap * 32;
+      if (need > this.mem.buffer.byteLength) this.mem.grow(Math.ceil((need - this.mem.buffer.byteLength) / PAGE));
+      const buf = this.mem.buffer;
+      this.W = new Uint32Array(buf, W_OFF, cap * DESCRIPTOR_WORDS);
+      this.scratchIds = new Int32Array(buf, IDS_OFF, CHUNK);
+      this.scratchOut = new Uint8Array(buf, OUT_OFF, CHUNK);
+      this.scratchQ = new Uint32Array(buf, Q_OFF, DESCRIPTOR_WORDS);
+    } else {
+      this.W = new Uint32Array(cap * DESCRIPTOR_WORDS);
+      if (old) this.W.set(old.subarray(0, this.n * DESCRIPTOR_WORDS));
+      this.scratchIds ??= new Int32Array(CHUNK);
+      this.scratchOut ??= new Uint8Array(CHUNK);
+      this.scratchQ ??= new Uint32Array(DESCRIPTOR_WORDS);
+    }
+    if (this.labels.length < cap) {
+      const l = new Int32Array(cap);
+      l.set(this.labels.subarray(0, this.n));
+      this.labels = l;
+    }
   }
 
   private keyOf(W: Uint32Array, j: number, t: number): number {
     const b = this.bits[t];
     const base = j * DESCRIPTOR_WORDS;
     let k = 0;
-    for (let i = 0; i < 16; i++) {
+    for (let i = 0; i < b.length; i++) {
       const bit = b[i];
       k |= ((W[base + (bit >>> 5)] >>> (bit & 31)) & 1) << i;
     }
-    return k;
+    return k >>> 0;
+  }
+
+  private rebuildMain(): void {
+    const n = this.n;
+    const nb = 1 << this.L;
+    const keys = new Uint32Array(n);
+    this.main = [];
+    for (let t = 0; t < this.m; t++) {
+      const off = new Uint32Array(nb + 1);
+      for (let j = 0; j < n; j++) {
+        const k = this.keyOf(this.W, j, t);
+        keys[j] = k;
+        off[k + 1]++;
+      }
+      for (let k = 0; k < nb; k++) off[k + 1] += off[k];
+      const fill = off.slice(0, nb);
+      const ids = new Int32Array(n);
+      for (let j = 0; j < n; j++) ids[fill[keys[j]]++] = j;
+      this.main.push({ off, ids, keys: null, shift: 0 });
+    }
+    this.nMain = n;
+    this.delta = [];
+  }
+
+  private rebuildDelta(): void {
+    const from = this.nMain;
+    const nd = this.n - from;
+    this.delta = [];
+    if (nd <= 0) return;
+    const hb = Math.min(this.L, Math.max(4, Math.ceil(Math.log2(nd)) + 1));
+    const nb = 1 << hb;
+    const shift = 32 - hb;
+    const keys = new Uint32Array(nd);
+    const hk = new Uint32Array(nd);
+    for (let t = 0; t < this.m; t++) {
+      const off = new Uint32Array(nb + 1);
+      for (let i = 0; i < nd; i++) {
+        const k = this.keyOf(this.W, from + i, t);
+        keys[i] = k;
+        hk[i] = Math.imul(k, 0x9e3779b1) >>> shift;
+        off[hk[i] + 1]++;
+      }
+      for (let k = 0; k < nb; k++) off[k + 1] += off[k];
+      const fill = off.slice(0, nb);
+      const ids = new Int32Array(nd);
+      const kk = new Uint32Array(nd);
+      for (let i = 0; i < nd; i++) {
+        const p = fill[hk[i]]++;
+        ids[p] = from + i;
+        kk[p] = keys[i];
+      }
+      this.delta.push({ off, ids, keys: kk, shift });
+    }
   }
 
   /**
-   * For each query descriptor: the nearest reference descriptor and the nearest one with a
-   * different label than it. Distances >= bound are not tracked (reported as bound).
+   * Runs `onChunk` over the candidate ids of query qi (or every descriptor when exact), with
+   * their distances in scratchOut. Returns the number of candidates.
+   */
+  private search(queries: Uint32Array, qi: number, exact: boolean, onChunk: (count: number) => void): number {
+    const Q = this.scratchQ;
+    for (let w = 0; w < DESCRIPTOR_WORDS; w++) Q[w] = queries[qi * DESCRIPTOR_WORDS + w];
+    const S = this.scratchIds;
+    let c = 0;
+    let total = 0;
+    const flush = (): void => {
+      this.distances(c);
+      onChunk(c);
+      total += c;
+      c = 0;
+    };
+    if (exact) {
+      for (let j = 0; j < this.n; j++) {
+        S[c++] = j;
+        if (c === CHUNK) flush();
+      }
+    } else {
+      const keys = this.keysScratch;
+      for (let t = 0; t < this.m; t++) keys[t] = this.keyOf(Q, 0, t);
+      const cap = this.maxBucket;
+      for (let t = 0; t < this.m; t++) {
+        const { off, ids } = this.main[t];
+        const k = keys[t];
+        let p = off[k];
+        const e = off[k + 1];
+        if (e - p > cap) continue;
+        for (; p < e; p++) {
+          S[c++] = ids[p];
+          if (c === CHUNK) flush();
+        }
+      }
+      for (let t = 0; t < this.delta.length; t++) {
+        const { off, ids, keys: kk, shift } = this.delta[t];
+        const k = keys[t];
+        const h = Math.imul(k, 0x9e3779b1) >>> shift;
+        for (let p = off[h], e = off[h + 1]; p < e; p++) {
+          if (kk![p] !== k) continue;
+          S[c++] = ids[p];
+          if (c === CHUNK) flush();
+        }
+      }
+    }
+    if (c > 0) flush();
+    return total;
+  }
+
+  /** scratchOut[p] = distance(query, scratchIds[p]) for p < count. */
+  private distances(count: number): void {
+    if (this.kernel) {
+      this.kernel(Q_OFF, IDS_OFF, count, OUT_OFF, W_OFF);
+      return;
+    }
+    const W = this.W, S = this.scratchIds, O = this.scratchOut, Q = this.scratchQ, P = POPCNT16;
+    const q0 = Q[0], q1 = Q[1], q2 = Q[2], q3 = Q[3], q4 = Q[4], q5 = Q[5], q6 = Q[6], q7 = Q[7];
+    let x = 0;
+    for (let p = 0; p < count; p++) {
+      const o8 = S[p] * 8;
+      O[p] =
+        P[(x = W[o8] ^ q0) & 0xffff] + P[x >>> 16] +
+        P[(x = W[o8 + 1] ^ q1) & 0xffff] + P[x >>> 16] +
+        P[(x = W[o8 + 2] ^ q2) & 0xffff] + P[x >>> 16] +
+        P[(x = W[o8 + 3] ^ q3) & 0xffff] + P[x >>> 16] +
+        P[(x = W[o8 + 4] ^ q4) & 0xffff] + P[x >>> 16] +
+        P[(x = W[o8 + 5] ^ q5) & 0xffff] + P[x >>> 16] +
+        P[(x = W[o8 + 6] ^ q6) & 0xffff] + P[x >>> 16] +
+        P[(x = W[o8 + 7] ^ q7) & 0xffff] + P[x >>> 16];
+    }
+  }
+
+  /**
+   * For each query descriptor: the nearest live reference descriptor (ties: lowest id) and the
+   * nearest one with a different label than it. Distances >= bound are not tracked (reported as bound).
    */
   nearestOtherLabel(queries: Uint32Array, count: number, opts: { bound?: number; exact?: boolean } = {}): NearestOtherResult {
     const bound = opts.bound ?? 257;
@@ -164,50 +478,36 @@ export class DescriptorIndex {
     const d1s = new Int32Array(count).fill(bound);
     const dBs = new Int32Array(count).fill(bound);
     let candidates = 0;
-    const W = this.words;
     const L = this.labels;
-    const P = POPCNT16;
-    // State of the current query, updated by `visit`.
-    let dA = bound, iA = -1, cA = -1, dB = bound, lim = bound;
-    let q0 = 0, q1 = 0, q2 = 0, q3 = 0, q4 = 0, q5 = 0, q6 = 0, q7 = 0;
-    let x = 0;
-    const visit = (j: number): void => {
-      const o8 = j * 8;
-      let d =
-        P[(x = W[o8] ^ q0) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 1] ^ q1) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 2] ^ q2) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 3] ^ q3) & 0xffff] + P[x >>> 16];
-      if (d >= lim) return;
-      d +=
-        P[(x = W[o8 + 4] ^ q4) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 5] ^ q5) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 6] ^ q6) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 7] ^ q7) & 0xffff] + P[x >>> 16];
-      if (d >= lim) return;
-      // Exact top-2 over distinct labels: (dA, cA) best overall, dB best with label != cA.
-      const c = L[j];
-      if (c === cA) {
-        if (d < dA) {
+    const S = this.scratchIds;
+    let dA = bound, iA = -1, cA = -1, dB = bound;
+    const onChunk = (c: number): void => {
+      const O = this.scratchOut;
+      for (let p = 0; p < c; p++) {
+        const d = O[p];
+        // Only d < dB, or d == dA (a tie with the best: the lowest id wins), can change anything.
+        if (d >= bound || (d > dA && d >= dB)) continue;
+        const j = S[p];
+        const l = L[j];
+        if (l < 0) continue;
+        if (l === cA) {
+          if (d < dA || (d === dA && j < iA)) {
+            dA = d;
+            iA = j;
+          }
+        } else if (d < dA || (d === dA && j < iA)) {
+          dB = dA;
           dA = d;
           iA = j;
+          cA = l;
+        } else if (d < dB) {
+          dB = d;
         }
-      } else if (d < dA) {
-        dB = dA;
-        dA = d;
-        iA = j;
-        cA = c;
-      } else if (d < dB) {
-        dB = d;
       }
-      lim = dB; // nothing at >= dB can change dA (<= dB) or dB
     };
     for (let qi = 0; qi < count; qi++) {
-      const b = qi * 8;
-      q0 = queries[b]; q1 = queries[b + 1]; q2 = queries[b + 2]; q3 = queries[b + 3];
-      q4 = queries[b + 4]; q5 = queries[b + 5]; q6 = queries[b + 6]; q7 = queries[b + 7];
-      dA = bound; iA = -1; cA = -1; dB = bound; lim = bound;
-      candidates += opts.exact ? this.scanAll(visit) : this.probe(queries, qi, visit);
+      dA = bound; iA = -1; cA = -1; dB = bound;
+      candidates += this.search(queries, qi, !!opts.exact, onChunk);
       i1s[qi] = iA;
       d1s[qi] = dA;
       dBs[qi] = dB;
@@ -215,124 +515,80 @@ export class DescriptorIndex {
     return { i1: i1s, d1: d1s, dB: dBs, candidates };
   }
 
-  /** The k nearest reference descriptors of each query below `bound` (ascending distance, then id). */
+  /** The k nearest live reference descriptors of each query below `bound` (ascending distance, then id). */
   knn(queries: Uint32Array, count: number, k: number, opts: { bound?: number; exact?: boolean } = {}): KnnResult {
     const bound = opts.bound ?? 257;
     const ids = new Int32Array(count * k).fill(-1);
     const dists = new Int32Array(count * k).fill(bound + 1);
     let candidates = 0;
-    const W = this.words;
-    const P = POPCNT16;
     const topD = new Int32Array(k);
     const topI = new Int32Array(k);
-    let lim = bound;
-    let q0 = 0, q1 = 0, q2 = 0, q3 = 0, q4 = 0, q5 = 0, q6 = 0, q7 = 0;
-    let x = 0;
-    const visit = (j: number): void => {
-      const o8 = j * 8;
-      let d =
-        P[(x = W[o8] ^ q0) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 1] ^ q1) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 2] ^ q2) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 3] ^ q3) & 0xffff] + P[x >>> 16];
-      if (d > lim) return;
-      d +=
-        P[(x = W[o8 + 4] ^ q4) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 5] ^ q5) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 6] ^ q6) & 0xffff] + P[x >>> 16] +
-        P[(x = W[o8 + 7] ^ q7) & 0xffff] + P[x >>> 16];
-      if (d > lim) return;
-      let p = k - 1;
-      if (d > topD[p] || (d === topD[p] && j > topI[p])) return;
-      while (p > 0 && (topD[p - 1] > d || (topD[p - 1] === d && topI[p - 1] > j))) {
-        topD[p] = topD[p - 1];
-        topI[p] = topI[p - 1];
-        p--;
+    const L = this.labels;
+    const S = this.scratchIds;
+    const onChunk = (c: number): void => {
+      const O = this.scratchOut;
+      for (let p = 0; p < c; p++) {
+        const d = O[p];
+        if (d >= bound || d > topD[k - 1]) continue;
+        const j = S[p];
+        if (d === topD[k - 1] && j >= topI[k - 1] && topI[k - 1] >= 0) continue;
+        if (L[j] < 0) continue;
+        let dup = false;
+        for (let t = 0; t < k; t++) if (topI[t] === j) dup = true;
+        if (dup) continue;
+        let q = k - 1;
+        while (q > 0 && (topD[q - 1] > d || (topD[q - 1] === d && (topI[q - 1] > j || topI[q - 1] < 0)))) {
+          topD[q] = topD[q - 1];
+          topI[q] = topI[q - 1];
+          q--;
+        }
+        topD[q] = d;
+        topI[q] = j;
       }
-      topD[p] = d;
-      topI[p] = j;
-      if (topI[k - 1] >= 0) lim = topD[k - 1];
     };
     for (let qi = 0; qi < count; qi++) {
-      const b = qi * 8;
-      q0 = queries[b]; q1 = queries[b + 1]; q2 = queries[b + 2]; q3 = queries[b + 3];
-      q4 = queries[b + 4]; q5 = queries[b + 5]; q6 = queries[b + 6]; q7 = queries[b + 7];
       topD.fill(bound + 1);
       topI.fill(-1);
-      lim = bound;
-      candidates += opts.exact ? this.scanAll(visit) : this.probe(queries, qi, visit);
+      candidates += this.search(queries, qi, !!opts.exact, onChunk);
       ids.set(topI, qi * k);
       dists.set(topD, qi * k);
     }
     return { ids, dists, candidates };
   }
-
-  private scanAll(visit: (j: number) => void): number {
-    for (let j = 0; j < this.size; j++) visit(j);
-    return this.size;
-  }
-
-  /** Visits every distinct descriptor sharing a (radius-r) substring with query qi; returns how many. */
-  private probe(queries: Uint32Array, qi: number, visit: (j: number) => void): number {
-    if (++this.query === 0xffffffff) {
-      this.stamp.fill(0);
-      this.query = 1;
-    }
-    const s = this.query;
-    const stamp = this.stamp;
-    let seen = 0;
-    const maxFlip = this.radius === 1 ? 16 : 0;
-    for (let t = 0; t < this.m; t++) {
-      const key = this.keyOf(queries, qi, t);
-      const off = this.offsets[t];
-      const ids = this.ids[t];
-      for (let flip = -1; flip < maxFlip; flip++) {
-        const k = flip < 0 ? key : key ^ (1 << flip);
-        for (let p = off[k], e = off[k + 1]; p < e; p++) {
-          const j = ids[p];
-          if (stamp[j] === s) continue;
-          stamp[j] = s;
-          seen++;
-          visit(j);
-        }
-      }
-    }
-    return seen;
-  }
 }
 
 /**
- * Assign the 256 bit positions to m substrings of 16 bits. Balanced: bits sorted by how far
- * p(1) is from 0.5 and dealt out round-robin (snake order), so each table mixes informative and
- * skewed bits. Unbalanced: table t takes bits 16t .. 16t+15.
+ * Bit positions of each table's key: a deterministic shuffle of 0..255, walked cyclically (each
+ * bit used about tables * keyBits / 256 times, never twice in one key).
  */
-function assignBits(words: Uint32Array, n: number, m: number, balance: boolean): Uint8Array[] {
+function assignBits(m: number, L: number, seed: number): Uint8Array[] {
+  let s = seed >>> 0;
+  const rnd = (): number => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const shuffled = (): number[] => {
+    const a = Array.from({ length: 256 }, (_, i) => i);
+    for (let i = 255; i > 0; i--) {
+      const k = Math.floor(rnd() * (i + 1));
+      [a[i], a[k]] = [a[k], a[i]];
+    }
+    return a;
+  };
+  let pool = shuffled();
   const out: Uint8Array[] = [];
-  if (!balance || n === 0) {
-    for (let t = 0; t < m; t++) out.push(Uint8Array.from({ length: 16 }, (_, i) => t * 16 + i));
-    return out;
-  }
-  const ones = new Float64Array(256);
-  const step = Math.max(1, Math.floor(n / 20000)); // a sample is enough
-  let seen = 0;
-  for (let j = 0; j < n; j += step, seen++) {
-    for (let w = 0; w < DESCRIPTOR_WORDS; w++) {
-      const v = words[j * DESCRIPTOR_WORDS + w];
-      for (let b = 0; b < 32; b++) ones[w * 32 + b] += (v >>> b) & 1;
+  for (let t = 0; t < m; t++) {
+    const key: number[] = [];
+    while (key.length < L) {
+      if (!pool.length) pool = shuffled();
+      const b = pool.pop()!;
+      if (key.includes(b)) pool.unshift(b);
+      else key.push(b);
     }
+    out.push(Uint8Array.from(key));
   }
-  const order = Array.from({ length: 256 }, (_, i) => i).sort(
-    (a, b) => Math.abs(ones[a] / seen - 0.5) - Math.abs(ones[b] / seen - 0.5) || a - b,
-  );
-  const tables: number[][] = Array.from({ length: m }, () => []);
-  // Deal the most informative bits first, snake order, until every table has 16.
-  let i = 0;
-  for (let round = 0; round < 16; round++) {
-    for (let s = 0; s < m; s++) {
-      const t = round % 2 === 0 ? s : m - 1 - s;
-      tables[t].push(order[i++]);
-    }
-  }
-  for (const t of tables) out.push(Uint8Array.from(t));
   return out;
 }

@@ -1,6 +1,14 @@
 /**
- * In-memory index of reference keypoints with brute-force Hamming matching and geometric
+ * In-memory index of reference keypoints with Hamming matching and geometric
  * (similarity-transform) verification.
+ *
+ * Search: brute force (exact) below HASHED_MIN_DESCRIPTORS live reference descriptors; above, a
+ * hashed index (descriptor-index.ts: bit-sampling LSH, WebAssembly distance kernel) answers the
+ * same two questions approximately (it can miss a neighbour, never invent a closer one): at 1,000
+ * references (1 M descriptors) it keeps ~0.97 of brute force's verified inliers at ~1/1000 of
+ * the cost (src/bench/perf/keypoints.ts). The hashed index is built on the first query after a
+ * bulk load, then kept current incrementally: added references are appended to small side tables,
+ * removed ones are skipped; it is rebuilt only when the appended part outgrows a quarter of it.
  *
  * Matching (per frame descriptor):
  *   d1 = distance to the nearest reference descriptor (any reference, normal or mirrored).
@@ -43,6 +51,7 @@
 import type { Box, KeypointSet } from './features';
 import { DESCRIPTOR_BYTES } from './features';
 import { compareAppearance } from './appearance';
+import { DescriptorIndex } from './descriptor-index';
 
 export interface SimilarityTransform {
   /** Uniform scale: frame pixels per reference pixel. */
@@ -157,7 +166,21 @@ interface RefEntry {
   characterId: string;
   charIdx: number;
   sets: [KeypointSet, KeypointSet]; // [normal, mirrored]
+  /** Slot in refList and first descriptor in the flat arrays, once packed (-1 before). */
+  slot: number;
+  start: number;
 }
+
+/**
+ * Below this many live reference descriptors matching is brute force (exact); at or above it,
+ * hashed. Speed alone would switch much earlier: per 2,000-keypoint frame on the 2-core dev box,
+ * brute force 170 ms at 5k descriptors, 280 at 10k, 480 at 20k, 1,060 at 50k; hashed 6-21 ms at
+ * all of these. The threshold keeps small libraries (up to ~20 references of 2 x 500 keypoints)
+ * exact, where a missed neighbour weighs most, at <= ~0.5 s per frame.
+ */
+export const HASHED_MIN_DESCRIPTORS = 20_000;
+/** Removed descriptors still held in the flat arrays before they are compacted. */
+const MAX_DEAD_FRACTION = 0.25;
 
 const WORDS = DESCRIPTOR_BYTES / 4;
 const GRID = 6; // 8 x 32-bit words per ORB descriptor
@@ -183,16 +206,27 @@ function packDescriptors(d: Uint8Array, n: number, out: Uint32Array, offsetWords
 export class KeypointIndex {
   private refs = new Map<string, RefEntry>();
   private charIds = new Map<string, number>();
+  /** Flat arrays must be rebuilt from scratch (else only `pending` is appended). */
   private dirty = true;
+  private pending: RefEntry[] = [];
 
-  // Flat arrays rebuilt lazily after add/remove.
+  /**
+   * Flat arrays over every packed descriptor in refList order (= insertion order); removed
+   * references keep their slots (dChar = -1, skipped) until compaction.
+   */
   private words = new Uint32Array(0);
   private dRef: Int32Array = new Int32Array(0); // slot in refList
   private dSet: Uint8Array = new Uint8Array(0); // 0 normal, 1 mirrored
   private dKp: Int32Array = new Int32Array(0); // keypoint index within the set
-  private dChar: Int32Array = new Int32Array(0); // character index
+  private dChar: Int32Array = new Int32Array(0); // character index, -1 = removed
   private refList: RefEntry[] = [];
-  private nDesc = 0;
+  private nDesc = 0; // packed descriptors (live + removed)
+  private nDead = 0;
+  private nChars = 0; // distinct characters among live references
+  /** Hashed search over the same descriptor ids (null: brute force). */
+  private hashed: DescriptorIndex | null = null;
+  /** Force the matcher (tests, benchmarks); default: by library size (HASHED_MIN_DESCRIPTORS). */
+  matcher: 'auto' | 'brute' | 'hashed' = 'auto';
 
   add(ref: ReferenceFeatures): void {
     const { normal, mirrored } = ref.features;
@@ -205,12 +239,26 @@ export class KeypointIndex {
       ci = this.charIds.size;
       this.charIds.set(ref.characterId, ci);
     }
-    this.refs.set(ref.referenceId, { referenceId: ref.referenceId, characterId: ref.characterId, charIdx: ci, sets: [normal, mirrored] });
-    this.dirty = true;
+    const e: RefEntry = { referenceId: ref.referenceId, characterId: ref.characterId, charIdx: ci, sets: [normal, mirrored], slot: -1, start: -1 };
+    this.refs.set(ref.referenceId, e);
+    this.pending.push(e);
   }
 
   remove(referenceId: string): void {
-    if (this.refs.delete(referenceId)) this.dirty = true;
+    const e = this.refs.get(referenceId);
+    if (!e) return;
+    this.refs.delete(referenceId);
+    if (e.slot < 0) {
+      this.pending = this.pending.filter((p) => p !== e);
+      return;
+    }
+    // Packed: leave its descriptors in place, marked removed.
+    const n = e.sets[0].count + e.sets[1].count;
+    this.dChar.fill(-1, e.start, e.start + n);
+    this.hashed?.remove(e.start, e.start + n);
+    this.nDead += n;
+    if (this.nDead > MAX_DEAD_FRACTION * this.nDesc) this.dirty = true;
+    this.nChars = this.characterCount;
   }
 
   has(referenceId: string): boolean {
@@ -234,31 +282,74 @@ export class KeypointIndex {
     return new Set(Array.from(this.refs.values(), (r) => r.characterId)).size;
   }
 
+  /** Which matcher the next query uses. */
+  get activeMatcher(): 'brute' | 'hashed' {
+    this.rebuild();
+    return this.hashed ? 'hashed' : 'brute';
+  }
+
   private rebuild(): void {
-    if (!this.dirty) return;
-    this.refList = Array.from(this.refs.values());
-    const n = this.descriptorCount;
-    this.nDesc = n;
-    this.words = new Uint32Array(n * WORDS);
-    this.dRef = new Int32Array(n);
-    this.dSet = new Uint8Array(n);
-    this.dKp = new Int32Array(n);
-    this.dChar = new Int32Array(n);
-    let o = 0;
-    this.refList.forEach((r, ri) => {
+    if (this.dirty) this.repack();
+    else if (this.pending.length) this.appendPending();
+    this.nChars = this.characterCount;
+    const live = this.nDesc - this.nDead;
+    const wantHashed = this.matcher === 'hashed' || (this.matcher === 'auto' && live >= HASHED_MIN_DESCRIPTORS);
+    if (!wantHashed) this.hashed = null;
+    else if (!this.hashed) this.hashed = new DescriptorIndex(this.words.subarray(0, this.nDesc * WORDS), this.dChar);
+  }
+
+  /** Everything from scratch (first use, or too many removed descriptors). */
+  private repack(): void {
+    for (const r of this.refs.values()) r.slot = r.start = -1;
+    this.refList = [];
+    this.nDesc = 0;
+    this.nDead = 0;
+    this.hashed = null;
+    this.pending = Array.from(this.refs.values());
+    this.words = new Uint32Array(0);
+    this.dirty = false;
+    this.appendPending();
+  }
+
+  /** Packs the references added since the last query after the existing ones. */
+  private appendPending(): void {
+    let add = 0;
+    for (const r of this.pending) add += r.sets[0].count + r.sets[1].count;
+    const from = this.nDesc;
+    const n = from + add;
+    if (n * WORDS > this.words.length) {
+      const cap = Math.max(n, Math.ceil(this.nDesc * 1.5));
+      const grow = <T extends Uint32Array | Int32Array | Uint8Array>(a: T, per: number, make: (len: number) => T): T => {
+        const b = make(cap * per);
+        b.set(a.subarray(0, from * per));
+        return b;
+      };
+      this.words = grow(this.words, WORDS, (l) => new Uint32Array(l));
+      this.dRef = grow(this.dRef, 1, (l) => new Int32Array(l));
+      this.dSet = grow(this.dSet, 1, (l) => new Uint8Array(l));
+      this.dKp = grow(this.dKp, 1, (l) => new Int32Array(l));
+      this.dChar = grow(this.dChar, 1, (l) => new Int32Array(l));
+    }
+    let o = from;
+    for (const r of this.pending) {
+      r.slot = this.refList.length;
+      r.start = o;
+      this.refList.push(r);
       for (let si = 0; si < 2; si++) {
         const s = r.sets[si];
         packDescriptors(s.descriptors, s.count, this.words, o * WORDS);
         for (let k = 0; k < s.count; k++) {
-          this.dRef[o + k] = ri;
+          this.dRef[o + k] = r.slot;
           this.dSet[o + k] = si;
           this.dKp[o + k] = k;
           this.dChar[o + k] = r.charIdx;
         }
         o += s.count;
       }
-    });
-    this.dirty = false;
+    }
+    this.pending = [];
+    this.nDesc = n;
+    if (this.hashed && add > 0) this.hashed.append(this.words.subarray(from * WORDS, n * WORDS), this.dChar.subarray(from, n), add);
   }
 
   /** Find and verify the references visible in a frame. Hits sorted by score (best first). */
@@ -266,7 +357,7 @@ export class KeypointIndex {
     const o: Required<QueryOptions> = { ...QUERY_DEFAULTS };
     for (const [k, v] of Object.entries(opts)) if (v !== undefined) (o as any)[k] = v;
     this.rebuild();
-    if (this.nDesc === 0 || frame.count === 0) return [];
+    if (this.nDesc - this.nDead === 0 || frame.count === 0) return [];
     const matches = this.match(frame, o);
     return this.verify(frame, matches, o);
   }
@@ -275,10 +366,11 @@ export class KeypointIndex {
 
   /** Ratio-test survivors: parallel arrays of frame keypoint, reference descriptor, distance. */
   private match(frame: KeypointSet, o: Required<QueryOptions>): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
+    if (this.hashed) return this.matchHashed(this.hashed, frame, o);
     const W = this.words;
     const N = this.nDesc;
     const dChar = this.dChar;
-    const multiChar = this.characterCount > 1;
+    const multiChar = this.nChars > 1;
     const P = POPCNT16;
     let x = 0;
     const q = new Uint32Array(WORDS);
@@ -326,6 +418,7 @@ export class KeypointIndex {
             P[(x = W[o8 + 7] ^ q7) & 0xffff] + P[x >>> 16];
           if (d >= bound) continue;
           const c = dChar[j];
+          if (c < 0) continue; // removed
           if (d < d1) {
             if (c !== c1) dB = d1 < dB ? d1 : dB;
             d1 = d;
@@ -364,7 +457,7 @@ export class KeypointIndex {
             P[(x = W[o8 + 5] ^ q5) & 0xffff] + P[x >>> 16] +
             P[(x = W[o8 + 6] ^ q6) & 0xffff] + P[x >>> 16] +
             P[(x = W[o8 + 7] ^ q7) & 0xffff] + P[x >>> 16];
-          if (d >= bound) continue;
+          if (d >= bound || dChar[j] < 0) continue;
           let k = K - 1;
           while (k > 0 && topD[k - 1] > d) {
             topD[k] = topD[k - 1];
@@ -384,6 +477,54 @@ export class KeypointIndex {
           if (j < 0) break;
           if (!this.isTwin(i1, j)) {
             d2 = topD[k];
+            break;
+          }
+        }
+        if (d1 < o.ratio * d2) {
+          outF[nOut] = fi;
+          outR[nOut] = i1;
+          outD[nOut] = d1;
+          nOut++;
+        }
+      }
+    }
+    return { f: outF, r: outR, d: outD, n: nOut };
+  }
+
+  /** match() through the hashed index: the same ratio test on approximate neighbours. */
+  private matchHashed(h: DescriptorIndex, frame: KeypointSet, o: Required<QueryOptions>): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
+    const q = new Uint32Array(frame.count * WORDS);
+    packDescriptors(frame.descriptors, frame.count, q, 0);
+    const cap = o.maxDistance;
+    const d2Enough = Math.ceil(cap / o.ratio) + 1;
+    const outF = new Int32Array(frame.count);
+    const outR = new Int32Array(frame.count);
+    const outD = new Int32Array(frame.count);
+    let nOut = 0;
+    if (this.nChars > 1) {
+      const r = h.nearestOtherLabel(q, frame.count, { bound: d2Enough });
+      for (let fi = 0; fi < frame.count; fi++) {
+        const d1 = r.d1[fi];
+        if (r.i1[fi] >= 0 && d1 <= cap && d1 < o.ratio * r.dB[fi]) {
+          outF[nOut] = fi;
+          outR[nOut] = r.i1[fi];
+          outD[nOut] = d1;
+          nOut++;
+        }
+      }
+    } else {
+      const K = 4;
+      const r = h.knn(q, frame.count, K, { bound: d2Enough });
+      for (let fi = 0; fi < frame.count; fi++) {
+        const i1 = r.ids[fi * K];
+        const d1 = r.dists[fi * K];
+        if (i1 < 0 || d1 > cap) continue;
+        let d2 = r.dists[fi * K + K - 1];
+        for (let k = 1; k < K; k++) {
+          const j = r.ids[fi * K + k];
+          if (j < 0) break;
+          if (!this.isTwin(i1, j)) {
+            d2 = r.dists[fi * K + k];
             break;
           }
         }
