@@ -1,5 +1,6 @@
 import {
   KeypointIndex,
+  QUERY_DEFAULTS,
   deserializeKeypointSet,
   extractFrameFeatures,
   extractReferenceFeatures,
@@ -161,7 +162,7 @@ describe('KeypointIndex.query', () => {
     for (const h of [noGray, noTemplate]) {
       expect(h.characterId).toBe('char-a');
       expect(h.appearance).toBeUndefined();
-      expect(h.score).toBeCloseTo(1 - Math.exp(-(h.inliers - 9) / 24), 10);
+      expect(h.score).toBeCloseTo(1 - Math.exp(-(h.inliers - QUERY_DEFAULTS.minInliers + 1) / QUERY_DEFAULTS.scoreScale), 10);
     }
   });
 
