@@ -17,6 +17,7 @@ const EnvSchema = z.object({
   KAGAMI_FFPROBE: z.string().min(1).optional(),
   KAGAMI_SAMPLE_FPS: num(2, 0.05, 30),
   KAGAMI_SCENE_THRESHOLD: num(0.3, 0, 1),
+  KAGAMI_FRAME_KEYPOINTS: num(4000, 100, 20_000),
   KAGAMI_MAX_FRAMES: num(1200, 1, 1_000_000),
   KAGAMI_MAX_DURATION_SEC: num(3600, 1, 1_000_000),
   KAGAMI_MATCH_THRESHOLD: num(0.6, 0, 1),

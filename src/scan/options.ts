@@ -12,6 +12,7 @@ export function scanOptionsFromEnv(env: Env, fps?: number): ScanOptions {
       maxFrames: env.KAGAMI_MAX_FRAMES,
       maxDurationSec: env.KAGAMI_MAX_DURATION_SEC,
     },
+    maxKeypoints: env.KAGAMI_FRAME_KEYPOINTS,
     aggregate: { ...DEFAULT_SCAN_OPTIONS.aggregate, thresholds: { match: env.KAGAMI_MATCH_THRESHOLD, review: env.KAGAMI_REVIEW_THRESHOLD } },
   };
 }

@@ -29,7 +29,7 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   sampling: { fps: 2, sceneThreshold: 0.3, maxFrames: 1200, maxDurationSec: 3600, maxWidth: 960, maxHeight: 960 },
   aggregate: DEFAULT_AGGREGATE,
   embeddingCalibration: { floor: 0.9, ceil: 1.0 },
-  maxKeypoints: 2000,
+  maxKeypoints: 4000,
   batchSize: 8,
   embeddingTopK: 64,
 };
