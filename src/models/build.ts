@@ -32,8 +32,8 @@ export function sha256Of(data: Uint8Array): string {
 /** Convert the manifest's source model; returns the ONNX bytes (nothing is written). */
 export function convertManifestModel(manifest: LoadedManifest): Uint8Array {
   const { source, trunk, head, input, output } = manifest;
-  if (!source || !trunk?.cutAfter || !head) {
-    throw new Error(`${manifest.id}: not a built model (it is downloaded: kagami models pull ${manifest.id})`);
+  if (!source || !trunk?.cutAfter || !head || head.type !== 'gem-grid') {
+    throw new Error(`${manifest.id}: not a model built from an npm package (see its manifest: downloaded or trained)`);
   }
   if (input.layout !== 'NHWC' || input.channels !== 'RGB') throw new Error(`${manifest.id}: built models are NHWC RGB`);
   const { model, weightData, version } = loadPackagedLayersModel(source.package, source.files);
@@ -43,7 +43,7 @@ export function convertManifestModel(manifest: LoadedManifest): Uint8Array {
   }
   const r = convertLayersModel(model, weightData, {
     cutAfter: trunk.cutAfter,
-    head,
+    head: { ...head, type: 'gem-grid' },
     inputName: input.name,
     outputName: output.name,
     docString: `${manifest.id}: ${manifest.description}`,
@@ -125,6 +125,10 @@ export async function buildAll(opts: BuildAllOptions = {}): Promise<BuildResult[
       const manifest = loadManifest(m, { modelsDir: opts.filesDir });
       if (manifest.download) {
         log(`${manifest.id}: downloaded, not built (kagami models pull ${manifest.id})`);
+        continue;
+      }
+      if (manifest.training) {
+        log(`${manifest.id}: trained and committed, not built (${manifest.training.recipe} reproduces it)`);
         continue;
       }
       if (!opts.force && !opts.updateSha && fs.existsSync(manifest.modelPath)) {

@@ -269,7 +269,12 @@ export async function pullModel(opts: PullOptions): Promise<PullResult> {
   const m = loadManifest(opts.manifestPath, { modelsDir: opts.modelsDir });
   const warn = opts.warn ?? ((l: string) => process.stderr.write(l + '\n'));
   if (!m.download) {
-    throw new KagamiError('not_downloadable', `${m.id} is built locally from the ${m.source?.package} npm package, not downloaded: run \`kagami models build\``);
+    throw new KagamiError(
+      'not_downloadable',
+      m.training
+        ? `${m.id} is Kagami's own trained model, committed in models/: nothing to download`
+        : `${m.id} is built locally from the ${m.source?.package} npm package, not downloaded: run \`kagami models build\``,
+    );
   }
   const url = opts.url ?? m.download.url;
   if (!/^https?:\/\/[^/]/i.test(url)) throw new KagamiError('invalid_request', `--url must be an http(s) URL, got ${url}`);
@@ -331,7 +336,7 @@ export async function pullModel(opts: PullOptions): Promise<PullResult> {
 
 export interface ModelListing {
   id: string;
-  kind: 'built' | 'downloaded';
+  kind: 'built' | 'downloaded' | 'trained';
   present: boolean;
   dimension: number;
   file: string;
@@ -369,7 +374,7 @@ export function listModels(manifestsDir: string, modelsDir?: string): ModelListi
     }
     return {
       id: m.id,
-      kind: m.download ? 'downloaded' : 'built',
+      kind: m.download ? 'downloaded' : m.training ? 'trained' : 'built',
       present,
       dimension: m.output.dimension,
       file: m.file,

@@ -12,7 +12,7 @@
  * nearest-neighbour by an integer factor until it is at least ART_MIN_HEIGHT px high (crisp edges,
  * no invented detail); the clip generator then scales it to its on-screen size.
  *
- * NEVER add wesnoth-* or freedroidrpg-* here: those packages are reserved for held-out evaluation.
+ * NEVER add the packages the README reserves for held-out evaluation (see "Benchmarks" there).
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';

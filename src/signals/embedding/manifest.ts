@@ -69,6 +69,15 @@ export const ModelManifestSchema = z
       .optional(),
     /** Downloaded models: where the ONNX file comes from. */
     download: DownloadSchema.optional(),
+    /** Trained models: our own artefact, committed beside the manifest; `recipe` reproduces it. */
+    training: z
+      .object({
+        recipe: z.string().min(1),
+        files: z.array(z.string().min(1)).min(1),
+        data: z.string().min(1),
+        licence: z.string().min(1),
+      })
+      .optional(),
     trunk: z
       .object({
         architecture: z.string().min(1),
@@ -78,12 +87,17 @@ export const ModelManifestSchema = z
       .optional(),
     head: z
       .object({
-        type: z.literal('gem-grid'),
+        type: z.enum(['gem-grid', 'gem-projection']),
         grid: z.number().int().min(1),
         p: z.number().positive(),
         eps: z.number().positive().optional(),
+        /** gem-projection: 1x1 conv width before pooling, and the projected dimension. */
+        conv1x1: z.number().int().positive().optional(),
+        projection: z.number().int().positive().optional(),
       })
       .optional(),
+    /** What the model expects to see: a whole frame (default) or a crop around one character. */
+    usage: z.enum(['frame', 'crop']).optional(),
     /** ONNX file name, in the models folder (KAGAMI_MODELS_DIR, default: the manifest's folder). */
     file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'),
     /** Built models: sha256 of the built file. Downloaded models use download.sha256. */
@@ -112,15 +126,17 @@ export const ModelManifestSchema = z
   })
   .superRefine((m, ctx) => {
     const issue = (p: string[], message: string) => ctx.addIssue({ code: 'custom', path: p, message });
-    if (!!m.source === !!m.download) {
-      issue(['source'], 'a manifest needs exactly one of `source` (built locally) or `download` (fetched)');
+    if ([m.source, m.download, m.training].filter(Boolean).length !== 1) {
+      issue(['source'], 'a manifest needs exactly one of `source` (built locally), `download` (fetched) or `training` (committed)');
       return;
     }
-    if (m.source) {
+    if (m.training) {
+      if (!m.sha256) issue(['sha256'], 'trained models need sha256');
+    } else if (m.source) {
       if (!m.trunk?.cutAfter) issue(['trunk', 'cutAfter'], 'built models need trunk.cutAfter');
       if (!m.head) issue(['head'], 'built models need a head');
       if (!m.sha256) issue(['sha256'], 'built models need sha256');
-      if (m.head && m.output.dimension % (m.head.grid * m.head.grid) !== 0) {
+      if (m.head?.type === 'gem-grid' && m.output.dimension % (m.head.grid * m.head.grid) !== 0) {
         issue(['output', 'dimension'], 'output.dimension must be grid*grid*channels');
       }
     } else {
@@ -154,7 +170,8 @@ export function parseManifest(json: unknown, manifestPath: string, opts: Manifes
     throw new Error(`invalid model manifest ${manifestPath}: ${issues}`);
   }
   const abs = path.resolve(manifestPath);
-  const dir = path.resolve(opts.modelsDir ?? path.dirname(abs));
+  // A trained model is committed beside its manifest; built and downloaded files go to modelsDir.
+  const dir = path.resolve(r.data.training ? path.dirname(abs) : (opts.modelsDir ?? path.dirname(abs)));
   return {
     ...r.data,
     manifestPath: abs,

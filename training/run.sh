@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduces Kagami's trained likeness descriptor, models/kagami-descriptor-v1.{onnx,json}:
+# installs the Debian dependencies, renders/extracts the training art, exports the ImageNet trunk
+# weights from our TS converter, checks the torch trunk against the ONNX model, trains, evaluates
+# (before/after table in training/out/train.log) and exports + checks the ONNX model.
+#
+#   training/run.sh                      # full run (~25 min on one CPU core)
+#   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v1.onnx training/run.sh   # smoke run
+#
+# Never install or read the packages the README reserves for held-out evaluation.
+# Training characters must not overlap the accuracy benchmark's (supertux-data, flare-game, synthetic
+# styleSeed 40-44): see training/README.md.
+set -euo pipefail
+set -x
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3            # Debian's python (python3-torch); the python3 on PATH may be another one
+THREADS=${THREADS:-1}          # 1 is faster than 2 on a shared, busy 2-core machine
+STEPS=${STEPS:-800}
+PAIRS=${PAIRS:-24}
+ONNX=${ONNX:-models/kagami-descriptor-v1.onnx}   # where the model (and its manifest, .json) go
+MAX_MINUTES=${MAX_MINUTES:-0}  # >0: stop training early on a slow machine (the log says where)
+export OMP_NUM_THREADS=$THREADS
+
+# 1. dependencies (Debian bookworm: torch 1.13, numpy, Pillow, onnx; art: freedink-data)
+if ! $PY -c 'import torch, numpy, PIL, onnx' 2>/dev/null || [ ! -d /usr/share/games/dink/dink/graphics ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy python3-pil python3-onnx freedink-data
+fi
+
+# 2. the TS modules the scripts use, compiled into training/.build (independent of dist/)
+npx tsc --outDir training/.build --rootDir src --target ES2022 --module commonjs --moduleResolution node \
+  --esModuleInterop --resolveJsonModule --skipLibCheck --strict --types node \
+  src/synthetic/art.ts src/signals/embedding/tfjs-to-onnx.ts src/signals/embedding/onnx-embedder.ts
+
+# 3. data: ImageNet trunk weights, synthetic characters + backgrounds, freedink sprites
+mkdir -p training/data training/out
+node training/export-weights.js training/data/mobilenetv2_block10
+node training/render-synthetic.js training/data 80 4 48
+$PY training/freedink.py training/data > training/out/freedink.txt
+
+# 4. the torch trunk reproduces the ONNX model our converter builds (max abs diff must be < 1e-3)
+$PY training/verify-trunk.py training/out
+node training/check-onnx.js models/mobilenetv2-block10-gem3x3.json training/out/trunk-check-torch.bin training/out/trunk-check-{0,1,2}.png
+
+# 5. train, evaluate (before/after), export ONNX
+$PY training/train.py --threads "$THREADS" --steps "$STEPS" --pairs "$PAIRS" --max-minutes "$MAX_MINUTES" --seed 1234 \
+  --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
+
+# 6. manifest (sha256) + the product's OnnxEmbedder gives torch's vectors
+node training/write-manifest.js "$ONNX" training/out/results.json
+node training/check-onnx.js "${ONNX%.onnx}.json" training/out/check-torch.bin training/out/check-{0,1,2}.png

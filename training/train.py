@@ -1,0 +1,460 @@
+"""Trains Kagami's likeness descriptor (kagami-descriptor-v1) and evaluates it against the current
+frozen model, then exports it to ONNX. See training/README.md; run through training/run.sh.
+
+Descriptor: MobileNetV2 trunk (ImageNet, up to block_10_project_BN; stem..block_6 frozen,
+blocks 7-10 fine-tuned) -> 1x1 conv 96->512 + BN + ReLU6 -> GeM (p=3, global) -> linear 512->256
+-> L2. Input 128x128 RGB crops around the character, (pixel - 127.5) / 127.5, NHWC in the ONNX.
+
+Loss (SSCD-style): InfoNCE / NT-Xent over two strongly augmented views per character (views of the
+same frame, or of two different frames = poses of the character), batches built from whole
+look-alike families (recolours, same-style synthetic characters) so they are in-batch negatives,
+plus a KoLeo entropy regulariser that spreads the embeddings.
+"""
+import argparse
+import io
+import json
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image, ImageFilter, ImageEnhance
+
+import mnv2
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Held-out look-alike families (never trained on): evaluation only.
+HELDOUT_FREEDINK = {'freedink.bonca', 'freedink.goblin', 'freedink.maiden', 'freedink.girl', 'freedink.pig',
+                    'freedink.slayer', 'freedink.duck', 'freedink.oldman'}
+
+
+def heldout(c):
+    if c['source'] == 'freedink':
+        return c['family'] in HELDOUT_FREEDINK
+    return int(c['family'].split('style')[1]) % 5 == 0  # synthetic: every 5th style family
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def load_data(data):
+    chars = []
+    for src in ('synthetic', 'freedink'):
+        idx = json.load(open(os.path.join(data, src + '.json')))
+        for c in idx['characters']:
+            for f in c['frames']:
+                f['img'] = Image.open(os.path.join(data, f['file'])).convert('RGBA')
+                f['group'] = f.get('pose') if src == 'synthetic' else f"{f['anim']}{f['dir']}"
+            chars.append(c)
+    bgs = []
+    for f in sorted(os.listdir(os.path.join(data, 'backgrounds'))):
+        bgs.append(Image.open(os.path.join(data, 'backgrounds', f)).convert('RGB'))
+    tiles = '/usr/share/games/dink/dink/Tiles'
+    if os.path.isdir(tiles):
+        for f in sorted(os.listdir(tiles)):
+            if f.lower().endswith('.bmp'):
+                bgs.append(Image.open(os.path.join(tiles, f)).convert('RGB'))
+    return chars, bgs
+
+
+def references(c):
+    """Reference frames: synthetic the normal drawing; freedink the first frame of its first two pose groups."""
+    if c['source'] == 'synthetic':
+        return [c['frames'][0]]
+    groups = sorted({f['group'] for f in c['frames']})
+    return [min((f for f in c['frames'] if f['group'] == g), key=lambda f: f['idx']) for g in groups[:2]]
+
+
+# ------------------------------------------------------------------------------------ augmentation
+
+def background(rng, bgs, S):
+    r = rng.random()
+    if r < 0.65:
+        bg = bgs[rng.randrange(len(bgs))]
+        s = rng.uniform(0.3, 1.0) * min(bg.size)
+        x, y = rng.uniform(0, bg.size[0] - s), rng.uniform(0, bg.size[1] - s)
+        return bg.resize((S, S), Image.BILINEAR, box=(x, y, x + s, y + s))
+    if r < 0.85:
+        return Image.new('RGB', (S, S), tuple(rng.randrange(256) for _ in range(3)))
+    a = np.array([rng.randrange(256) for _ in range(3)], np.float32)
+    b = np.array([rng.randrange(256) for _ in range(3)], np.float32)
+    t = np.linspace(0, 1, S, dtype=np.float32)[:, None, None]
+    g = np.broadcast_to(a * (1 - t) + b * t, (S, S, 3))
+    return Image.fromarray(g.astype(np.uint8))
+
+
+def colour_jitter(im, rng, k):
+    rgb, alpha = im.convert('RGB'), im.getchannel('A')
+    rgb = ImageEnhance.Brightness(rgb).enhance(rng.uniform(1 - 0.25 * k, 1 + 0.25 * k))
+    rgb = ImageEnhance.Contrast(rgb).enhance(rng.uniform(1 - 0.25 * k, 1 + 0.25 * k))
+    rgb = ImageEnhance.Color(rgb).enhance(rng.uniform(1 - 0.3 * k, 1 + 0.3 * k))
+    # Only a small hue shift: recolours of one body are different characters.
+    shift = int(round(rng.uniform(-5, 5) * k))
+    if shift:
+        h, s, v = rgb.convert('HSV').split()
+        h = h.point(lambda p: (p + shift) % 256)
+        rgb = Image.merge('HSV', (h, s, v)).convert('RGB')
+    out = rgb.convert('RGBA')
+    out.putalpha(alpha)
+    return out
+
+
+def view(sprite, rng, bgs, S=128, strong=True):
+    """One augmented crop around the character: S x S RGB uint8."""
+    k = 1.0 if strong else 0.5
+    im = sprite
+    if rng.random() < 0.5:
+        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+    im = colour_jitter(im, rng, k)
+    rot = rng.uniform(-12, 12) * k
+    if abs(rot) > 1:
+        im = im.rotate(rot, resample=Image.BILINEAR, expand=True)
+    w, h = im.size
+    side = S * rng.uniform(0.55, 0.95)
+    sc = side / max(w, h)
+    nw, nh = max(4, round(w * sc)), max(4, round(h * sc))
+    im = im.resize((nw, nh), Image.NEAREST if rng.random() < 0.3 else Image.BILINEAR)
+    canvas = background(rng, bgs, S)
+    j = 0.12 * k * S
+    x = int((S - nw) / 2 + rng.uniform(-j, j))
+    y = int((S - nh) / 2 + rng.uniform(-j, j))
+    canvas.paste(im, (x, y), im)
+    if strong and rng.random() < 0.3:  # occluder: a patch of another background over part of the character
+        ow, oh = int(nw * rng.uniform(0.25, 0.6)), int(nh * rng.uniform(0.25, 0.6))
+        occ = background(rng, bgs, max(ow, oh)).crop((0, 0, ow, oh))
+        canvas.paste(occ, (x + rng.randrange(max(1, nw - ow)), y + rng.randrange(max(1, nh - oh))))
+    if rng.random() < 0.35:  # small on screen: lose resolution
+        s = int(S * rng.uniform(0.3, 0.65))
+        canvas = canvas.resize((s, s), Image.BILINEAR).resize((S, S), Image.BILINEAR)
+    if rng.random() < 0.3:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.3) * k))
+    a = np.asarray(canvas, dtype=np.float32)
+    if rng.random() < 0.3:
+        a = a + np.random.RandomState(rng.randrange(1 << 30)).normal(0, rng.uniform(2, 8) * k, a.shape)
+    canvas = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if rng.random() < 0.5:
+        buf = io.BytesIO()
+        canvas.save(buf, 'JPEG', quality=rng.randrange(25 if strong else 50, 90))
+        canvas = Image.open(io.BytesIO(buf.getvalue())).convert('RGB')
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def reference_view(sprite, S):
+    """How a registered reference is embedded: the character centred on neutral grey, 10 % margin."""
+    w, h = sprite.size
+    sc = 0.9 * S / max(w, h)
+    im = sprite.resize((max(1, round(w * sc)), max(1, round(h * sc))), Image.BILINEAR)
+    canvas = Image.new('RGB', (S, S), (128, 128, 128))
+    canvas.paste(im, ((S - im.size[0]) // 2, (S - im.size[1]) // 2), im)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def to_tensor(batch):
+    x = torch.from_numpy(np.stack(batch)).float()
+    return ((x - 127.5) / 127.5).permute(0, 3, 1, 2).contiguous()
+
+
+# ------------------------------------------------------------------------------------------ model
+
+class Descriptor(nn.Module):
+    def __init__(self, trunk, hidden=512, dim=256, p=3.0):
+        super().__init__()
+        self.trunk = trunk
+        self.expand = nn.Sequential(nn.Conv2d(96, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6())
+        self.proj = nn.Linear(hidden, dim)
+        self.p = p
+
+    def head(self, f):
+        x = self.expand(f).clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+        return F.normalize(self.proj(x), dim=1)
+
+    def forward(self, x):
+        return self.head(self.trunk(x))
+
+
+class OnnxWrapper(nn.Module):
+    """ONNX interface: NHWC float input (already (pixel-127.5)/127.5), L2-normalised output."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.d = d
+
+    def forward(self, x):
+        return self.d(x.permute(0, 3, 1, 2))
+
+
+def nt_xent(za, zb, tau):
+    z = torch.cat([za, zb])
+    n = za.shape[0]
+    sim = z @ z.t() / tau
+    sim.fill_diagonal_(-1e9)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(sim, target)
+
+
+def koleo(z):
+    d = torch.cdist(z, z)
+    d = d + torch.eye(len(z)) * 1e3
+    return -torch.log(d.min(dim=1).values + 1e-6).mean()
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+def eval_set(chars, bgs, seed, S=224):
+    """Fixed, seeded queries: per held-out character its reference views, 3 augmented copies of each
+    reference (near copies) and up to 8 other frames / renditions, augmented (new poses)."""
+    rng = random.Random(seed)
+    refs, near, new = [], [], []
+    for ci, c in enumerate(chars):
+        rf = references(c)
+        for f in rf:
+            refs.append((ci, reference_view(f['img'], S)))
+            for _ in range(3):
+                near.append((ci, view(f['img'], rng, bgs, S, strong=False)))
+        others = [f for f in c['frames'] if all(f is not r for r in rf)]
+        if len(others) > 8:
+            others = [others[int(i * len(others) / 8)] for i in range(8)]
+        for f in others:
+            new.append((ci, view(f['img'], rng, bgs, S, strong=False)))
+    return refs, near, new
+
+
+@torch.no_grad()
+def embed(fn, images, size, bs=64):
+    out = []
+    for i in range(0, len(images), bs):
+        batch = [im if im.shape[0] == size else np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images[i:i + bs]]
+        out.append(fn(to_tensor(batch)))
+    return torch.cat(out)
+
+
+def top1(fn, size, refs, queries, chars, sources):
+    R = embed(fn, [im for _, im in refs], size)
+    Q = embed(fn, [im for _, im in queries], size)
+    rc = torch.tensor([c for c, _ in refs])
+    sim = Q @ R.t()
+    n = len(chars)
+    per_char = torch.full((len(queries), n), -9.0)
+    for j in range(n):
+        per_char[:, j] = sim[:, rc == j].max(dim=1).values
+    pred = per_char.argmax(dim=1)
+    qc = torch.tensor([c for c, _ in queries])
+    ok = (pred == qc).float()
+    res = {'all': (ok.mean().item(), len(queries))}
+    for s in sources:
+        m = torch.tensor([chars[c]['source'] == s for c, _ in queries])
+        if m.any():
+            res[s] = (ok[m].mean().item(), int(m.sum()))
+    return res
+
+
+def evaluate(name, fn, size, ev, chars, sources):
+    refs, near, new = ev
+    a, b = top1(fn, size, refs, near, chars, sources), top1(fn, size, refs, new, chars, sources)
+    return {'model': name, 'near': a, 'new': b}
+
+
+def print_table(rows, n_chars, sources, log):
+    cols = ['all'] + sources
+    log(f'known-box top-1 among {n_chars} held-out characters (queries per cell in brackets)')
+    log('| model | ' + ' | '.join(f'near copies: {c}' for c in cols) + ' | ' + ' | '.join(f'new poses: {c}' for c in cols) + ' |')
+    log('|---' * (1 + 2 * len(cols)) + '|')
+    for r in rows:
+        cells = [f"{100 * r[k][c][0]:.1f} % ({r[k][c][1]})" if c in r[k] else '-' for k in ('near', 'new') for c in cols]
+        log(f"| {r['model']} | " + ' | '.join(cells) + ' |')
+
+
+# ------------------------------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--data', default=os.path.join(HERE, 'data'))
+    ap.add_argument('--out', default=os.path.join(HERE, 'out'))
+    ap.add_argument('--steps', type=int, default=800)
+    ap.add_argument('--batch', type=int, default=48, help='characters per batch (two views each)')
+    ap.add_argument('--size', type=int, default=128)
+    ap.add_argument('--freeze', type=int, default=7, help='stem and blocks[0:freeze] stay frozen')
+    ap.add_argument('--lr', type=float, default=1e-3)
+    ap.add_argument('--tau', type=float, default=0.05)
+    ap.add_argument('--koleo', type=float, default=0.05)
+    ap.add_argument('--pose-prob', type=float, default=0.6, help='P(second view comes from another pair: usually another frame)')
+    ap.add_argument('--pairs', type=int, default=24, help='cached view pairs per training character')
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--max-minutes', type=float, default=0, help='stop training after this long (0: no limit); the log says where it stopped')
+    ap.add_argument('--seed', type=int, default=1234)
+    ap.add_argument('--onnx', default=os.path.join(HERE, '..', 'models', 'kagami-descriptor-v1.onnx'))
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    rng = random.Random(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    logf = open(os.path.join(args.out, 'train.log'), 'w')
+
+    def log(s):
+        print(s, flush=True)
+        logf.write(s + '\n'); logf.flush()
+
+    chars, bgs = load_data(args.data)
+    train = [c for c in chars if not heldout(c)]
+    test = [c for c in chars if heldout(c)]
+    # Backgrounds: every 4th one is kept for evaluation only.
+    train_bgs = [b for i, b in enumerate(bgs) if i % 4]
+    test_bgs = [b for i, b in enumerate(bgs) if i % 4 == 0]
+    sources = ['synthetic', 'freedink']
+    log(f'data: {len(train)} training characters ({sum(c["source"] == "freedink" for c in train)} freedink), '
+        f'{len(test)} held-out ({sum(c["source"] == "freedink" for c in test)} freedink), {len(bgs)} backgrounds')
+    log('held-out: ' + ', '.join(c['key'] for c in test if c['source'] == 'freedink') + ' + synthetic styles % 5 == 0')
+
+    trunk = mnv2.Trunk()
+    log('weights: ' + trunk.load_keras(os.path.join(args.data, 'mobilenetv2_block10')))
+    trunk.eval()
+
+    # ---- before: the current model (frozen trunk + GeM 3x3 grid, 224 px)
+    ev = eval_set(test, test_bgs, args.seed + 1)
+    rows = [evaluate('before: mobilenetv2-block10-gem3x3 (frozen, 224 px)', lambda x: mnv2.gem_grid(trunk(x)), 224, ev, test, sources)]
+    rows.append(evaluate(f'frozen trunk + global GeM ({args.size} px)', lambda x: F.normalize(trunk(x).clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3), dim=1), args.size, ev, test, sources))
+    print_table(rows, len(test), sources, log)
+
+    # ---- train
+    model = Descriptor(trunk)
+    for p in trunk.parameters():
+        p.requires_grad = False
+    tuned = list(trunk.blocks[args.freeze:])
+    for b in tuned:
+        for p in b.parameters():
+            p.requires_grad = True
+    params = [{'params': [p for b in tuned for p in b.parameters()], 'lr': args.lr * 0.3},
+              {'params': list(model.expand.parameters()) + list(model.proj.parameters()), 'lr': args.lr}]
+    opt = torch.optim.AdamW(params, weight_decay=1e-4)
+    base = [g['lr'] for g in opt.param_groups]
+
+    fams = {}
+    for c in train:
+        fams.setdefault(c['family'], []).append(c)
+    fam_by_src = {s: [f for f, cs in fams.items() if cs[0]['source'] == s] for s in sources}
+
+    def sample_batch():
+        """Whole look-alike families, about a third of the characters from freedink."""
+        chosen = []
+        for s, quota in (('freedink', args.batch // 3), ('synthetic', args.batch - args.batch // 3)):
+            fl = fam_by_src[s][:]
+            rng.shuffle(fl)
+            got = []
+            for f in fl:
+                if len(got) >= quota:
+                    break
+                got += fams[f][:quota - len(got)]
+            chosen += got
+        return chosen
+
+    # ---- view pool: the frozen part is most of the compute, so every training view is rendered
+    # once (strong augmentation) and its frozen features (after blocks[0:freeze]) are cached.
+    # Views come in pairs: two augmentations of one frame (a near-copy pair); another pair of the
+    # same character usually shows another frame (a pose pair).
+    t0 = time.time()
+    pair_of = []  # pair index -> character index
+    pool = []
+    chunk = []
+    cache = os.path.join(args.out, f'pool-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}.pt')
+
+    def flush():
+        with torch.no_grad():
+            pool.append(trunk(to_tensor(chunk), 0, args.freeze).half())
+        chunk.clear()
+
+    for ci, c in enumerate(train):
+        for _ in range(args.pairs):
+            pair_of.append(ci)
+    if os.path.exists(cache):  # same seed, pairs, freeze, size: the same views (saves a rerun's time)
+        pool, state = torch.load(cache)
+        rng.setstate(state)
+    else:
+        for ci, c in enumerate(train):
+            for _ in range(args.pairs):
+                f = rng.choice(c['frames'])
+                chunk.append(view(f['img'], rng, train_bgs, args.size))
+                chunk.append(view(f['img'], rng, train_bgs, args.size))
+                if len(chunk) >= 128:
+                    flush()
+        if chunk:
+            flush()
+        pool = torch.cat(pool)
+        torch.save((pool, rng.getstate()), cache)
+    pairs_by_char = [[] for _ in train]
+    for p, ci in enumerate(pair_of):
+        pairs_by_char[ci].append(p)
+    pool_min = (time.time() - t0) / 60
+    log(f'view pool: {len(pool)} views ({args.pairs} pairs per character), frozen features {tuple(pool.shape[1:])}, {pool_min:.1f} min')
+    index = {id(c): i for i, c in enumerate(train)}
+
+    t0 = time.time()
+    done = args.steps
+    for step in range(args.steps):
+        if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+            done = step
+            log(f'time budget of {args.max_minutes} min reached: stopping after {step} of {args.steps} steps')
+            break
+        lr_f = 0.5 * (1 + math.cos(math.pi * step / args.steps)) * min(1.0, (step + 1) / 50)
+        for g, b in zip(opt.param_groups, base):
+            g['lr'] = b * lr_f
+        batch = sample_batch()
+        ia, ib = [], []
+        for c in batch:
+            ps = pairs_by_char[index[id(c)]]
+            p = rng.choice(ps)
+            ia.append(2 * p + rng.randrange(2))
+            if rng.random() < args.pose_prob:
+                q = rng.choice([x for x in ps if x != p])
+                ib.append(2 * q + rng.randrange(2))
+            else:
+                ib.append(2 * p + (1 - ia[-1] % 2))
+        f = pool[ia + ib].float()
+        model.train()
+        trunk.eval()  # frozen blocks keep their ImageNet statistics
+        for b in tuned:
+            b.train()
+        z = model.head(trunk(f, args.freeze))
+        za, zb = z[:len(batch)], z[len(batch):]
+        l_nce = nt_xent(za, zb, args.tau)
+        l_ko = koleo(za) + koleo(zb)
+        loss = l_nce + args.koleo * l_ko
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            el = time.time() - t0
+            log(f'step {step:5d}  loss {loss.item():.3f}  nce {l_nce.item():.3f}  koleo {l_ko.item():.3f}  '
+                f'lr {opt.param_groups[1]["lr"]:.2e}  {el / 60:.1f} min  ({el / (step + 1):.2f} s/step)')
+    train_min = (time.time() - t0) / 60
+    log(f'training: {done} steps x {2 * args.batch} views in {train_min:.1f} min (+ {pool_min:.1f} min view pool)')
+
+    model.eval()
+    rows.append(evaluate(f'after: kagami-descriptor-v1 ({args.size} px)', model, args.size, ev, test, sources))
+    print_table(rows, len(test), sources, log)
+    json.dump({'rows': rows, 'steps_done': done, 'train_minutes': train_min, 'pool_minutes': pool_min, 'args': vars(args), 'heldout': [c['key'] for c in test]},
+              open(os.path.join(args.out, 'results.json'), 'w'), indent=1)
+    torch.save(model.state_dict(), os.path.join(args.out, 'descriptor.pt'))
+
+    # ---- export
+    wrapper = OnnxWrapper(model).eval()
+    dummy = torch.zeros(1, args.size, args.size, 3)
+    torch.onnx.export(wrapper, dummy, args.onnx, input_names=['input'], output_names=['embedding'],
+                      dynamic_axes={'input': {0: 'N'}, 'embedding': {0: 'N'}}, opset_version=13, do_constant_folding=True)
+    log(f'onnx: {args.onnx} ({os.path.getsize(args.onnx) / 1e6:.2f} MB)')
+    # Three check images (query views of held-out characters) and torch's embeddings of them.
+    chk = [ev[2][i][1] for i in (0, len(ev[2]) // 2, len(ev[2]) - 1)]
+    for i, im in enumerate(chk):
+        Image.fromarray(np.asarray(Image.fromarray(im).resize((args.size, args.size), Image.BILINEAR))).save(os.path.join(args.out, f'check-{i}.png'))
+    with torch.no_grad():
+        e = model(to_tensor([np.asarray(Image.open(os.path.join(args.out, f'check-{i}.png')).convert('RGB')) for i in range(3)]))
+    e.numpy().astype('<f4').tofile(os.path.join(args.out, 'check-torch.bin'))
+
+
+if __name__ == '__main__':
+    main()
