@@ -16,7 +16,7 @@ export interface DemoFiles {
 }
 
 /** Writes the sample references and clip under `dir` (once; reused when present). */
-export async function prepareDemo(dir: string): Promise<DemoFiles> {
+export async function prepareDemo(dir: string, modelId: string): Promise<DemoFiles> {
   mkdirSync(dir, { recursive: true });
   const style = 3;
   const cast = [
@@ -47,5 +47,6 @@ export async function prepareDemo(dir: string): Promise<DemoFiles> {
       ],
     });
   }
-  return { library: path.join(dir, 'library'), clip, references };
+  // One library per model: a library never mixes embeddings of two models.
+  return { library: path.join(dir, `library-${modelId}`), clip, references };
 }

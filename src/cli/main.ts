@@ -263,7 +263,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       const e = env();
       const { prepareDemo } = await import('./demo');
       process.stderr.write(`kagami demo: preparing sample art and a 10 s clip in ${o.dir} …\n`);
-      const demo = await prepareDemo(o.dir);
+      const demo = await prepareDemo(o.dir, e.KAGAMI_MODEL);
       const embedder = await loadEmbedder(e);
       const lib = await openLibrary(demo.library, { create: true });
       try {

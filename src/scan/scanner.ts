@@ -11,6 +11,8 @@ import { calibrateCosine } from '../matching/fuse';
 import type { FrameObservation, Verdict } from '../matching/types';
 import type { Embedder } from '../signals/embedder';
 import { extractFrameFeatures } from '../signals/keypoints';
+import type { SearchHit } from '../signals/embedding/exact-index';
+import { cropResize, slidingWindows } from './windows';
 import type { ReferenceSet } from './reference-set';
 
 export interface ScanOptions {
@@ -21,8 +23,10 @@ export interface ScanOptions {
   maxKeypoints: number;
   /** Frames embedded per inference call. */
   batchSize: number;
-  /** References retrieved per frame by the embedding index. */
+  /** References retrieved per frame (or per window) by the embedding index. */
   embeddingTopK: number;
+  /** Window sides, as fractions of the frame height, for models that describe crops. */
+  windowSizes: number[];
 }
 
 export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
@@ -32,6 +36,7 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   maxKeypoints: 4000,
   batchSize: 8,
   embeddingTopK: 64,
+  windowSizes: [0.35, 0.6],
 };
 
 export interface ReportMatch {
@@ -95,6 +100,35 @@ export class Scanner {
     return this.refs.characters.size;
   }
 
+  /** The calibration of the likeness tier's cosine: the model's own when its manifest has one. */
+  private embeddingCalibration(): { floor: number; ceil: number } {
+    return this.embedder.calibration ?? this.opts.embeddingCalibration;
+  }
+
+  /**
+   * The nearest references of each frame by the likeness tier: one embedding of the whole frame,
+   * or, for a model that describes one character per crop, the union of the nearest references of
+   * sliding windows (each character keeps its best window).
+   */
+  private async likeness(batch: Frame[]): Promise<SearchHit[][]> {
+    if (!this.refs.vectors.size) return [];
+    const k = Math.min(this.refs.vectors.size, this.opts.embeddingTopK);
+    if (this.embedder.usage !== 'crop') {
+      const vectors = await this.embedder.embed(await Promise.all(batch.map((f) => this.embedder.prepare(f))));
+      return this.refs.vectors.search(vectors, k);
+    }
+    const out: SearchHit[][] = [];
+    for (const frame of batch) {
+      const crops = slidingWindows(frame.width, frame.height, this.opts.windowSizes).map((w) => cropResize(frame, w, this.embedder.inputWidth, this.embedder.inputHeight));
+      const hits: SearchHit[] = [];
+      for (let i = 0; i < crops.length; i += 64) {
+        for (const list of this.refs.vectors.search(await this.embedder.embed(crops.slice(i, i + 64)), k)) hits.push(...list);
+      }
+      out.push(hits);
+    }
+    return out;
+  }
+
   async scan(req: ScanRequest): Promise<ScanReport> {
     const t0 = performance.now();
     const info = await probeVideo(req.file, this.bins);
@@ -115,11 +149,7 @@ export class Scanner {
     const flush = async () => {
       if (!pending.length) return;
       const batch = pending.splice(0, pending.length);
-      const vectors = this.refs.vectors.size
-        ? await this.embedder.embed(await Promise.all(batch.map((f) => this.embedder.prepare(f))))
-        : [];
-      // The nearest references per frame; each character takes its best among them.
-      const nearest = this.refs.vectors.size ? this.refs.vectors.search(vectors, Math.min(this.refs.vectors.size, this.opts.embeddingTopK)) : [];
+      const nearest = await this.likeness(batch);
       for (let i = 0; i < batch.length; i++) {
         const frame = batch[i];
         const perChar = new Map<string, FrameObservation>();
@@ -128,10 +158,10 @@ export class Scanner {
           if (!o) perChar.set(cid, (o = { frameIndex: frame.index, timeSec: frame.timeSec, characterId: cid }));
           return o;
         };
+        const { floor, ceil } = this.embeddingCalibration();
         for (const n of nearest[i] ?? []) {
           const o = get(n.key);
-          if (!o.embedding) {
-            const { floor, ceil } = this.opts.embeddingCalibration;
+          if (!o.embedding || n.similarity > o.embedding.cosine) {
             o.embedding = { score: calibrateCosine(n.similarity, floor, ceil), cosine: n.similarity, referenceId: n.id };
           }
         }

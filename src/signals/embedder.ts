@@ -10,8 +10,12 @@ export interface Embedder {
   readonly dimension: number;
   readonly inputWidth: number;
   readonly inputHeight: number;
+  /** `frame`: the model describes a whole frame; `crop`: one character in a crop (the scanner slides windows). */
+  readonly usage: 'frame' | 'crop';
   /** Brings a frame to the model's input size with the model's own resize policy. */
   prepare(image: RawImage): Promise<RawImage>;
+  /** Cosine between unrelated images (→ score 0) and the same character (→ 1), when the model knows it. */
+  readonly calibration?: { floor: number; ceil: number };
   /** One vector per image, in order. */
   embed(images: RawImage[]): Promise<Float32Array[]>;
 }

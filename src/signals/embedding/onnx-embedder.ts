@@ -74,6 +74,8 @@ export class OnnxEmbedder {
   readonly modelId: string;
   readonly dimension: number;
   readonly inputWidth: number;
+  readonly usage: 'frame' | 'crop';
+  readonly calibration?: { floor: number; ceil: number };
   readonly inputHeight: number;
 
   private constructor(
@@ -83,6 +85,8 @@ export class OnnxEmbedder {
     this.modelId = manifest.id;
     this.dimension = manifest.output.dimension;
     this.inputWidth = manifest.input.width;
+    this.usage = manifest.usage ?? 'frame';
+    this.calibration = manifest.calibration;
     this.inputHeight = manifest.input.height;
   }
 
