@@ -50,7 +50,7 @@ async function call(who: string | null, method: string, url: string, body?: unkn
 
 const form = (field: string, files: Array<[string, Buffer, string]>) => {
   const f = new FormData();
-  for (const [name, bytes, type] of files) f.append(field, new Blob([bytes], { type }), name);
+  for (const [name, bytes, type] of files) f.append(field, new Blob([new Uint8Array(bytes)], { type }), name);
   return f;
 };
 
