@@ -17,13 +17,13 @@ import { ReferenceSet } from '../../scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, Scanner, type ScanReport } from '../../scan/scanner';
 import { createApiKey } from '../../service/keys';
 import { createRuntime, startApi, startWorker } from '../../service/runtime';
-import { benchClip, characterArt, CLIP_CHARACTERS, loadEmbedder } from './fixtures';
+import { benchClip, characterArt, CLIP_CHARACTERS, loadProductEmbedder as loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
 import { cacheDir, fmt, now, out, p50, p95, section, table, type BenchContext } from './util';
 
 const DISTRACTORS = Array.from({ length: 17 }, (_, i) => 200 + i);
 
 async function ensureLibrary(): Promise<string> {
-  const dir = cacheDir('e2e-lib-v1');
+  const dir = cacheDir(`e2e-lib-v1-${PRODUCT_MODEL_ID}`);
   if (existsSync(path.join(dir, SQLITE_FILE))) return dir;
   const embedder = await loadEmbedder(1);
   const lib = await openLibrary(dir, { create: true });

@@ -4,7 +4,7 @@
  */
 import { existsSync, renameSync } from 'node:fs';
 import path from 'node:path';
-import { modelManifestPath } from '../../config';
+import { modelManifestPath, readEnv } from '../../config';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { renderBackground, renderCharacter } from '../../synthetic/art';
 import { makeClip } from '../../synthetic/video';
@@ -47,6 +47,13 @@ export async function benchClip(v = 0, durationSec = 10): Promise<string> {
   return file;
 }
 
+/** The converted frame model, for the pipeline and embedding sections. */
 export async function loadEmbedder(threads = 1): Promise<OnnxEmbedder> {
   return OnnxEmbedder.create(modelManifestPath(MODEL_ID), { threads });
+}
+
+/** The model the product scans with (KAGAMI_MODEL, default the trained descriptor), for end to end. */
+export const PRODUCT_MODEL_ID = readEnv().KAGAMI_MODEL;
+export async function loadProductEmbedder(threads = 1): Promise<OnnxEmbedder> {
+  return OnnxEmbedder.create(modelManifestPath(PRODUCT_MODEL_ID), { threads });
 }

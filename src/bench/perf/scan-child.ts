@@ -7,7 +7,7 @@
 import { openLibrary } from '../../library/library';
 import { ReferenceSet } from '../../scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, Scanner } from '../../scan/scanner';
-import { loadEmbedder } from './fixtures';
+import { loadProductEmbedder as loadEmbedder } from './fixtures';
 
 async function main(): Promise<void> {
   const [lib, threads, concurrency, ...clips] = process.argv.slice(2);
