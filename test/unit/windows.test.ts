@@ -1,0 +1,58 @@
+import { cropResize, slidingWindows, type Window } from '../../src/scan/windows';
+import { mulberry32 } from '../../src/synthetic/art';
+
+const iou = (a: { x: number; y: number; w: number; h: number }, b: Window) => {
+  const ix = Math.max(0, Math.min(a.x + a.w, b.x + b.size) - Math.max(a.x, b.x));
+  const iy = Math.max(0, Math.min(a.y + a.h, b.y + b.size) - Math.max(a.y, b.y));
+  const inter = ix * iy;
+  return inter / (a.w * a.h + b.size * b.size - inter);
+};
+
+describe('slidingWindows', () => {
+  test.each([
+    [960, 540, [0.35], 10 * 5], // 189 px windows every 95 px, plus the ones flush with the right and bottom edges
+    [960, 540, [0.35, 0.6], 10 * 5 + 5 * 3],
+    [100, 100, [2], 1], // a window larger than the frame is the whole frame
+  ])('%p×%p at %p gives %p windows, all inside the frame', (w, h, sizes, n) => {
+    const ws = slidingWindows(w, h, sizes);
+    expect(ws).toHaveLength(n);
+    for (const x of ws) {
+      expect(x.x).toBeGreaterThanOrEqual(0);
+      expect(x.y).toBeGreaterThanOrEqual(0);
+      expect(x.x + x.size).toBeLessThanOrEqual(w);
+      expect(x.y + x.size).toBeLessThanOrEqual(h);
+    }
+  });
+
+  test('proposal recall: characters of 25-80 % of the frame height are covered by a window', () => {
+    // Random character boxes (height 15-80 % of the frame, aspect 0.5-1.2 width/height, anywhere
+    // inside a 960x540 frame): the share with a window at IoU >= 0.5 (a crop mostly about them).
+    const rng = mulberry32(5);
+    const ws = slidingWindows(960, 540, [0.35, 0.6]);
+    const bands: Record<string, [number, number]> = { '15-25%': [0, 0], '25-50%': [0, 0], '50-80%': [0, 0] };
+    for (let i = 0; i < 3000; i++) {
+      const hf = 0.15 + rng() * 0.65;
+      const h = hf * 540;
+      const w = Math.min(960, h * (0.5 + rng() * 0.7));
+      const box = { x: rng() * (960 - w), y: rng() * (540 - h), w, h };
+      const band = hf < 0.25 ? '15-25%' : hf < 0.5 ? '25-50%' : '50-80%';
+      bands[band][1]++;
+      if (ws.some((x) => iou(box, x) >= 0.5)) bands[band][0]++;
+    }
+    const recall = Object.fromEntries(Object.entries(bands).map(([k, [hit, n]]) => [k, hit / n]));
+    console.log('window proposal recall at IoU 0.5 by character height:', recall);
+    expect(recall['25-50%']).toBeGreaterThan(0.6);
+    expect(recall['50-80%']).toBeGreaterThan(0.6);
+  });
+});
+
+test('cropResize samples the window bilinearly', () => {
+  // A horizontal ramp: the crop of columns 10-30 resized to 4 px keeps the ramp's values.
+  const w = 64;
+  const h = 8;
+  const data = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.fill(x * 4, (y * w + x) * 3, (y * w + x) * 3 + 3);
+  const out = cropResize({ width: w, height: h, channels: 3, data }, { x: 10, y: 0, size: 8 }, 4, 4);
+  expect(out.width).toBe(4);
+  expect([0, 1, 2, 3].map((i) => out.data[i * 3])).toEqual([42, 50, 58, 66]);
+});
