@@ -8,6 +8,7 @@ import { unpackKeypoints } from '../library/keypoint-pack';
 import type { LibraryStore } from '../library/metadata-store';
 import type { CharacterRecord, LibraryChange, ReferenceFeatures, ReferenceRecord } from '../library/types';
 import type { Embedder } from '../signals/embedder';
+import type { BackgroundBank } from '../signals/embedding/background-bank';
 import { createVectorIndex, type VectorIndex } from '../signals/embedding/ann-index';
 import { KeypointIndex } from '../signals/keypoints';
 
@@ -16,6 +17,12 @@ export class ReferenceSet {
   readonly references = new Map<string, ReferenceRecord>();
   readonly vectors: VectorIndex;
   readonly keypoints = new KeypointIndex();
+  /**
+   * Crop models calibrated against a background bank: the bank, and each reference's highest cosine
+   * to it (the reference side of the likeness margin; see background-bank.ts).
+   */
+  background?: BackgroundBank;
+  private readonly backgroundMax = new Map<string, number>();
   private seq = 0;
   private refreshing: Promise<number> | undefined;
 
@@ -36,6 +43,7 @@ export class ReferenceSet {
     }
     const { features, seq } = await store.loadFeatures();
     const set = new ReferenceSet(store, embedder, features.length);
+    set.background = embedder.backgroundBank ? await embedder.backgroundBank() : undefined;
     for (const c of await store.listCharacters()) set.characters.set(c.id, c);
     for (const r of await store.listReferences()) set.references.set(r.id, r);
     for (const f of features) set.addFeatures(f);
@@ -48,7 +56,13 @@ export class ReferenceSet {
     return this.seq;
   }
 
+  /** The reference's highest cosine to the background bank (undefined without a bank). */
+  referenceBackground(referenceId: string): number | undefined {
+    return this.backgroundMax.get(referenceId);
+  }
+
   private addFeatures(f: ReferenceFeatures): void {
+    if (this.background) this.backgroundMax.set(f.referenceId, this.background.maxSimilarity(f.embedding));
     this.vectors.add(f.referenceId, f.characterId, f.embedding);
     this.keypoints.add({ referenceId: f.referenceId, characterId: f.characterId, features: unpackKeypoints(f.keypoints) });
   }
@@ -57,6 +71,7 @@ export class ReferenceSet {
     this.vectors.remove(id);
     this.keypoints.remove(id);
     this.references.delete(id);
+    this.backgroundMax.delete(id);
   }
 
   /**

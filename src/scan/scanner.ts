@@ -90,6 +90,11 @@ export interface ScanRequest {
   onEvidenceFrame?: (characterId: string, frame: Frame) => void;
 }
 
+/** A reference found by the likeness tier, with its calibrated score. */
+interface LikenessHit extends SearchHit {
+  score: number;
+}
+
 export class Scanner {
   constructor(
     private readonly embedder: Embedder,
@@ -109,27 +114,45 @@ export class Scanner {
   }
 
   /**
-   * The nearest references of each frame by the likeness tier: one embedding of the whole frame,
-   * or, for a model that describes one character per crop, the union of the nearest references of
-   * sliding windows (each character keeps its best window).
+   * The nearest references of each frame by the likeness tier, each with its score in [0,1]: one
+   * embedding of the whole frame, or, for a model that describes one character per crop, the union
+   * of the nearest references of sliding windows (each character keeps its best window). A crop
+   * model calibrated against a background bank scores the margin of the cosine over both sides'
+   * similarity to background (background-bank.ts) instead of the raw cosine.
    */
-  private async likeness(batch: Frame[]): Promise<SearchHit[][]> {
+  private async likeness(batch: Frame[]): Promise<LikenessHit[][]> {
     if (!this.refs.vectors.size) return [];
     const k = Math.min(this.refs.vectors.size, this.opts.embeddingTopK);
+    const { floor, ceil } = this.embeddingCalibration();
+    const plain = (h: SearchHit): LikenessHit => ({ ...h, score: calibrateCosine(h.similarity, floor, ceil) });
     if (this.embedder.usage !== 'crop') {
       const vectors = await this.embedder.embed(await Promise.all(batch.map((f) => this.embedder.prepare(f))));
-      return this.refs.vectors.search(vectors, k);
+      return this.refs.vectors.search(vectors, k).map((hits) => hits.map(plain));
     }
-    const out: SearchHit[][] = [];
+    const bank = this.refs.background;
+    const margin = this.embedder.calibration?.background;
+    const out: LikenessHit[][] = [];
     for (const frame of batch) {
       if (frame.index % this.opts.windowFrameStep !== 0) {
         out.push([]);
         continue;
       }
       const crops = slidingWindows(frame.width, frame.height, this.opts.windowSizes).map((w) => cropResize(frame, w, this.embedder.inputWidth, this.embedder.inputHeight));
-      const hits: SearchHit[] = [];
+      const hits: LikenessHit[] = [];
       for (let i = 0; i < crops.length; i += 64) {
-        for (const list of this.refs.vectors.search(await this.embedder.embed(crops.slice(i, i + 64)), k)) hits.push(...list);
+        const vectors = await this.embedder.embed(crops.slice(i, i + 64));
+        const found = this.refs.vectors.search(vectors, k);
+        for (let j = 0; j < vectors.length; j++) {
+          if (!bank || !margin) {
+            hits.push(...found[j].map(plain));
+            continue;
+          }
+          const windowBg = bank.maxSimilarity(vectors[j]);
+          for (const h of found[j]) {
+            const m = h.similarity - Math.max(windowBg, this.refs.referenceBackground(h.id) ?? -1);
+            hits.push({ ...h, score: calibrateCosine(m, margin.floor, margin.ceil) });
+          }
+        }
       }
       out.push(hits);
     }
@@ -165,11 +188,10 @@ export class Scanner {
           if (!o) perChar.set(cid, (o = { frameIndex: frame.index, timeSec: frame.timeSec, characterId: cid }));
           return o;
         };
-        const { floor, ceil } = this.embeddingCalibration();
         for (const n of nearest[i] ?? []) {
           const o = get(n.key);
-          if (!o.embedding || n.similarity > o.embedding.cosine) {
-            o.embedding = { score: calibrateCosine(n.similarity, floor, ceil), cosine: n.similarity, referenceId: n.id };
+          if (!o.embedding || n.score > o.embedding.score || (n.score === o.embedding.score && n.similarity > o.embedding.cosine)) {
+            o.embedding = { score: n.score, cosine: n.similarity, referenceId: n.id };
           }
         }
         const kpFrame = await extractFrameFeatures(frame, { maxKeypoints: this.opts.maxKeypoints });

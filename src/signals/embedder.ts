@@ -1,4 +1,5 @@
 import type { RawImage } from '../media/types';
+import type { BackgroundBank } from './embedding/background-bank';
 
 /**
  * Turns images into L2-normalised vectors; cosine similarity (dot product) compares them.
@@ -15,7 +16,12 @@ export interface Embedder {
   /** Brings a frame to the model's input size with the model's own resize policy. */
   prepare(image: RawImage): Promise<RawImage>;
   /** Cosine between unrelated images (→ score 0) and the same character (→ 1), when the model knows it. */
-  readonly calibration?: { floor: number; ceil: number };
+  readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number } };
+  /**
+   * Crop models whose calibration has `background`: the character-free crops that the likeness tier
+   * normalises against (background-bank.ts), loaded by `loadBackgroundBank`.
+   */
+  backgroundBank?(): Promise<BackgroundBank>;
   /** One vector per image, in order. */
   embed(images: RawImage[]): Promise<Float32Array[]>;
 }

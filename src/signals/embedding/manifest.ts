@@ -99,7 +99,17 @@ export const ModelManifestSchema = z
     /** What the model expects to see: a whole frame (default) or a crop around one character. */
     usage: z.enum(['frame', 'crop']).optional(),
     /** Cosine of unrelated images (score 0) and of the same character (score 1), measured for this model. */
-    calibration: z.object({ floor: z.number().min(-1).max(1), ceil: z.number().min(-1).max(1) }).optional(),
+    calibration: z
+      .object({
+        floor: z.number().min(-1).max(1),
+        ceil: z.number().min(-1).max(1),
+        /**
+         * Crop models: the margin over the background bank (background-bank.ts) that scores 0 and 1.
+         * When present, the likeness tier scores margins instead of raw cosines.
+         */
+        background: z.object({ floor: z.number().min(-2).max(2), ceil: z.number().min(-2).max(2) }).optional(),
+      })
+      .optional(),
     /** ONNX file name, in the models folder (KAGAMI_MODELS_DIR, default: the manifest's folder). */
     file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'),
     /** Built models: sha256 of the built file. Downloaded models use download.sha256. */

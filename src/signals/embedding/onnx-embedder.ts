@@ -15,6 +15,7 @@ import sharp from 'sharp';
 import { KagamiError } from '../../errors';
 import type { RawImage } from '../../media/types';
 import { buildModel } from '../../models/build';
+import { BackgroundBank, bankCacheFile } from './background-bank';
 import { expectedSha256, LoadedManifest, loadManifest, type ModelManifest } from './manifest';
 
 export interface OnnxEmbedderOptions {
@@ -75,12 +76,15 @@ export class OnnxEmbedder {
   readonly dimension: number;
   readonly inputWidth: number;
   readonly usage: 'frame' | 'crop';
-  readonly calibration?: { floor: number; ceil: number };
+  readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number } };
   readonly inputHeight: number;
+  private bank?: Promise<BackgroundBank>;
 
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly manifest: LoadedManifest,
+    /** sha256 of the model file (checked against the manifest on load). */
+    readonly sha256: string,
   ) {
     this.modelId = manifest.id;
     this.dimension = manifest.output.dimension;
@@ -88,7 +92,13 @@ export class OnnxEmbedder {
     this.usage = manifest.usage ?? 'frame';
     this.calibration = manifest.calibration;
     this.inputHeight = manifest.input.height;
+    if (this.calibration?.background && this.usage === 'crop') {
+      this.backgroundBank = () => (this.bank ??= BackgroundBank.forEmbedder(this, bankCacheFile(manifest.modelPath, this.sha256)));
+    }
   }
+
+  /** See Embedder.backgroundBank (only for crop models calibrated against the bank). */
+  readonly backgroundBank?: () => Promise<BackgroundBank>;
 
   /**
    * Load the manifest's model. A missing built model is built first; a missing downloaded model is an
@@ -144,7 +154,7 @@ export class OnnxEmbedder {
       await session.release();
       throw e;
     }
-    return new OnnxEmbedder(session, manifest);
+    return new OnnxEmbedder(session, manifest, sha);
   }
 
   /** Bring an image to the model's input size with the manifest's resize policy (default: stretch). */
