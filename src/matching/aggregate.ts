@@ -59,7 +59,8 @@ function evidenceOf(o: FrameObservation, s: number): Evidence {
   if (copy && kp) {
     return { frameIndex: o.frameIndex, timeSec: o.timeSec, referenceId: kp.referenceId, similarity: s, kind: 'copy', inliers: kp.inliers, mirrored: kp.mirrored, box: kp.box };
   }
-  return { frameIndex: o.frameIndex, timeSec: o.timeSec, referenceId: o.embedding?.referenceId ?? kp?.referenceId ?? '', similarity: s, kind: 'likeness' };
+  const box = o.embedding?.box;
+  return { frameIndex: o.frameIndex, timeSec: o.timeSec, referenceId: o.embedding?.referenceId ?? kp?.referenceId ?? '', similarity: s, kind: 'likeness', ...(box ? { box } : {}) };
 }
 
 /** Groups hit times into segments; see aggregateCharacter. Pure; exported for tests. */

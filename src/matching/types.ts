@@ -5,8 +5,8 @@ export interface FrameObservation {
   characterId: string;
   /** Verification tier: local features that agree on one geometric transform. */
   keypoints?: { score: number; inliers: number; referenceId: string; mirrored: boolean; box: Box };
-  /** Likeness tier: calibrated embedding similarity in [0,1] and the nearest reference. */
-  embedding?: { score: number; cosine: number; referenceId: string };
+  /** Likeness tier: calibrated embedding similarity in [0,1], the nearest reference and, for crop models, the window. */
+  embedding?: { score: number; cosine: number; referenceId: string; box?: Box };
 }
 
 export interface Box {

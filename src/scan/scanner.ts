@@ -8,7 +8,7 @@ import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, reso
 import type { Frame } from '../media/types';
 import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
 import { calibrateCosine } from '../matching/fuse';
-import type { FrameObservation, Verdict } from '../matching/types';
+import type { Box, FrameObservation, Verdict } from '../matching/types';
 import type { Embedder } from '../signals/embedder';
 import { extractFrameFeatures } from '../signals/keypoints';
 import type { SearchHit } from '../signals/embedding/exact-index';
@@ -93,6 +93,8 @@ export interface ScanRequest {
 /** A reference found by the likeness tier, with its calibrated score. */
 interface LikenessHit extends SearchHit {
   score: number;
+  /** The window it was found in (crop models). */
+  box?: Box;
 }
 
 export class Scanner {
@@ -137,20 +139,23 @@ export class Scanner {
         out.push([]);
         continue;
       }
-      const crops = slidingWindows(frame.width, frame.height, this.opts.windowSizes).map((w) => cropResize(frame, w, this.embedder.inputWidth, this.embedder.inputHeight));
+      const windows = slidingWindows(frame.width, frame.height, this.opts.windowSizes);
+      const crops = windows.map((w) => cropResize(frame, w, this.embedder.inputWidth, this.embedder.inputHeight));
       const hits: LikenessHit[] = [];
       for (let i = 0; i < crops.length; i += 64) {
         const vectors = await this.embedder.embed(crops.slice(i, i + 64));
         const found = this.refs.vectors.search(vectors, k);
         for (let j = 0; j < vectors.length; j++) {
+          const w = windows[i + j];
+          const box = { x: w.x, y: w.y, width: w.size, height: w.size };
           if (!bank || !margin) {
-            hits.push(...found[j].map(plain));
+            for (const h of found[j]) hits.push({ ...plain(h), box });
             continue;
           }
           const windowBg = bank.maxSimilarity(vectors[j]);
           for (const h of found[j]) {
             const m = h.similarity - Math.max(windowBg, this.refs.referenceBackground(h.id) ?? -1);
-            hits.push({ ...h, score: calibrateCosine(m, margin.floor, margin.ceil) });
+            hits.push({ ...h, score: calibrateCosine(m, margin.floor, margin.ceil), box });
           }
         }
       }
@@ -191,7 +196,7 @@ export class Scanner {
         for (const n of nearest[i] ?? []) {
           const o = get(n.key);
           if (!o.embedding || n.score > o.embedding.score || (n.score === o.embedding.score && n.similarity > o.embedding.cosine)) {
-            o.embedding = { score: n.score, cosine: n.similarity, referenceId: n.id };
+            o.embedding = { score: n.score, cosine: n.similarity, referenceId: n.id, ...(n.box ? { box: n.box } : {}) };
           }
         }
         const kpFrame = await extractFrameFeatures(frame, { maxKeypoints: this.opts.maxKeypoints });
@@ -247,7 +252,8 @@ export class Scanner {
           referenceImage: ref?.fileName ?? '',
           referenceId: r.evidence.referenceId,
           similarity: round4(r.evidence.similarity),
-          ...(r.evidence.inliers !== undefined ? { inliers: r.evidence.inliers, mirrored: r.evidence.mirrored, box: roundBox(r.evidence.box) } : {}),
+          ...(r.evidence.inliers !== undefined ? { inliers: r.evidence.inliers, mirrored: r.evidence.mirrored } : {}),
+          ...(r.evidence.box ? { box: roundBox(r.evidence.box) } : {}),
         },
         framesMatched: r.framesMatched,
         reason: r.reason,

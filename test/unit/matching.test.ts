@@ -96,6 +96,15 @@ describe('aggregateCharacter', () => {
     expect(r.verdict).not.toBe('match');
     expect(r.score).toBeLessThan(DEFAULT_AGGREGATE.thresholds.match);
   });
+
+  test('likeness evidence carries the window it was found in', () => {
+    const box = { x: 10, y: 20, width: 189, height: 189 };
+    const weak = obs(0.5, undefined, 0.4);
+    const strong: FrameObservation = { ...obs(1, undefined, 0.8), embedding: { ...emb(0.8), box } };
+    const r = aggregateCharacter('c', [weak, strong], times, 3);
+    expect(r.evidence).toMatchObject({ kind: 'likeness', timeSec: 1, box });
+    expect(aggregateCharacter('c', [weak], times, 3).evidence.box).toBeUndefined();
+  });
 });
 
 test('clipVerdict takes the most serious', () => {
