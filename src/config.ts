@@ -10,7 +10,7 @@ const num = (def: number, min: number, max: number) => z.coerce.number().min(min
 
 const EnvSchema = z.object({
   KAGAMI_LIBRARY: z.string().min(1).default('reference-library'),
-  KAGAMI_MODEL: z.string().min(1).default('kagami-descriptor-v1'),
+  KAGAMI_MODEL: z.string().min(1).default('kagami-descriptor-v2'),
   // Where model files (*.onnx) and trust-on-first-use locks (<id>.lock.json) live; default: models/
   KAGAMI_MODELS_DIR: z.string().min(1).optional(),
   KAGAMI_FFMPEG: z.string().min(1).optional(),

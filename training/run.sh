@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces Kagami's trained likeness descriptor, models/kagami-descriptor-v1.{onnx,json}:
+# Reproduces Kagami's trained likeness descriptors, models/kagami-descriptor-v{1,2}.{onnx,json}:
 # installs the Debian dependencies, renders/extracts the training art, exports the ImageNet trunk
 # weights from our TS converter, checks the torch trunk against the ONNX model, trains, evaluates
 # (before/after table in training/out/train.log) and exports + checks the ONNX model.
 #
-#   training/run.sh                      # full run (~25 min on one CPU core)
-#   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v1.onnx training/run.sh   # smoke run
+#   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
+#   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
+#   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
 #
 # Never install or read the packages the README reserves for held-out evaluation.
 # Training characters must not overlap the accuracy benchmark's (supertux-data, flare-game, synthetic
@@ -15,16 +16,27 @@ set -x
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3            # Debian's python (python3-torch); the python3 on PATH may be another one
 THREADS=${THREADS:-1}          # 1 is faster than 2 on a shared, busy 2-core machine
-STEPS=${STEPS:-800}
+ID=${ID:-kagami-descriptor-v2}
+case "$ID" in
+  kagami-descriptor-v1) DEF_SOURCES=freedink; DEF_STEPS=800; DEF_REAL=0.333 ;;
+  kagami-descriptor-v2) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5 ;;
+  *) echo "unknown ID $ID" >&2; exit 2 ;;
+esac
+SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
+STEPS=${STEPS:-$DEF_STEPS}
+REAL_FRAC=${REAL_FRAC:-$DEF_REAL} # share of each batch from the real art
 PAIRS=${PAIRS:-24}
-ONNX=${ONNX:-models/kagami-descriptor-v1.onnx}   # where the model (and its manifest, .json) go
+ONNX=${ONNX:-models/$ID.onnx}     # where the model (and its manifest, .json) go
+COMPARE=${COMPARE:-$([ "$ID" = kagami-descriptor-v1 ] || echo models/kagami-descriptor-v1.json)}  # committed models evaluated on the same queries
 MAX_MINUTES=${MAX_MINUTES:-0}  # >0: stop training early on a slow machine (the log says where)
 export OMP_NUM_THREADS=$THREADS
 
-# 1. dependencies (Debian bookworm: torch 1.13, numpy, Pillow, onnx; art: freedink-data)
-if ! $PY -c 'import torch, numpy, PIL, onnx' 2>/dev/null || [ ! -d /usr/share/games/dink/dink/graphics ]; then
+# 1. dependencies (Debian bookworm: torch 1.13, numpy, Pillow, onnx; art: freedink-data, widelands-data, tuxpaint-stamps-default)
+if ! $PY -c 'import torch, numpy, PIL, onnx' 2>/dev/null || [ ! -d /usr/share/games/dink/dink/graphics ] \
+   || [ ! -d /usr/share/games/widelands/data/tribes ] || [ ! -d /usr/share/tuxpaint/stamps ]; then
   apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy python3-pil python3-onnx freedink-data
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy python3-pil python3-onnx \
+    freedink-data widelands-data tuxpaint-stamps-default
 fi
 
 # 2. the TS modules the scripts use, compiled into training/.build (independent of dist/)
@@ -32,11 +44,13 @@ npx tsc --outDir training/.build --rootDir src --target ES2022 --module commonjs
   --esModuleInterop --resolveJsonModule --skipLibCheck --strict --types node \
   src/synthetic/art.ts src/signals/embedding/tfjs-to-onnx.ts src/signals/embedding/onnx-embedder.ts
 
-# 3. data: ImageNet trunk weights, synthetic characters + backgrounds, freedink sprites
+# 3. data: ImageNet trunk weights, synthetic characters + backgrounds, game art sprites
 mkdir -p training/data training/out
 node training/export-weights.js training/data/mobilenetv2_block10
 node training/render-synthetic.js training/data 80 4 48
 $PY training/freedink.py training/data > training/out/freedink.txt
+$PY training/widelands.py training/data > training/out/widelands.txt
+$PY training/tuxpaint.py training/data > training/out/tuxpaint.txt
 
 # 4. the torch trunk reproduces the ONNX model our converter builds (max abs diff must be < 1e-3)
 $PY training/verify-trunk.py training/out
@@ -44,7 +58,7 @@ node training/check-onnx.js models/mobilenetv2-block10-gem3x3.json training/out/
 
 # 5. train, evaluate (before/after), export ONNX
 $PY training/train.py --threads "$THREADS" --steps "$STEPS" --pairs "$PAIRS" --max-minutes "$MAX_MINUTES" --seed 1234 \
-  --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
+  --sources "$SOURCES" --real-frac "$REAL_FRAC" --compare "$COMPARE" --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
 
 # 6. manifest (sha256) + the product's OnnxEmbedder gives torch's vectors
 node training/write-manifest.js "$ONNX" training/out/results.json

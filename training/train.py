@@ -1,5 +1,5 @@
-"""Trains Kagami's likeness descriptor (kagami-descriptor-v1) and evaluates it against the current
-frozen model, then exports it to ONNX. See training/README.md; run through training/run.sh.
+"""Trains Kagami's likeness descriptor (kagami-descriptor-v1/-v2) and evaluates it against the frozen
+model and earlier descriptors (--compare), then exports it to ONNX. See training/README.md; run through training/run.sh.
 
 Descriptor: MobileNetV2 trunk (ImageNet, up to block_10_project_BN; stem..block_6 frozen,
 blocks 7-10 fine-tuned) -> 1x1 conv 96->512 + BN + ReLU6 -> GeM (p=3, global) -> linear 512->256
@@ -16,6 +16,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -28,27 +30,33 @@ import mnv2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Held-out look-alike families (never trained on): evaluation only.
-HELDOUT_FREEDINK = {'freedink.bonca', 'freedink.goblin', 'freedink.maiden', 'freedink.girl', 'freedink.pig',
-                    'freedink.slayer', 'freedink.duck', 'freedink.oldman'}
+# Held-out look-alike families of each real art source (never trained on): evaluation only.
+HELDOUT = {
+    'freedink': {'bonca', 'goblin', 'maiden', 'girl', 'pig', 'slayer', 'duck', 'oldman'},
+    # one family of 6 workers per tribe, 6 animals
+    'widelands': {'amazons1', 'atlanteans2', 'barbarians3', 'empire4', 'frisians5', 'critters1'},
+    'tuxpaint': {'animals-birds2', 'animals-mammals-bovines1', 'animals-fish1', 'animals-insects-cartoon1',
+                 'animals-mammals1', 'seasonal-halloween1', 'town-cartoon1'},
+}
+REAL_SOURCES = list(HELDOUT)
 
 
 def heldout(c):
-    if c['source'] == 'freedink':
-        return c['family'] in HELDOUT_FREEDINK
-    return int(c['family'].split('style')[1]) % 5 == 0  # synthetic: every 5th style family
+    if c['source'] == 'synthetic':
+        return int(c['family'].split('style')[1]) % 5 == 0  # every 5th style family
+    return c['family'].split('.', 1)[1] in HELDOUT[c['source']]
 
 
 # ------------------------------------------------------------------------------------------- data
 
-def load_data(data):
+def load_data(data, sources):
     chars = []
-    for src in ('synthetic', 'freedink'):
+    for src in sources:
         idx = json.load(open(os.path.join(data, src + '.json')))
         for c in idx['characters']:
             for f in c['frames']:
                 f['img'] = Image.open(os.path.join(data, f['file'])).convert('RGBA')
-                f['group'] = f.get('pose') if src == 'synthetic' else f"{f['anim']}{f['dir']}"
+                f['group'] = f.get('pose') if src == 'synthetic' else f"{f.get('anim', '')}{f.get('dir', '')}"
             chars.append(c)
     bgs = []
     for f in sorted(os.listdir(os.path.join(data, 'backgrounds'))):
@@ -62,11 +70,11 @@ def load_data(data):
 
 
 def references(c):
-    """Reference frames: synthetic the normal drawing; freedink the first frame of its first two pose groups."""
+    """Reference frames: synthetic the normal drawing; game art the first frame of its first two pose groups."""
     if c['source'] == 'synthetic':
         return [c['frames'][0]]
     groups = sorted({f['group'] for f in c['frames']})
-    return [min((f for f in c['frames'] if f['group'] == g), key=lambda f: f['idx']) for g in groups[:2]]
+    return [min((f for f in c['frames'] if f['group'] == g), key=lambda f: f.get('idx', 0)) for g in groups[:2]]
 
 
 # ------------------------------------------------------------------------------------ augmentation
@@ -252,6 +260,43 @@ def top1(fn, size, refs, queries, chars, sources):
     return res
 
 
+def onnx_fn(manifest):
+    """A committed descriptor run by Kagami's OnnxEmbedder (node training/embed-onnx.js), as a torch function."""
+    def fn(x):
+        u8 = (x.permute(0, 2, 3, 1) * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8).contiguous().numpy()
+        with tempfile.TemporaryDirectory() as d:
+            u8.tofile(os.path.join(d, 'in.u8'))
+            subprocess.run(['node', os.path.join(HERE, 'embed-onnx.js'), manifest, os.path.join(d, 'in.u8'), os.path.join(d, 'out.f32')], check=True)
+            return torch.from_numpy(np.fromfile(os.path.join(d, 'out.f32'), dtype='<f4').reshape(len(u8), -1).copy())
+    return fn
+
+
+PCTS = [1, 5, 10, 25, 50, 75, 90, 95, 99]
+
+
+def cosines(fn, size, ev, chars):
+    """Cosine distributions on the held-out queries (percentiles PCTS): a query and the best reference
+    of its own character (near copies, new poses); the best reference of an unrelated character
+    (another look-alike family) and any reference of one (all pairs)."""
+    refs, near, new = ev
+    R = embed(fn, [im for _, im in refs], size)
+    rfam = np.array([chars[c]['family'] for c, _ in refs])
+    rc = np.array([c for c, _ in refs])
+    out, best, every = {}, [], []
+    for kind, qs in (('near', near), ('new', new)):
+        Q = embed(fn, [im for _, im in qs], size)
+        sim = (Q @ R.t()).numpy()
+        own = [sim[i, rc == c].max() for i, (c, _) in enumerate(qs)]
+        for i, (c, _) in enumerate(qs):
+            o = sim[i, rfam != chars[c]['family']]
+            best.append(o.max())
+            every += list(o)
+        out[kind] = [float(v) for v in np.percentile(own, PCTS)]
+    out['unrelated-best'] = [float(v) for v in np.percentile(best, PCTS)]
+    out['unrelated-all'] = [float(v) for v in np.percentile(every, PCTS)]
+    return out
+
+
 def evaluate(name, fn, size, ev, chars, sources):
     refs, near, new = ev
     a, b = top1(fn, size, refs, near, chars, sources), top1(fn, size, refs, new, chars, sources)
@@ -287,7 +332,13 @@ def main():
     ap.add_argument('--max-minutes', type=float, default=0, help='stop training after this long (0: no limit); the log says where it stopped')
     ap.add_argument('--seed', type=int, default=1234)
     ap.add_argument('--onnx', default=os.path.join(HERE, '..', 'models', 'kagami-descriptor-v1.onnx'))
+    ap.add_argument('--sources', default='freedink', help='real art sources to use besides synthetic (comma-separated: ' + ','.join(REAL_SOURCES) + ')')
+    ap.add_argument('--real-frac', type=float, default=1 / 3, help='share of each batch taken from the real art sources')
+    ap.add_argument('--compare', default='', help='comma-separated manifests of committed descriptors to evaluate on the same queries')
     args = ap.parse_args()
+    real = [s for s in args.sources.split(',') if s]
+    assert all(s in HELDOUT for s in real), f'unknown source in {real}'
+    name = os.path.basename(args.onnx).rsplit('.', 1)[0]
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -300,16 +351,18 @@ def main():
         print(s, flush=True)
         logf.write(s + '\n'); logf.flush()
 
-    chars, bgs = load_data(args.data)
+    sources = ['synthetic'] + real
+    chars, bgs = load_data(args.data, sources)
     train = [c for c in chars if not heldout(c)]
     test = [c for c in chars if heldout(c)]
     # Backgrounds: every 4th one is kept for evaluation only.
     train_bgs = [b for i, b in enumerate(bgs) if i % 4]
     test_bgs = [b for i, b in enumerate(bgs) if i % 4 == 0]
-    sources = ['synthetic', 'freedink']
-    log(f'data: {len(train)} training characters ({sum(c["source"] == "freedink" for c in train)} freedink), '
-        f'{len(test)} held-out ({sum(c["source"] == "freedink" for c in test)} freedink), {len(bgs)} backgrounds')
-    log('held-out: ' + ', '.join(c['key'] for c in test if c['source'] == 'freedink') + ' + synthetic styles % 5 == 0')
+    for s in sources:
+        log(f'data: {s}: {sum(c["source"] == s for c in train)} training characters '
+            f'({sum(len(c["frames"]) for c in train if c["source"] == s)} frames), {sum(c["source"] == s for c in test)} held-out')
+    log(f'data: {len(train)} training characters, {len(test)} held-out, {len(bgs)} backgrounds')
+    log('held-out: ' + ', '.join(c['key'] for c in test if c['source'] != 'synthetic') + ' + synthetic styles % 5 == 0')
 
     trunk = mnv2.Trunk()
     log('weights: ' + trunk.load_keras(os.path.join(args.data, 'mobilenetv2_block10')))
@@ -337,13 +390,14 @@ def main():
     fams = {}
     for c in train:
         fams.setdefault(c['family'], []).append(c)
-    fam_by_src = {s: [f for f, cs in fams.items() if cs[0]['source'] == s] for s in sources}
+    fam_by_kind = {k: [f for f, cs in fams.items() if (cs[0]['source'] == 'synthetic') == (k == 'synthetic')] for k in ('real', 'synthetic')}
+    n_real = round(args.batch * args.real_frac)
 
     def sample_batch():
-        """Whole look-alike families, about a third of the characters from freedink."""
+        """Whole look-alike families, --real-frac of the characters from the real art sources."""
         chosen = []
-        for s, quota in (('freedink', args.batch // 3), ('synthetic', args.batch - args.batch // 3)):
-            fl = fam_by_src[s][:]
+        for s, quota in (('real', n_real), ('synthetic', args.batch - n_real)):
+            fl = fam_by_kind[s][:]
             rng.shuffle(fl)
             got = []
             for f in fl:
@@ -361,7 +415,7 @@ def main():
     pair_of = []  # pair index -> character index
     pool = []
     chunk = []
-    cache = os.path.join(args.out, f'pool-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}.pt')
+    cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}.pt')
 
     def flush():
         with torch.no_grad():
@@ -371,7 +425,7 @@ def main():
     for ci, c in enumerate(train):
         for _ in range(args.pairs):
             pair_of.append(ci)
-    if os.path.exists(cache):  # same seed, pairs, freeze, size: the same views (saves a rerun's time)
+    if os.path.exists(cache):  # same sources, seed, pairs, freeze, size: the same views (saves a rerun's time)
         pool, state = torch.load(cache)
         rng.setstate(state)
     else:
@@ -435,9 +489,16 @@ def main():
     log(f'training: {done} steps x {2 * args.batch} views in {train_min:.1f} min (+ {pool_min:.1f} min view pool)')
 
     model.eval()
-    rows.append(evaluate(f'after: kagami-descriptor-v1 ({args.size} px)', model, args.size, ev, test, sources))
+    rows.append(evaluate(f'after: {name} ({args.size} px, {done} steps)', model, args.size, ev, test, sources))
+    for m in filter(None, args.compare.split(',')):
+        rows.append(evaluate(f'committed: {os.path.basename(m).rsplit(".", 1)[0]} (onnxruntime)', onnx_fn(m), json.load(open(m))['input']['width'], ev, test, sources))
     print_table(rows, len(test), sources, log)
-    json.dump({'rows': rows, 'steps_done': done, 'train_minutes': train_min, 'pool_minutes': pool_min, 'args': vars(args), 'heldout': [c['key'] for c in test]},
+    cal = {}
+    for m in [None] + list(filter(None, args.compare.split(','))):
+        key = name if m is None else os.path.basename(m).rsplit('.', 1)[0]
+        cal[key] = cosines(model if m is None else onnx_fn(m), args.size if m is None else json.load(open(m))['input']['width'], ev, test)
+        log(f'cosines {key} (p' + '/'.join(map(str, PCTS)) + '): ' + '  '.join(f'{k} ' + '/'.join(f'{x:.2f}' for x in v) for k, v in cal[key].items()))
+    json.dump({'rows': rows, 'cosines': cal, 'steps_done': done, 'train_minutes': train_min, 'pool_minutes': pool_min, 'args': vars(args), 'heldout': [c['key'] for c in test]},
               open(os.path.join(args.out, 'results.json'), 'w'), indent=1)
     torch.save(model.state_dict(), os.path.join(args.out, 'descriptor.pt'))
 

@@ -13,7 +13,7 @@ import train
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(train.HERE, 'out')
 os.makedirs(out, exist_ok=True)
 torch.set_num_threads(1)
-chars, bgs = train.load_data(os.path.join(train.HERE, 'data'))
+chars, bgs = train.load_data(os.path.join(train.HERE, 'data'), ['synthetic', 'freedink'])
 rng = random.Random(7)
 imgs = [train.view(chars[i]['frames'][0]['img'], rng, bgs, 224) for i in (0, 100, len(chars) - 1)]
 from PIL import Image

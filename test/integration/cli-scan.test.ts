@@ -82,7 +82,7 @@ describe('library', () => {
     r = await kagami(['library', 'list', '--library', lib, '--json']);
     expect(r.code).toBe(0);
     const listed = JSON.parse(r.stdout);
-    expect(listed.model).toBe('kagami-descriptor-v1');
+    expect(listed.model).toBe('kagami-descriptor-v2');
     expect(listed.characters.map((c: { id: string; references: unknown[] }) => [c.id, c.references.length])).toEqual([
       ['hero-11', 1],
       ['hero-12', 2],

@@ -1,7 +1,8 @@
 /**
- * Kagami's own trained descriptor (models/kagami-descriptor-v1.*, reproduced by training/run.sh):
- * it loads through the product's embedder with its hash checked, and it separates characters
- * better than the frozen ImageNet model on crops it has never seen (seeds disjoint from training).
+ * Kagami's own trained descriptors (models/kagami-descriptor-v1.* and -v2.*, reproduced by
+ * training/run.sh): each loads through the product's embedder with its hash checked, and separates
+ * characters better than the frozen ImageNet model on crops it has never seen (seeds disjoint from
+ * training).
  */
 import path from 'node:path';
 import sharp from 'sharp';
@@ -38,8 +39,8 @@ async function separation(e: OnnxEmbedder, pairs: Array<[RawImage, RawImage]>): 
   return same / pairs.length - other / n;
 }
 
-test('the trained descriptor loads, is verified, and separates unseen characters better than the frozen trunk', async () => {
-  const trained = await OnnxEmbedder.create(path.join(MODELS_DIR, 'kagami-descriptor-v1.json'));
+test.each(['kagami-descriptor-v1', 'kagami-descriptor-v2'])('%s loads, is verified, and separates unseen characters better than the frozen trunk', async (id) => {
+  const trained = await OnnxEmbedder.create(path.join(MODELS_DIR, `${id}.json`));
   const frozen = await OnnxEmbedder.create(path.join(MODELS_DIR, 'mobilenetv2-block10-gem3x3.json'));
   expect([trained.dimension, trained.inputWidth, trained.inputHeight]).toEqual([256, 128, 128]);
   // Five look-alike families of two characters each (styles far from the training seeds), each
@@ -54,7 +55,7 @@ test('the trained descriptor loads, is verified, and separates unseen characters
   const t = await separation(trained, pairs);
   const z = await separation(frozen, pairs);
   const norms = (await trained.embed([await trained.prepare(pairs[0][0])])).map((v) => Math.sqrt(dot(v, v)));
-  console.log(`separation: trained ${t.toFixed(3)}, frozen ${z.toFixed(3)}`);
+  console.log(`separation: ${id} ${t.toFixed(3)}, frozen ${z.toFixed(3)}`);
   expect(norms[0]).toBeCloseTo(1, 4);
   expect(t).toBeGreaterThan(0.1);
   expect(t).toBeGreaterThan(2 * z);
