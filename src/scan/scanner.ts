@@ -336,7 +336,7 @@ export class Scanner {
       };
     });
     st.aggregate += performance.now() - tAgg;
-    st.total = performance.now() - t0;
+    st.total += performance.now() - t0; // stages add up over the scans given the same object
     st.other = st.total - (st.decodeWait + st.crops + st.inference + st.windowSearch + st.orb + st.orbSubmit + st.keypointQuery + st.aggregate);
     return {
       video: req.file,
