@@ -2,6 +2,7 @@
  * Configuration: the only module that reads process.env. Every knob has a default; the environment
  * overrides it; command-line flags override that. Validated once, all problems reported together.
  */
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { KagamiError } from './errors';
@@ -22,7 +23,10 @@ const EnvSchema = z.object({
   KAGAMI_MAX_DURATION_SEC: num(3600, 1, 1_000_000),
   KAGAMI_MATCH_THRESHOLD: num(0.6, 0, 1),
   KAGAMI_REVIEW_THRESHOLD: num(0.35, 0, 1),
+  // onnxruntime intra-op threads of the likeness model
   KAGAMI_THREADS: num(1, 1, 64),
+  // Worker threads for the frames' keypoints (ORB) during a scan; 1 = in the scanning thread
+  KAGAMI_SCAN_THREADS: num(availableParallelism(), 1, 64),
   KAGAMI_MAX_IMAGE_PIXELS: num(40_000_000, 1, 1e9),
   // The service (kagami api / kagami worker)
   PORT: num(8080, 0, 65535),

@@ -181,31 +181,35 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         ? new cliProgress.SingleBar({ format: '{bar} {percentage}% | {value}/{total} frames | {file}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
         : undefined;
       let worst = 0;
-      for (const video of videos) {
-        try {
-          bar?.start(1, 0, { file: path.basename(video) });
-          const report = await scanner.scan({
-            file: video,
-            minScore,
-            top: o.top,
-            onProgress: (p) => {
-              bar?.setTotal(p.framesExpected);
-              bar?.update(p.framesDone);
-            },
-          });
-          bar?.stop();
-          if (o.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-          else if (o.jsonl) process.stdout.write(JSON.stringify(report) + '\n');
-          else process.stdout.write(formatReport(report) + '\n');
-          if (report.verdict === 'match') worst = Math.max(worst, EXIT.match);
-        } catch (err) {
-          bar?.stop();
-          if (!isKagamiError(err) || videos.length === 1) throw err;
-          // In an archive scan one bad file must not stop the others: report it and go on.
-          process.stderr.write(`kagami: ${err.message}\n`);
-          if (o.jsonl) process.stdout.write(JSON.stringify({ video, error: { code: err.code, message: err.message } }) + '\n');
-          worst = EXIT.error;
+      try {
+        for (const video of videos) {
+          try {
+            bar?.start(1, 0, { file: path.basename(video) });
+            const report = await scanner.scan({
+              file: video,
+              minScore,
+              top: o.top,
+              onProgress: (p) => {
+                bar?.setTotal(p.framesExpected);
+                bar?.update(p.framesDone);
+              },
+            });
+            bar?.stop();
+            if (o.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+            else if (o.jsonl) process.stdout.write(JSON.stringify(report) + '\n');
+            else process.stdout.write(formatReport(report) + '\n');
+            if (report.verdict === 'match') worst = Math.max(worst, EXIT.match);
+          } catch (err) {
+            bar?.stop();
+            if (!isKagamiError(err) || videos.length === 1) throw err;
+            // In an archive scan one bad file must not stop the others: report it and go on.
+            process.stderr.write(`kagami: ${err.message}\n`);
+            if (o.jsonl) process.stdout.write(JSON.stringify({ video, error: { code: err.code, message: err.message } }) + '\n');
+            worst = EXIT.error;
+          }
         }
+      } finally {
+        await scanner.dispose();
       }
       setExit(worst);
     });
@@ -273,7 +277,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         const scanner = new Scanner(embedder, await ReferenceSet.load(lib.store, embedder), scanOptionsFromEnv(e));
         process.stderr.write(`kagami demo: registered ${demo.references.map((r) => r.id).join(', ')}; scanning ${demo.clip}\n`);
         process.stderr.write('  (the clip shows sample-kitsune mirrored from 2.5 s to 7 s, and an unregistered look-alike throughout)\n');
-        const report = await scanner.scan({ file: demo.clip, minScore: 0, top: 10 });
+        const report = await scanner.scan({ file: demo.clip, minScore: 0, top: 10 }).finally(() => scanner.dispose());
         process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n');
         process.stderr.write(`kagami demo: the same scan from the command line:\n  npx kagami scan --library ${demo.library} ${demo.clip}\n`);
       } finally {

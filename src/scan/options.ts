@@ -13,6 +13,7 @@ export function scanOptionsFromEnv(env: Env, fps?: number): ScanOptions {
       maxDurationSec: env.KAGAMI_MAX_DURATION_SEC,
     },
     maxKeypoints: env.KAGAMI_FRAME_KEYPOINTS,
+    scanThreads: env.KAGAMI_SCAN_THREADS,
     aggregate: { ...DEFAULT_SCAN_OPTIONS.aggregate, thresholds: { match: env.KAGAMI_MATCH_THRESHOLD, review: env.KAGAMI_REVIEW_THRESHOLD } },
   };
 }

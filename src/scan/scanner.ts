@@ -3,14 +3,18 @@
  * video → sampled frames → (keypoints → verified hits) + (embedding → nearest references)
  *       → per-frame, per-character observations → per-character results → report.
  * The CLI and the workers both call this; indexes are built once per Scanner and reused across clips.
+ * With scanThreads > 1 the frames' ORB runs in a pool of worker threads, started as each frame is
+ * decoded, while the main thread does the likeness windows and the matching of the previous batch.
  */
+import { availableParallelism } from 'node:os';
 import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
 import type { Frame } from '../media/types';
 import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
 import { calibrateCosine } from '../matching/fuse';
 import type { Box, FrameObservation, Verdict } from '../matching/types';
 import type { Embedder } from '../signals/embedder';
-import { extractFrameFeatures } from '../signals/keypoints';
+import { extractFrameFeatures, type KeypointSet } from '../signals/keypoints';
+import { ExtractPool, type PooledKeypointSet } from '../signals/keypoints/extract-pool';
 import type { SearchHit } from '../signals/embedding/exact-index';
 import { cropResize, slidingWindows } from './windows';
 import type { ReferenceSet } from './reference-set';
@@ -29,6 +33,8 @@ export interface ScanOptions {
   windowSizes: number[];
   /** Slide windows over every n-th sampled frame only (crop models cost ~40 inferences a frame). */
   windowFrameStep: number;
+  /** Threads for the frames' keypoints (a worker pool); 1 = in the calling thread, one frame after the other. */
+  scanThreads: number;
 }
 
 export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
@@ -40,6 +46,7 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   embeddingTopK: 64,
   windowSizes: [0.35, 0.6],
   windowFrameStep: 2,
+  scanThreads: availableParallelism(),
 };
 
 export interface ReportMatch {
@@ -88,6 +95,48 @@ export interface ScanRequest {
   onProgress?: (p: ScanProgress) => void;
   /** Keeps the frame image of each character's evidence (for reviewers). */
   onEvidenceFrame?: (characterId: string, frame: Frame) => void;
+  /** Filled with where the scan's time went (ms), for the bench. */
+  stages?: ScanStages;
+}
+
+/**
+ * Milliseconds of a scan by stage, on the main thread (they add up to its wall time, `other` being
+ * the rest); `orbWorkers` is the ORB time spent in pool threads, overlapped with the rest.
+ */
+export interface ScanStages {
+  decodeWait: number;
+  crops: number;
+  inference: number;
+  windowSearch: number;
+  /** In-thread: ORB itself; with the pool: waiting for a frame's ORB result. */
+  orb: number;
+  /** Luma and hand-off of frames to the pool. */
+  orbSubmit: number;
+  keypointQuery: number;
+  aggregate: number;
+  other: number;
+  total: number;
+  orbWorkers: number;
+}
+
+export const newScanStages = (): ScanStages => ({
+  decodeWait: 0,
+  crops: 0,
+  inference: 0,
+  windowSearch: 0,
+  orb: 0,
+  orbSubmit: 0,
+  keypointQuery: 0,
+  aggregate: 0,
+  other: 0,
+  total: 0,
+  orbWorkers: 0,
+});
+
+/** A sampled frame and, with the pool, its keypoints under way. */
+interface Pending {
+  frame: Frame;
+  keypoints?: Promise<PooledKeypointSet>;
 }
 
 /** A reference found by the likeness tier, with its calibrated score. */
@@ -98,13 +147,26 @@ interface LikenessHit extends SearchHit {
 }
 
 export class Scanner {
+  private pool: ExtractPool | undefined;
+
   constructor(
     private readonly embedder: Embedder,
     /** What is matched against; the caller keeps it current (ReferenceSet.refresh). */
     readonly refs: ReferenceSet,
     private readonly opts: ScanOptions = DEFAULT_SCAN_OPTIONS,
     private readonly bins: FfmpegBinaries = resolveBinaries(),
-  ) {}
+    /** The keypoint pool (default: one of opts.scanThreads threads when that is above 1); closed by dispose(). */
+    pool?: ExtractPool,
+  ) {
+    this.pool = pool ?? (opts.scanThreads > 1 ? new ExtractPool(opts.scanThreads) : undefined);
+  }
+
+  /** Ends the keypoint pool's threads (the embedder is the caller's). */
+  async dispose(): Promise<void> {
+    const p = this.pool;
+    this.pool = undefined;
+    await p?.close();
+  }
 
   get characterCount(): number {
     return this.refs.characters.size;
@@ -122,14 +184,15 @@ export class Scanner {
    * model calibrated against a background bank scores the margin of the cosine over both sides'
    * similarity to background (background-bank.ts) instead of the raw cosine.
    */
-  private async likeness(batch: Frame[]): Promise<LikenessHit[][]> {
+  private async likeness(batch: Frame[], st: ScanStages): Promise<LikenessHit[][]> {
     if (!this.refs.vectors.size) return [];
     const k = Math.min(this.refs.vectors.size, this.opts.embeddingTopK);
     const { floor, ceil } = this.embeddingCalibration();
     const plain = (h: SearchHit): LikenessHit => ({ ...h, score: calibrateCosine(h.similarity, floor, ceil) });
     if (this.embedder.usage !== 'crop') {
-      const vectors = await this.embedder.embed(await Promise.all(batch.map((f) => this.embedder.prepare(f))));
-      return this.refs.vectors.search(vectors, k).map((hits) => hits.map(plain));
+      const inputs = await timed(st, 'crops', () => Promise.all(batch.map((f) => this.embedder.prepare(f))));
+      const vectors = await timed(st, 'inference', () => this.embedder.embed(inputs));
+      return timedSync(st, 'windowSearch', () => this.refs.vectors.search(vectors, k)).map((hits) => hits.map(plain));
     }
     const bank = this.refs.background;
     const margin = this.embedder.calibration?.background;
@@ -140,11 +203,11 @@ export class Scanner {
         continue;
       }
       const windows = slidingWindows(frame.width, frame.height, this.opts.windowSizes);
-      const crops = windows.map((w) => cropResize(frame, w, this.embedder.inputWidth, this.embedder.inputHeight));
+      const crops = timedSync(st, 'crops', () => windows.map((w) => cropResize(frame, w, this.embedder.inputWidth, this.embedder.inputHeight)));
       const hits: LikenessHit[] = [];
       for (let i = 0; i < crops.length; i += 64) {
-        const vectors = await this.embedder.embed(crops.slice(i, i + 64));
-        const found = this.refs.vectors.search(vectors, k);
+        const vectors = await timed(st, 'inference', () => this.embedder.embed(crops.slice(i, i + 64)));
+        const found = timedSync(st, 'windowSearch', () => this.refs.vectors.search(vectors, k));
         for (let j = 0; j < vectors.length; j++) {
           const w = windows[i + j];
           const box = { x: w.x, y: w.y, width: w.size, height: w.size };
@@ -171,22 +234,23 @@ export class Scanner {
     const span = Math.min(info.durationSec || s.maxDurationSec, s.maxDurationSec);
     const framesExpected = Math.max(1, Math.min(s.maxFrames, Math.ceil(span * s.fps)));
 
+    const st = req.stages ?? newScanStages();
     const observations = new Map<string, FrameObservation[]>();
     const frameTimes: number[] = [];
     const bestFrame = new Map<string, { score: number; frame: Frame }>();
-    const pending: Frame[] = [];
     const observe = (o: FrameObservation) => {
       const list = observations.get(o.characterId) ?? [];
       list.push(o);
       observations.set(o.characterId, list);
     };
+    const pool = this.pool;
+    const kpOpts = { maxKeypoints: this.opts.maxKeypoints };
 
-    const flush = async () => {
-      if (!pending.length) return;
-      const batch = pending.splice(0, pending.length);
-      const nearest = await this.likeness(batch);
+    const flush = async (batch: Pending[]) => {
+      if (!batch.length) return;
+      const nearest = await this.likeness(batch.map((p) => p.frame), st);
       for (let i = 0; i < batch.length; i++) {
-        const frame = batch[i];
+        const frame = batch[i].frame;
         const perChar = new Map<string, FrameObservation>();
         const get = (cid: string) => {
           let o = perChar.get(cid);
@@ -199,8 +263,11 @@ export class Scanner {
             o.embedding = { score: n.score, cosine: n.similarity, referenceId: n.id, ...(n.box ? { box: n.box } : {}) };
           }
         }
-        const kpFrame = await extractFrameFeatures(frame, { maxKeypoints: this.opts.maxKeypoints });
-        for (const h of this.refs.keypoints.query(kpFrame)) {
+        const pooled = batch[i].keypoints;
+        const kpFrame: KeypointSet = await timed(st, 'orb', () => pooled ?? extractFrameFeatures(frame, kpOpts));
+        if (pooled) st.orbWorkers += (kpFrame as PooledKeypointSet).workerMs;
+        const hits = timedSync(st, 'keypointQuery', () => this.refs.keypoints.query(kpFrame));
+        for (const h of hits) {
           const o = get(h.characterId);
           if (!o.keypoints || h.score > o.keypoints.score) {
             o.keypoints = { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box };
@@ -217,14 +284,48 @@ export class Scanner {
       }
     };
 
+    // Without the pool: decode a batch, then process it. With it: each frame's ORB starts as it is
+    // decoded, and one batch is processed while the next is decoded (at most two batches in memory;
+    // the decoder's pipe pauses meanwhile). Decode wait = waiting for a frame while no batch is processed.
+    let pending: Pending[] = [];
+    let running: Promise<void> | undefined;
+    let flushing = false;
+    let flushEnd = 0;
+    const flushTracked = async (batch: Pending[]) => {
+      flushing = true;
+      try {
+        await flush(batch);
+      } finally {
+        flushing = false;
+        flushEnd = performance.now();
+      }
+    };
+    let waitFrom = performance.now();
     for await (const frame of sampleFrames(req.file, info, s, this.bins)) {
+      if (!flushing) st.decodeWait += performance.now() - Math.max(waitFrom, flushEnd);
       frameTimes.push(frame.timeSec);
-      pending.push(frame);
-      if (pending.length >= this.opts.batchSize) await flush();
+      const item: Pending = { frame };
+      if (pool) {
+        item.keypoints = timedSync(st, 'orbSubmit', () => pool.extract(frame, kpOpts));
+        item.keypoints.catch(() => undefined); // reported where it is awaited
+      }
+      pending.push(item);
+      if (pending.length >= this.opts.batchSize) {
+        const batch = pending;
+        pending = [];
+        if (pool) {
+          await running;
+          running = flushTracked(batch);
+          running.catch(() => undefined);
+        } else await flush(batch);
+      }
       req.onProgress?.({ framesDone: frameTimes.length, framesExpected: Math.max(framesExpected, frameTimes.length) });
+      waitFrom = performance.now();
     }
-    await flush();
+    await running;
+    await flush(pending);
 
+    const tAgg = performance.now();
     const results = [...this.refs.characters.keys()].map((cid) =>
       aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, info.durationSec, this.opts.aggregate),
     );
@@ -259,6 +360,9 @@ export class Scanner {
         reason: r.reason,
       };
     });
+    st.aggregate += performance.now() - tAgg;
+    st.total += performance.now() - t0; // stages add up over the scans given the same object
+    st.other = st.total - (st.decodeWait + st.crops + st.inference + st.windowSearch + st.orb + st.orbSubmit + st.keypointQuery + st.aggregate);
     return {
       video: req.file,
       durationSec: round4(info.durationSec),
@@ -268,6 +372,26 @@ export class Scanner {
       model: this.embedder.modelId,
       elapsedSec: round4((performance.now() - t0) / 1000),
     };
+  }
+}
+
+type TimedStage = Exclude<keyof ScanStages, 'total' | 'other' | 'orbWorkers'>;
+
+async function timed<T>(st: ScanStages, stage: TimedStage, fn: () => Promise<T>): Promise<T> {
+  const t = performance.now();
+  try {
+    return await fn();
+  } finally {
+    st[stage] += performance.now() - t;
+  }
+}
+
+function timedSync<T>(st: ScanStages, stage: TimedStage, fn: () => T): T {
+  const t = performance.now();
+  try {
+    return fn();
+  } finally {
+    st[stage] += performance.now() - t;
   }
 }
 

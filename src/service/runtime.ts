@@ -67,6 +67,7 @@ export async function createRuntime(env: Env, opts: { queuePrefix?: string; logg
     service,
     log,
     close: async () => {
+      await service.close();
       await queues.close();
       await store.close();
     },

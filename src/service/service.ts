@@ -408,6 +408,14 @@ export class KagamiService {
     return this.scanner!;
   }
 
+  /** Ends the scanner's keypoint threads (the process's stores and queues are closed by their owner). */
+  async close(): Promise<void> {
+    const s = this.scanner;
+    this.scanner = undefined;
+    this.refs = undefined;
+    await s?.dispose();
+  }
+
   /** Keeps the worker's in-memory references current between scans. */
   async refreshReferences(): Promise<void> {
     if (!this.refs) return;

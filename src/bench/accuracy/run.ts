@@ -167,6 +167,7 @@ async function main(argv: string[]): Promise<void> {
       `${truth !== undefined ? `truth ${truth.toFixed(3)} ` : ''}best-other ${topOther.toFixed(3)}  (${describeTransforms(clip.transforms)}) ${scanSec.toFixed(1)}s`);
   }
   const loopSec = (performance.now() - tScan) / 1000;
+  await scanner.dispose();
 
   // --- evaluation
   const evalOut = evaluate(plan, results, registered);

@@ -1,8 +1,9 @@
 /**
  * End to end: a 10 s 720p clip screened the CLI way (Scanner.scan in process, model and library
- * loaded once), the same clip through API + BullMQ queue + worker (Redis from REDIS_URL, SQLite
- * library), and the best split of the machine's cores between worker processes, concurrent
- * scans and onnxruntime threads.
+ * loaded once) with the default keypoint threads and with 1 (in-thread, the baseline), where a
+ * scan's time goes by stage, the same clip through API + BullMQ queue + worker (Redis from
+ * REDIS_URL, SQLite library), and the best split of the machine's cores between worker processes,
+ * concurrent scans, onnxruntime threads and keypoint threads.
  *
  * Library: 20 characters with one reference each (the three that appear in the clip and 17
  * look-alike / unrelated distractors), built once into .cache/bench/e2e-lib/.
@@ -14,11 +15,11 @@ import { readEnv } from '../../config';
 import { addReferences, openLibrary } from '../../library/library';
 import { SQLITE_FILE } from '../../library/open-store';
 import { ReferenceSet } from '../../scan/reference-set';
-import { DEFAULT_SCAN_OPTIONS, Scanner, type ScanReport } from '../../scan/scanner';
+import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanReport, type ScanStages } from '../../scan/scanner';
 import { createApiKey } from '../../service/keys';
 import { createRuntime, startApi, startWorker } from '../../service/runtime';
 import { benchClip, characterArt, CLIP_CHARACTERS, loadProductEmbedder as loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
-import { cacheDir, fmt, now, out, p50, p95, section, table, type BenchContext } from './util';
+import { cacheDir, now, out, p50, p95, section, table, type BenchContext } from './util';
 
 const DISTRACTORS = Array.from({ length: 17 }, (_, i) => 200 + i);
 
@@ -50,8 +51,14 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   const refs = await ReferenceSet.load(lib.store, embedder);
   await lib.store.close();
   const scanner = new Scanner(embedder, refs, DEFAULT_SCAN_OPTIONS);
-  let report: ScanReport = await scanner.scan({ file: clip, minScore: 0.35, top: 10 }); // warm-up
+  const inThread = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 1 });
+  let report: ScanReport = await scanner.scan({ file: clip, minScore: 0.35, top: 10 }); // warm-up (and the pool's threads)
+  const report1 = await inThread.scan({ file: clip, minScore: 0.35, top: 10 });
+  const same = JSON.stringify({ ...report, elapsedSec: 0 }) === JSON.stringify({ ...report1, elapsedSec: 0 });
   const direct: number[] = [];
+  const direct1: number[] = [];
+  const stages = newScanStages();
+  const stages1 = newScanStages();
 
   // --- API + queue + worker path (same process, same machine)
   const mediaRoot = path.dirname(clip);
@@ -84,11 +91,12 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     for (let r = 0; r < reps; r++) {
       // interleave so both see the same load
       let t0 = now();
-      report = await scanner.scan({ file: clip, minScore: 0.35, top: 10 });
+      report = await scanner.scan({ file: clip, minScore: 0.35, top: 10, stages });
       direct.push((now() - t0) / 1000);
+      t0 = now();
+      await inThread.scan({ file: clip, minScore: 0.35, top: 10, stages: stages1 });
+      direct1.push((now() - t0) / 1000);
       queued.push(await viaQueue());
-      void t0;
-      t0 = 0;
     }
   } finally {
     await worker.close();
@@ -96,16 +104,19 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     await rt.queues.obliterate().catch(() => undefined);
     await rt.close();
   }
+  await scanner.dispose();
   await embedder.dispose();
   const found = report.matches.filter((m) => m.verdict !== 'clear').map((m) => m.characterId);
   table(
     ['path', 'p50_s', 'p95_s', 'x real time', 'vs direct'],
     [
-      ['direct (Scanner.scan, as the CLI)', p50(direct), p95(direct), 10 / p50(direct), 1],
+      [`direct (Scanner.scan, as the CLI; ${DEFAULT_SCAN_OPTIONS.scanThreads} keypoint threads)`, p50(direct), p95(direct), 10 / p50(direct), 1],
+      ['direct, keypoints in-thread (KAGAMI_SCAN_THREADS=1)', p50(direct1), p95(direct1), 10 / p50(direct1), p50(direct) / p50(direct1)],
       ['API + BullMQ + worker (POST /v1/scans?wait)', p50(queued), p95(queued), 10 / p50(queued), p50(direct) / p50(queued)],
     ],
   );
-  out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')})`);
+  out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')}); reports in-thread and pooled ${same ? 'identical' : 'DIFFER'}`);
+  stageTable(stages1, stages, reps, DEFAULT_SCAN_OPTIONS.scanThreads);
   ctx.summary.clip10sP50 = p50(direct);
   ctx.summary.realtimeX = 10 / p50(direct);
   ctx.summary.queueOverDirect = p50(direct) / p50(queued);
@@ -114,26 +125,47 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   const clips = ctx.quick ? 4 : 8;
   const files: string[] = [];
   for (let v = 0; v < clips; v++) files.push(await benchClip(v));
-  const configs: Array<[number, number, number]> = ctx.quick
-    ? [[1, 1, 1], [1, 1, 2], [2, 1, 1]]
-    : [[1, 1, 1], [1, 1, 2], [1, 2, 1], [2, 1, 1], [2, 1, 2]];
+  // [processes, concurrent scans, onnxruntime threads, keypoint threads]; the first is the baseline
+  const configs: Array<[number, number, number, number]> = ctx.quick
+    ? [[1, 1, 1, 1], [1, 1, 1, 2], [1, 1, 2, 2], [1, 1, 2, 1], [2, 1, 1, 1]]
+    : [[1, 1, 1, 1], [1, 1, 1, 2], [1, 1, 1, 3], [1, 1, 2, 2], [1, 1, 2, 1], [1, 2, 1, 2], [2, 1, 1, 1], [2, 1, 1, 2], [2, 1, 2, 1]];
   const rows: Array<Array<string | number>> = [];
   let base1 = NaN;
-  for (const [procs, conc, threads] of configs) {
-    const ms = await runChildren(libDir, procs, conc, threads, files);
+  for (const [procs, conc, threads, kpThreads] of configs) {
+    const ms = await runChildren(libDir, procs, conc, threads, kpThreads, files);
     const cps = (clips / ms) * 1000;
-    if (procs === 1 && conc === 1 && threads === 1) base1 = cps;
-    rows.push([`${procs} proc x ${conc} scan x ${threads} thread`, ms / 1000, cps, (cps * 10), cps / base1]);
+    if (Number.isNaN(base1)) base1 = cps;
+    rows.push([`${procs} proc x ${conc} scan x ${threads} ort x ${kpThreads} kp`, ms / 1000, cps, cps * 10, cps / base1]);
   }
-  table(['split', 'wall_s', 'clips/s', 'video s / s', 'vs 1x1x1'], rows);
-  void fmt;
+  table(['split (ort = onnxruntime threads, kp = keypoint threads)', 'wall_s', 'clips/s', 'video s / s', 'vs first'], rows);
+}
+
+/** Where a scan's time goes: main-thread ms per clip by stage, in-thread keypoints vs the pool. */
+function stageTable(one: ScanStages, pooled: ScanStages, reps: number, threads: number): void {
+  const names: Array<[keyof ScanStages, string]> = [
+    ['decodeWait', 'decode wait (ffmpeg)'],
+    ['crops', 'window crops (JS)'],
+    ['inference', 'crop inference (onnxruntime)'],
+    ['windowSearch', 'window search (vector index)'],
+    ['orbSubmit', 'luma + hand-off to the pool'],
+    ['orb', 'ORB extraction (pool: wait for it)'],
+    ['keypointQuery', 'keypoint query (match + verify)'],
+    ['aggregate', 'aggregate + report'],
+    ['other', 'other (batching, observations)'],
+    ['total', 'total (scan wall time)'],
+  ];
+  const share = (s: ScanStages, k: keyof ScanStages) => `${((100 * s[k]) / s.total).toFixed(1)} %`;
+  const rows = names.map(([k, label]) => [label, one[k] / reps, share(one, k), pooled[k] / reps, share(pooled, k)]);
+  rows.push(['ORB in pool threads (overlapped)', '-', '-', pooled.orbWorkers / reps, share(pooled, 'orbWorkers')]);
+  out('  where a scan goes (main thread; ms per clip, share of the scan):');
+  table(['stage', 'in-thread ms', 'share', `${threads} threads ms`, 'share'], rows);
 }
 
 /** Runs `procs` scan-child processes splitting `files`; resolves with the wall time of the scans (ms). */
-async function runChildren(libDir: string, procs: number, conc: number, threads: number, files: string[]): Promise<number> {
+async function runChildren(libDir: string, procs: number, conc: number, threads: number, kpThreads: number, files: string[]): Promise<number> {
   const script = path.join(__dirname, 'scan-child.js');
   const parts = Array.from({ length: procs }, (_, p) => files.filter((_, i) => i % procs === p));
-  const children = parts.map((clips) => spawn(process.execPath, [script, libDir, String(threads), String(conc), ...clips], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const children = parts.map((clips) => spawn(process.execPath, [script, libDir, String(threads), String(conc), String(kpThreads), ...clips], { stdio: ['pipe', 'pipe', 'inherit'] }));
   const lines = children.map((c) => {
     let buf = '';
     const waiters: Array<(l: string) => void> = [];

@@ -196,22 +196,36 @@ function toKeypointSet(raw: RawKeypoints, max: number, invScale: number, width: 
 
 // ----------------------------------------------------------------------------- frames
 
+/** The luma image ORB runs on for a frame (a fresh buffer, so it can be transferred to a worker). */
+export function frameLuma(frame: RawImage): GrayImage {
+  checkImage(frame);
+  const data = new Uint8Array(frame.width * frame.height);
+  toGray(frame, data);
+  return { width: frame.width, height: frame.height, data };
+}
+
 /** ORB features of a video frame (grayscale, whole image). */
 export async function extractFrameFeatures(frame: RawImage, opts: FrameFeatureOptions = {}): Promise<KeypointSet> {
-  checkImage(frame);
+  return extractGrayFeatures(frameLuma(frame), opts);
+}
+
+/** ORB features of a frame's luma image (see frameLuma); the set keeps `gray` for the appearance check. */
+export async function extractGrayFeatures(gray: GrayImage, opts: FrameFeatureOptions = {}): Promise<KeypointSet> {
+  const { width, height, data } = gray;
+  if (!(width > 0 && height > 0) || !data || data.length !== width * height) {
+    throw new Error(`keypoints: gray image of ${width}x${height} needs ${width * height} bytes, got ${data?.length}`);
+  }
   const cv = await getCv();
   const p: OrbParams = { ...FRAME_ORB_DEFAULTS, ...stripUndefined(opts) };
   const max = opts.maxKeypoints ?? DEFAULT_FRAME_KEYPOINTS;
-  const luma = new Uint8Array(frame.width * frame.height);
-  toGray(frame, luma);
   const raw = withMats((track) => {
     const c = cv as any;
-    const gray = track(new c.Mat(frame.height, frame.width, c.CV_8UC1));
-    (gray.data as Uint8Array).set(luma);
-    return runOrb(cv, gray, null, max, p);
+    const m = track(new c.Mat(height, width, c.CV_8UC1));
+    (m.data as Uint8Array).set(data);
+    return runOrb(cv, m, null, max, p);
   });
-  const set = toKeypointSet(raw, max, 1, frame.width, frame.height);
-  set.gray = { width: frame.width, height: frame.height, data: luma };
+  const set = toKeypointSet(raw, max, 1, width, height);
+  set.gray = gray;
   return set;
 }
 

@@ -3,6 +3,8 @@ export { getCv, withMats } from './opencv';
 export type { Cv, Deletable } from './opencv';
 export {
   extractFrameFeatures,
+  extractGrayFeatures,
+  frameLuma,
   extractReferenceFeatures,
   referenceMask,
   serializeKeypointSet,

@@ -1,0 +1,142 @@
+/**
+ * Frame keypoints in worker threads (ExtractPool): the same KeypointSets as in-thread, the same
+ * scan report with 1 and 2 keypoint threads (real ffmpeg clip, real model, real library), and a
+ * failing frame or a dying worker rejects instead of hanging.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { modelManifestPath } from '../../src/config';
+import { addReferences, openLibrary } from '../../src/library/library';
+import type { RawImage } from '../../src/media/types';
+import { ReferenceSet } from '../../src/scan/reference-set';
+import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner } from '../../src/scan/scanner';
+import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
+import { extractFrameFeatures, type KeypointSet } from '../../src/signals/keypoints';
+import { ExtractPool } from '../../src/signals/keypoints/extract-pool';
+import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
+import { makeClip } from '../helpers/synthetic-video';
+
+async function frame(seed: number, w: number, h: number): Promise<RawImage> {
+  const { data } = await sharp(await renderBackground(seed, w, h))
+    .composite([{ input: await renderCharacter(seed, Math.round(h * 0.6), { styleSeed: 3 }), left: Math.round(w * 0.3), top: Math.round(h * 0.2) }])
+    .removeAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { width: w, height: h, channels: 3, data: new Uint8Array(data) };
+}
+
+const bytes = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+function expectSameSet(a: KeypointSet, b: KeypointSet): void {
+  expect([b.width, b.height, b.count]).toEqual([a.width, a.height, a.count]);
+  expect(bytes(b.xy).equals(bytes(a.xy))).toBe(true);
+  expect(bytes(b.size).equals(bytes(a.size))).toBe(true);
+  expect(bytes(b.angle).equals(bytes(a.angle))).toBe(true);
+  expect(bytes(b.descriptors).equals(bytes(a.descriptors))).toBe(true);
+  expect(b.gray && [b.gray.width, b.gray.height]).toEqual([a.gray!.width, a.gray!.height]);
+  expect(bytes(b.gray!.data).equals(bytes(a.gray!.data))).toBe(true);
+}
+
+describe('ExtractPool', () => {
+  const pool = new ExtractPool(2);
+  afterAll(() => pool.close());
+
+  test('gives the in-thread KeypointSets, frame for frame, several frames at once', async () => {
+    const frames = await Promise.all([frame(1, 960, 540), frame(2, 960, 540), frame(3, 640, 360), frame(4, 960, 540)]);
+    for (const maxKeypoints of [4000, 500]) {
+      const pooled = await Promise.all(frames.map((f) => pool.extract(f, { maxKeypoints })));
+      for (let i = 0; i < frames.length; i++) {
+        const own = await extractFrameFeatures(frames[i], { maxKeypoints });
+        expect(own.count).toBeGreaterThan(100);
+        expectSameSet(own, pooled[i]);
+        expect(pooled[i].workerMs).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  test('a bad frame rejects with the reason, and the pool goes on', async () => {
+    await expect(pool.extractGray({ width: 100, height: 100, data: new Uint8Array(10) })).rejects.toThrow(/keypoint worker: keypoints: gray image of 100x100 needs 10000 bytes, got 10/);
+    await expect(pool.extract({ width: 10, height: 10, channels: 3, data: new Uint8Array(5) })).rejects.toThrow(/image data too short/);
+    const f = await frame(5, 320, 240);
+    expectSameSet(await extractFrameFeatures(f), await pool.extract(f));
+  });
+
+  test('a worker that dies rejects its frame (no hang), and a closed pool rejects', async () => {
+    // A heap far too small for opencv-js: the worker dies of it while loading.
+    const tiny = new ExtractPool(1, { resourceLimits: { maxOldGenerationSizeMb: 2, maxYoungGenerationSizeMb: 1 } });
+    try {
+      await expect(tiny.extract(await frame(6, 320, 240))).rejects.toThrow(/keypoint worker died/);
+    } finally {
+      await tiny.close();
+    }
+    await expect(tiny.extract(await frame(6, 320, 240))).rejects.toThrow(/closed/);
+  });
+});
+
+describe('Scanner with keypoint threads', () => {
+  let dir: string;
+  let embedder: OnnxEmbedder;
+  let refs: ReferenceSet;
+  let clip: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'kagami-pool-'));
+    embedder = await OnnxEmbedder.create(modelManifestPath('kagami-descriptor-v1'));
+    const lib = await openLibrary(path.join(dir, 'lib'), { create: true });
+    try {
+      for (const seed of [21, 22, 23]) {
+        await addReferences(lib, embedder, { id: `c${seed}`, name: `C${seed}`, owner: 'Test' }, [{ name: `c${seed}.png`, bytes: await renderCharacter(seed, 400, { styleSeed: 2 }) }]);
+      }
+      refs = await ReferenceSet.load(lib.store, embedder);
+    } finally {
+      await lib.store.close();
+    }
+    clip = path.join(dir, 'clip.mp4');
+    await makeClip({
+      out: clip,
+      width: 960,
+      height: 540,
+      durationSec: 6,
+      background: await renderBackground(9, 1360, 540),
+      appearances: [
+        { png: await renderCharacter(21, 400, { styleSeed: 2 }), startSec: 0.5, endSec: 4, heightFrac: 0.55, x: 0.15, y: 0.2, drift: 30 },
+        { png: await renderCharacter(22, 400, { styleSeed: 2 }), startSec: 2.5, endSec: 5.5, heightFrac: 0.45, x: 0.55, y: 0.3, mirror: true },
+      ],
+    });
+  });
+
+  afterAll(async () => {
+    await embedder?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('KAGAMI_SCAN_THREADS=1 and =2 give the same report', async () => {
+    const one = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 1 });
+    const two = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2 });
+    try {
+      const stages = newScanStages();
+      const a = await one.scan({ file: clip, minScore: 0, top: 10 });
+      const b = await two.scan({ file: clip, minScore: 0, top: 10, stages });
+      expect(a.framesSampled).toBeGreaterThan(8);
+      expect(a.matches.find((m) => m.characterId === 'c21')?.verdict).not.toBe('clear');
+      expect({ ...b, elapsedSec: 0 }).toEqual({ ...a, elapsedSec: 0 });
+      expect(stages.orbWorkers).toBeGreaterThan(0);
+      expect(stages.total).toBeGreaterThan(0);
+    } finally {
+      await one.dispose();
+      await two.dispose();
+    }
+  });
+
+  test('a dying keypoint worker fails the scan with a clear error', async () => {
+    const pool = new ExtractPool(1, { resourceLimits: { maxOldGenerationSizeMb: 2, maxYoungGenerationSizeMb: 1 } });
+    const scanner = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2 }, undefined, pool);
+    try {
+      await expect(scanner.scan({ file: clip, minScore: 0, top: 10 })).rejects.toThrow(/keypoint worker died/);
+    } finally {
+      await scanner.dispose();
+    }
+  });
+});
