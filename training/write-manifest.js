@@ -43,7 +43,9 @@ function quantileMap(x, from, to) {
 }
 const own = results.cosines && results.cosines[id];
 const v1 = results.cosines && results.cosines[V1.id];
-let calibration = { floor: V1.floor, ceil: V1.ceil };
+// v1 scores margins over the background bank (src/signals/embedding/background-bank.ts; chosen on the
+// accuracy bench, where it helped v1 and not v2).
+let calibration = { floor: V1.floor, ceil: V1.ceil, background: { floor: -0.1, ceil: 0.4 } };
 if (id !== V1.id) {
   if (!own || !v1) throw new Error(`results have no held-out cosines of ${id} and ${V1.id} (train.py --compare models/${V1.id}.json)`);
   const raw = { floor: quantileMap(V1.floor, v1['unrelated-all'], own['unrelated-all']), ceil: quantileMap(V1.ceil, v1.near, own.near) };
