@@ -61,7 +61,7 @@ export async function benchPipeline(ctx: BenchContext): Promise<void> {
   const opts = DEFAULT_SCAN_OPTIONS.sampling;
   const { width, height } = outputSize(info.width, info.height, opts.maxWidth, opts.maxHeight);
   const embedder = await loadEmbedder(1);
-  const reps = ctx.quick ? 3 : 6;
+  const reps = ctx.quick ? 5 : 8;
   const t: Record<'floor' | 'sample' | 'kagami', number[]> = { floor: [], sample: [], kagami: [] };
   let frames = 0;
   await kagamiRun(file, opts, embedder, 8); // warm-up (model, page cache)
