@@ -66,6 +66,8 @@ test('the bank is deterministic, cached beside the model file, and rebuilt from 
 
 test('bad rows are refused', () => {
   expect(() => BackgroundBank.fromRows(4, new Float32Array(6))).toThrow(/whole number/);
+  expect(() => BackgroundBank.fromRows(2, Float32Array.from([1, 0, 0, 0]))).toThrow(/zero or non-finite/);
+  expect(() => BackgroundBank.fromRows(2, Float32Array.from([1, 0, NaN, 1]))).toThrow(/zero or non-finite/);
   const bank = BackgroundBank.fromRows(2, Float32Array.from([3, 4, 0, 2]));
   expect(bank.maxSimilarity(Float32Array.from([0, 5]))).toBeCloseTo(1, 6);
   expect(bank.maxSimilarity(Float32Array.from([1, 0]))).toBeCloseTo(0.6, 6);

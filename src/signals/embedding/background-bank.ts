@@ -22,6 +22,7 @@ import type { RawImage } from '../../media/types';
 import { cropResize, slidingWindows } from '../../scan/windows';
 import { decodeToRaw, renderBackground } from '../../synthetic/art';
 import type { Embedder } from '../embedder';
+import { normaliseInto } from './exact-index';
 
 /** Bump when the recipe below changes (invalidates caches). */
 export const BANK_VERSION = 1;
@@ -44,12 +45,7 @@ export class BackgroundBank {
   static fromRows(dimension: number, rows: Float32Array): BackgroundBank {
     if (!rows.length || rows.length % dimension) throw new Error(`background bank: ${rows.length} values is not a whole number of ${dimension}-d rows`);
     const copy = new Float32Array(rows.length);
-    for (let o = 0; o < rows.length; o += dimension) {
-      let s = 0;
-      for (let i = 0; i < dimension; i++) s += rows[o + i] * rows[o + i];
-      const k = s > 0 ? 1 / Math.sqrt(s) : 0;
-      for (let i = 0; i < dimension; i++) copy[o + i] = rows[o + i] * k;
-    }
+    for (let o = 0; o < rows.length; o += dimension) normaliseInto(rows.subarray(o, o + dimension), copy, o);
     return new BackgroundBank(dimension, copy);
   }
 
@@ -94,8 +90,11 @@ export class BackgroundBank {
     if (cacheFile && existsSync(cacheFile)) {
       const buf = readFileSync(cacheFile);
       if (buf.length && buf.length % (4 * d) === 0) {
-        const rows = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
-        if (rows.every(Number.isFinite)) return BackgroundBank.fromRows(d, rows);
+        try {
+          return BackgroundBank.fromRows(d, new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length)));
+        } catch {
+          // a zero or non-finite row: not trusted, rebuilt below
+        }
       }
     }
     const bank = await BackgroundBank.build(embedder);

@@ -164,7 +164,8 @@ export class ExactVectorIndex {
 }
 
 /** Copy `v` / |v| into dst at offset (norm in float64); rejects zero and non-finite vectors. */
-function normaliseInto(v: Float32Array, dst: Float32Array, offset: number): void {
+/** Writes `v` / |v| into `dst` at `offset`; throws on a zero or non-finite vector. */
+export function normaliseInto(v: Float32Array, dst: Float32Array, offset: number): void {
   let ss = 0;
   for (let t = 0; t < v.length; t++) ss += v[t] * v[t];
   if (!(ss > 0) || !Number.isFinite(ss)) throw new Error('cannot index a zero or non-finite vector');
