@@ -6,10 +6,15 @@ export interface AggregateParams {
   fusion: FusionParams;
   /** Two matched frames at most this far apart belong to one segment (bridges a missed frame or two). */
   mergeGapSec: number;
+  /**
+   * A character whose best frame stays below review still says when it was most likely seen: its
+   * segments are then the frames scoring at least this fraction of its best frame.
+   */
+  hintFraction: number;
 }
 
 export const DEFAULT_THRESHOLDS: Thresholds = { match: 0.6, review: 0.35 };
-export const DEFAULT_AGGREGATE: AggregateParams = { thresholds: DEFAULT_THRESHOLDS, fusion: DEFAULT_FUSION, mergeGapSec: 1.5 };
+export const DEFAULT_AGGREGATE: AggregateParams = { thresholds: DEFAULT_THRESHOLDS, fusion: DEFAULT_FUSION, mergeGapSec: 1.5, hintFraction: 0.8 };
 
 export function verdictFor(score: number, t: Thresholds): Verdict {
   if (score >= t.match) return 'match';
@@ -23,7 +28,9 @@ export function verdictFor(score: number, t: Thresholds): Verdict {
  * - score: the best fused frame score;
  * - segments: runs of frames scoring at least the review threshold, merged across short gaps; a
  *   segment reaches halfway to the neighbouring sampled frames (the best estimate of when the
- *   character entered and left, given only the samples), clamped to the clip;
+ *   character entered and left, given only the samples), clamped to the clip. When no frame reaches
+ *   review (a weak likeness), the runs of frames within `hintFraction` of the best frame instead:
+ *   a reviewer of a low score still learns where to look;
  * - evidence: the best frame, its reference and the tier that carried it.
  *
  * `frameTimes` are the times of all sampled frames, ascending; `durationSec` bounds the segments.
@@ -43,13 +50,16 @@ export function aggregateCharacter(
   const score = best ? best.s : 0;
   const verdict = verdictFor(score, p.thresholds);
   const hits = scored.filter((x) => x.s >= p.thresholds.review).map((x) => x.o.timeSec);
-  const segments = toSegments(hits, frameTimes, durationSec, p.mergeGapSec);
+  const hinted = !hits.length && score > 0;
+  const segmentTimes = hinted ? scored.filter((x) => x.s >= p.hintFraction * score).map((x) => x.o.timeSec) : hits;
+  const segments = toSegments(segmentTimes, frameTimes, durationSec, p.mergeGapSec);
   const evidence = best ? evidenceOf(best.o, best.s) : { frameIndex: -1, timeSec: 0, referenceId: '', similarity: 0, kind: 'likeness' as const };
   const reason = !best
     ? 'no frame resembled any reference'
     : `${verdict}: best frame at ${evidence.timeSec.toFixed(2)} s scored ${score.toFixed(3)} (` +
       (evidence.kind === 'copy' ? `${evidence.inliers} geometrically consistent keypoints` : 'appearance similarity only') +
-      `), ${hits.length} frame(s) at or above the review threshold ${p.thresholds.review}`;
+      `), ${hits.length} frame(s) at or above the review threshold ${p.thresholds.review}` +
+      (hinted ? `; the segments mark the ${segmentTimes.length} frame(s) within ${Math.round(p.hintFraction * 100)} % of its best` : '');
   return { characterId, score, verdict, kind: evidence.kind, framesMatched: hits.length, segments, evidence, reason };
 }
 

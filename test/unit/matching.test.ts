@@ -97,6 +97,23 @@ describe('aggregateCharacter', () => {
     expect(r.score).toBeLessThan(DEFAULT_AGGREGATE.thresholds.match);
   });
 
+  test('below review, the segments mark the frames near the best one', () => {
+    // best frame e=0.9 → 0.27; 0.8 of it is 0.216, i.e. e ≥ 0.72: frames 1, 1.5 and 3 (one run: the
+    // 1.5 s gap is bridged), not frame 0.
+    const r = aggregateCharacter('c', [obs(0, undefined, 0.5), obs(1, undefined, 0.8), obs(1.5, undefined, 0.9), obs(2.5, undefined, 0.6), obs(3, undefined, 0.75)], times, 3);
+    expect(r.verdict).toBe('clear');
+    expect(r.framesMatched).toBe(0);
+    expect(r.segments).toEqual([{ startSec: 0.75, endSec: 3 }]);
+    expect(r.reason).toMatch(/segments mark the 3 frame\(s\) within 80 % of its best/);
+  });
+
+  test('once a frame reaches review, weaker frames near the best one add no segment', () => {
+    const r = aggregateCharacter('c', [obs(0, 0.5), obs(2, 0.45), obs(3, undefined, 1)], times, 3);
+    expect(r.verdict).toBe('review');
+    expect(r.segments).toEqual([{ startSec: 0, endSec: 0.25 }, { startSec: 1.75, endSec: 2.25 }]);
+    expect(r.reason).not.toMatch(/segments mark/);
+  });
+
   test('likeness evidence carries the window it was found in', () => {
     const box = { x: 10, y: 20, width: 189, height: 189 };
     const weak = obs(0.5, undefined, 0.4);
