@@ -87,7 +87,7 @@ export function upload<T>(path: string, form: FormData, onProgress: (frac: numbe
 // ---- API types (the parts the console reads)
 
 export interface Me { id: string; name: string; role: 'rightsholder' | 'platform' | 'admin' }
-export interface Reference { id: string; status: 'pending' | 'ready' | 'failed'; fileName: string; width: number; height: number; createdAt: string; error?: string; warnings: string[] }
+export interface Reference { id: string; status: 'pending' | 'ready' | 'failed'; fileName: string; width: number; height: number; createdAt: string; error?: string; warnings: string[]; negative: boolean }
 export interface Character { id: string; name: string; owner: string; franchise?: string; createdAt: string; references: Reference[] }
 export interface Segment { startSec: number; endSec: number }
 export interface Decision { decision: string; by: string; at: string; note?: string }

@@ -192,7 +192,8 @@ async function charactersView(): Promise<void> {
       'div.grid',
       null,
       characters.map((c) => {
-        const ready = c.references.filter((r) => r.status === 'ready');
+        const ready = c.references.filter((r) => r.status === 'ready' && !r.negative);
+        const negatives = c.references.filter((r) => r.negative).length;
         const pending = c.references.filter((r) => r.status === 'pending').length;
         const failed = c.references.filter((r) => r.status === 'failed').length;
         const warned = c.references.filter((r) => r.warnings.length).length;
@@ -213,6 +214,7 @@ async function charactersView(): Promise<void> {
               pending ? chip('pending', `${pending} processing`) : null,
               failed ? chip('failed', `${failed} failed`) : null,
               warned ? chip('warn', `${warned} with warnings`) : null,
+              negatives ? chip('negative', `${negatives} negative example${negatives > 1 ? 's' : ''}`) : null,
             ),
           ),
         );
@@ -280,6 +282,14 @@ async function characterView(id: string): Promise<void> {
     h('label', { for: 'ref-files', class: 'sr-only' }, 'Reference images'),
     fileInput,
   );
+  const negativeBox = h('input', { type: 'checkbox', id: 'ref-negative' });
+  const negativeField = h(
+    'p.hint',
+    null,
+    negativeBox,
+    ' ',
+    h('label', { for: 'ref-negative' }, 'Upload as negative examples: look-alikes this character is not (another studio’s character, a generic design). Where one matches, weaker evidence for this character in the same frame is ignored.'),
+  );
   const grid = h('div.grid', { 'aria-live': 'polite', id: 'refs' });
 
   async function send(files: File[]): Promise<void> {
@@ -294,7 +304,8 @@ async function characterView(id: string): Promise<void> {
     const label = h('span', null, `Uploading ${images.length} image${images.length > 1 ? 's' : ''}…`);
     clear(status, label, bar);
     try {
-      c = await upload<Character>(`/v1/characters/${encodeURIComponent(id)}/references`, form, (p) => {
+      const query = negativeBox.checked ? '?negative=true' : '';
+      c = await upload<Character>(`/v1/characters/${encodeURIComponent(id)}/references${query}`, form, (p) => {
         bar.value = p;
         label.textContent = `Uploading ${images.length} image${images.length > 1 ? 's' : ''}: ${pct(p)}`;
       });
@@ -336,7 +347,13 @@ async function characterView(id: string): Promise<void> {
             null,
             h('h3', { title: r.fileName, style: 'overflow-wrap:anywhere' }, r.fileName),
             h('span.muted.small', null, `${r.width}×${r.height} px · added ${fmtDate(r.createdAt)}`),
-            h('div.chips', null, chip(r.status, label), r.warnings.length ? chip('warn', `${r.warnings.length} warning${r.warnings.length > 1 ? 's' : ''}`) : null),
+            h(
+              'div.chips',
+              null,
+              chip(r.status, label),
+              r.negative ? chip('negative', 'Negative example', 'A look-alike this character is not') : null,
+              r.warnings.length ? chip('warn', `${r.warnings.length} warning${r.warnings.length > 1 ? 's' : ''}`) : null,
+            ),
             r.error ? h('p.error.small', null, r.error) : null,
             r.warnings.length ? h('ul.warnings', { 'aria-label': 'Quality warnings' }, r.warnings.map((w) => h('li', null, warningText(w)))) : null,
             h(
@@ -384,7 +401,7 @@ async function characterView(id: string): Promise<void> {
   page(
     c.name,
     rename,
-    h('section.panel', { 'aria-labelledby': 'refs-h' }, h('h2', { id: 'refs-h' }, 'Reference images'), drop, status, h('div', { style: 'margin-top:1rem' }, grid)),
+    h('section.panel', { 'aria-labelledby': 'refs-h' }, h('h2', { id: 'refs-h' }, 'Reference images'), drop, negativeField, status, h('div', { style: 'margin-top:1rem' }, grid)),
   );
   pageHead().firstElementChild!.prepend(h('a.crumb', { href: '#/characters' }, '← Characters'));
   pageHead().firstElementChild!.append(h('p.muted', null, `ID ${c.id} · `, h('a', { href: `#/matches?character=${encodeURIComponent(c.id)}` }, 'see its matches')));
@@ -394,7 +411,14 @@ async function characterView(id: string): Promise<void> {
 
 function warningText(w: string): string {
   const [code, ...rest] = w.split(': ');
-  const title = { too_small: 'Too small', mostly_background: 'Mostly background', duplicate: 'Duplicate' }[code] ?? code;
+  const title =
+    {
+      too_small: 'Too small',
+      mostly_background: 'Mostly background',
+      duplicate: 'Duplicate',
+      conflicts_with_negative: 'Conflicts with a negative example',
+      conflicts_with_reference: 'Conflicts with a reference',
+    }[code] ?? code;
   return rest.length ? `${title}: ${rest.join(': ')}` : title;
 }
 

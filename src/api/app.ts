@@ -172,12 +172,13 @@ export function createApp(service: KagamiService, queues: JobQueues, opts: ApiOp
     res.status(204).end();
   });
   v1.post('/characters/:id/references', async (req, res) => {
-    // Check ownership before accepting the upload body.
+    // Check the query and ownership before accepting the upload body.
+    const { negative } = parse(S.ReferenceUploadQuery, req.query);
     await service.getCharacter(tenantOf(req), req.params.id as string);
     await new Promise<void>((ok, fail) => imageUpload(req, res, (e: unknown) => (e ? fail(e) : ok())));
     try {
       const files = ((req.files as Express.Multer.File[] | undefined) ?? []).map((f) => ({ name: f.originalname, path: f.path }));
-      res.status(202).json(await service.addReferenceUploads(tenantOf(req), req.params.id as string, files));
+      res.status(202).json(await service.addReferenceUploads(tenantOf(req), req.params.id as string, files, { negative }));
     } finally {
       cleanupUploads(req);
     }

@@ -40,7 +40,12 @@ export function buildOpenApi(version: string): object {
       },
       '/v1/characters/{id}/references': {
         parameters: [idParam('id')],
-        post: { summary: 'Upload reference images (processed in the background)', requestBody: multipart('image', true), responses: { 202: { description: 'accepted', ...json(ref('Character')) }, ...errors(400, 401, 404, 413, 422) } },
+        post: {
+          summary: 'Upload reference images, or with ?negative=true negative examples (look-alikes the character is not); processed in the background',
+          parameters: queryParams(S.ReferenceUploadQuery),
+          requestBody: multipart('image', true),
+          responses: { 202: { description: 'accepted', ...json(ref('Character')) }, ...errors(400, 401, 404, 409, 413, 422) },
+        },
       },
       '/v1/references/{id}/image': { parameters: [idParam('id')], get: { summary: 'The reference file', responses: { 200: { description: 'image' }, ...errors(401, 404) } } },
       '/v1/references/{id}': { parameters: [idParam('id')], delete: { summary: 'Remove a reference', responses: { 204: { description: 'deleted' }, ...errors(401, 404) } } },

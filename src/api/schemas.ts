@@ -34,7 +34,10 @@ export const ReferenceView = z
     error: z.string().optional(),
     warnings: z
       .array(z.string())
-      .describe('quality warnings, `code: explanation`; codes: too_small, mostly_background, duplicate'),
+      .describe('quality warnings, `code: explanation`; codes: too_small, mostly_background, duplicate, conflicts_with_negative, conflicts_with_reference'),
+    negative: z
+      .boolean()
+      .describe('a negative example: a look-alike this character is not; where it matches as well as the character, the character is not reported'),
   })
   .meta({ id: 'Reference' });
 
@@ -129,6 +132,13 @@ export const ScanView = z
 export const ScanByPath = z.object({ path: z.string().min(1).max(4096) }).strict().meta({ id: 'ScanByPath' });
 
 export const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(3600).optional() });
+export const ReferenceUploadQuery = z.object({
+  negative: z
+    .enum(['true', 'false'])
+    .optional()
+    .transform((v) => v === 'true')
+    .describe('true: the images are negative examples (look-alikes the character is not)'),
+});
 export const ListQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).optional(),
   status: z.enum(['queued', 'running', 'done', 'failed']).optional(),

@@ -86,8 +86,9 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
     .option('--name <name>', 'display name (required for a new character)')
     .option('--owner <owner>', 'rightsholder (required for a new character)')
     .option('--franchise <franchise>', 'franchise or work')
+    .option('--negative', 'the images are negative examples: look-alikes this character is not (where one matches as well, the character is not reported)')
     .argument('<images...>', 'reference images (PNG, JPEG, WebP, …)')
-    .action(async (images: string[], o: { library?: string; character: string; name?: string; owner?: string; franchise?: string }) => {
+    .action(async (images: string[], o: { library?: string; character: string; name?: string; owner?: string; franchise?: string; negative?: boolean }) => {
       const e = env();
       const files = images.map((f) => {
         try {
@@ -100,11 +101,16 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       const embedder = await loadEmbedder(e);
       const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: true, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
       try {
-        const r = await addReferences(lib, embedder, { id: o.character, name: o.name, owner: o.owner, franchise: o.franchise }, files, {
-          maxPixels: e.KAGAMI_MAX_IMAGE_PIXELS,
-          minSide: 16,
-        });
-        process.stdout.write(`${r.character.id} (${r.character.name}, ${r.character.owner}): ${r.added} reference(s) added, ${r.references.length - r.added} already present\n`);
+        const r = await addReferences(
+          lib,
+          embedder,
+          { id: o.character, name: o.name, owner: o.owner, franchise: o.franchise },
+          files,
+          { maxPixels: e.KAGAMI_MAX_IMAGE_PIXELS, minSide: 16 },
+          { negative: o.negative },
+        );
+        const what = o.negative ? 'negative example(s)' : 'reference(s)';
+        process.stdout.write(`${r.character.id} (${r.character.name}, ${r.character.owner}): ${r.added} ${what} added, ${r.references.length - r.added} already present\n`);
       } finally {
         await lib.store.close();
       }
@@ -126,7 +132,10 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         if (o.json) {
           process.stdout.write(JSON.stringify({ model: model?.modelId ?? null, characters: rows }, null, 2) + '\n');
         } else {
-          for (const c of rows) process.stdout.write(`${c.id}\t${c.name}\t${c.owner}\t${c.references.length} reference(s)\n`);
+          for (const c of rows) {
+            const neg = c.references.filter((r) => r.negative).length;
+            process.stdout.write(`${c.id}\t${c.name}\t${c.owner}\t${c.references.length - neg} reference(s)${neg ? `, ${neg} negative example(s)` : ''}\n`);
+          }
           if (!rows.length) process.stdout.write('(no characters)\n');
         }
       } finally {

@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { InvalidMediaError, LibraryError, ValidationError } from '../errors';
+import { InvalidMediaError, KagamiError, LibraryError, ValidationError } from '../errors';
 import { decodeReference, resizeRaw, type DecodeLimits, DEFAULT_DECODE_LIMITS } from '../media/image';
 import type { Embedder } from '../signals/embedder';
 import { extractReferenceFeatures } from '../signals/keypoints';
@@ -108,8 +108,11 @@ export async function addReferences(
   character: CharacterInput,
   files: ReferenceFile[],
   limits: DecodeLimits = DEFAULT_DECODE_LIMITS,
+  /** `negative`: the files are negative examples, look-alikes the character is not (ReferenceRecord.negative). */
+  opts: { negative?: boolean } = {},
 ): Promise<{ character: CharacterRecord; references: ReferenceRecord[]; added: number }> {
   if (!files.length) throw new ValidationError('no reference images given');
+  const negative = !!opts.negative;
   const { name, owner } = await resolveCharacter(lib.store, character);
   const stored = await lib.store.getModel();
   if (stored && stored.modelId !== embedder.modelId) {
@@ -120,13 +123,21 @@ export async function addReferences(
 
   await lib.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
   const rec = await lib.store.upsertCharacter({ id: character.id, name, owner, franchise: character.franchise });
-  const before = new Set((await lib.store.listReferences(character.id)).map((r) => r.id));
+  const existing = await lib.store.listReferences(character.id);
+  for (const { f, p } of prepared) {
+    const other = existing.find((r) => r.sha256 === p.sha256 && !!r.negative !== negative);
+    if (other) {
+      const was = other.negative ? 'a negative example' : 'a reference';
+      throw new KagamiError('conflict', `${f.name}: this image is already ${was} of ${character.id}; remove it first to register it the other way`, 409);
+    }
+  }
+  const before = new Set(existing.map((r) => r.id));
   for (const { f } of prepared) await lib.blobs.put(f.bytes);
   const refs = await lib.store.addReferences(
     prepared.map(({ f, p }) => {
       const id = referenceId(character.id, p.sha256);
       return {
-        ref: { id, characterId: character.id, sha256: p.sha256, fileName: path.basename(f.name), width: p.width, height: p.height },
+        ref: { id, characterId: character.id, sha256: p.sha256, fileName: path.basename(f.name), width: p.width, height: p.height, ...(negative ? { negative } : {}) },
         features: { referenceId: id, characterId: character.id, embedding: p.embedding, keypoints: p.keypoints },
       };
     }),

@@ -173,6 +173,10 @@ const MIGRATIONS: Array<{ name: string; sql: string }> = [
         PRIMARY KEY (character_id, video));
       CREATE INDEX exclusions_video ON exclusions (video);`,
   },
+  {
+    name: 'negative-examples',
+    sql: `ALTER TABLE refs ADD COLUMN negative boolean NOT NULL DEFAULT false;`,
+  },
 ];
 
 
@@ -197,6 +201,7 @@ interface RefRow {
   error: string | null;
   created_at: Date;
   warnings: string[] | null;
+  negative: boolean;
 }
 interface FeatureRow {
   id: string;
@@ -300,6 +305,7 @@ const toRef = (r: RefRow): ReferenceRecord => ({
   status: r.status,
   ...(r.error ? { error: r.error } : {}),
   ...(r.warnings && r.warnings.length ? { warnings: r.warnings } : {}),
+  ...(r.negative ? { negative: true } : {}),
   createdAt: iso(r.created_at),
 });
 const toFeatures = (r: FeatureRow): ReferenceFeatures => ({
@@ -613,8 +619,8 @@ export class PostgresStore implements MetadataStore {
           const readySeq = features ? await this.appendChange(c, 'reference_ready', ref.characterId, ref.id) : null;
           const row = await one<RefRow>(
             c,
-            `INSERT INTO refs (id, character_id, sha256, file_name, width, height, status, error, created_at, embedding, keypoints, ready_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *`,
+            `INSERT INTO refs (id, character_id, sha256, file_name, width, height, status, error, created_at, embedding, keypoints, ready_seq, negative)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *`,
             [
               ref.id,
               ref.characterId,
@@ -628,6 +634,7 @@ export class PostgresStore implements MetadataStore {
               features ? encodeEmbedding(features.embedding) : null,
               features ? features.keypoints : null,
               readySeq,
+              !!ref.negative,
             ],
           );
           out.push(toRef(row!));

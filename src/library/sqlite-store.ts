@@ -161,6 +161,9 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL,
      PRIMARY KEY (character_id, video));
    CREATE INDEX exclusions_video ON exclusions(video);`,
+
+  // 5: negative examples (look-alikes a character is not).
+  `ALTER TABLE refs ADD COLUMN negative INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 
@@ -186,6 +189,7 @@ interface RefRow {
   created_at: string;
   ready_seq: number | null;
   warnings: string | null;
+  negative: number;
 }
 interface FeatureRow {
   id: string;
@@ -287,6 +291,7 @@ const toRef = (r: RefRow): ReferenceRecord => ({
   status: r.status,
   ...(r.error ? { error: r.error } : {}),
   ...(r.warnings ? { warnings: JSON.parse(r.warnings) as string[] } : {}),
+  ...(r.negative ? { negative: true } : {}),
   createdAt: r.created_at,
 });
 const toFeatures = (r: FeatureRow): ReferenceFeatures => ({
@@ -527,8 +532,8 @@ export class SqliteStore implements MetadataStore {
     const findById = this.db.prepare(`SELECT * FROM refs WHERE id = ?`);
     const characterExists = this.db.prepare(`SELECT 1 FROM characters WHERE id = ?`);
     const insert = this.db.prepare(
-      `INSERT INTO refs (id, character_id, sha256, file_name, width, height, status, error, created_at, embedding, keypoints)
-       VALUES (@id, @characterId, @sha256, @fileName, @width, @height, @status, @error, @createdAt, @embedding, @keypoints)`,
+      `INSERT INTO refs (id, character_id, sha256, file_name, width, height, status, error, created_at, embedding, keypoints, negative)
+       VALUES (@id, @characterId, @sha256, @fileName, @width, @height, @status, @error, @createdAt, @embedding, @keypoints, @negative)`,
     );
     const setReadySeq = this.db.prepare(`UPDATE refs SET ready_seq = ? WHERE id = ?`);
     return this.write(() => {
@@ -556,6 +561,7 @@ export class SqliteStore implements MetadataStore {
           createdAt,
           embedding: features ? encodeEmbedding(features.embedding) : null,
           keypoints: features ? features.keypoints : null,
+          negative: ref.negative ? 1 : 0,
         });
         if (features) setReadySeq.run(this.appendChange('reference_ready', ref.characterId, ref.id), ref.id);
         return toRef(findById.get(ref.id) as RefRow);

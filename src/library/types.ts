@@ -26,6 +26,12 @@ export interface ReferenceRecord {
    * `too_small: …`, `mostly_background: …`, `duplicate: …`); absent when there are none.
    */
   warnings?: string[];
+  /**
+   * A negative example: art of a look-alike that this character is NOT (another studio's character,
+   * a generic design). Matched like a reference; in a frame where it matches, the character's hits
+   * that are no stronger than it are dropped.
+   */
+  negative?: boolean;
   createdAt: string;
 }
 

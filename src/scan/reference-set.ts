@@ -12,6 +12,16 @@ import type { BackgroundBank } from '../signals/embedding/background-bank';
 import { createVectorIndex, type VectorIndex } from '../signals/embedding/ann-index';
 import { KeypointIndex } from '../signals/keypoints';
 
+/**
+ * The index key of a character's negative examples. Negatives sit in both indexes under this key, as
+ * if they were another character: the keypoint ratio test then tells them apart from the character,
+ * and the scanner drops the character's hits in a frame that are no stronger than its negatives' there.
+ * (`~` cannot start a character id.)
+ */
+export const negativeKey = (characterId: string): string => `~neg~${characterId}`;
+/** The character whose negatives `key` holds, or undefined for a character's own key. */
+export const negativeOf = (key: string): string | undefined => (key.startsWith('~neg~') ? key.slice(5) : undefined);
+
 export class ReferenceSet {
   readonly characters = new Map<string, CharacterRecord>();
   readonly references = new Map<string, ReferenceRecord>();
@@ -63,8 +73,9 @@ export class ReferenceSet {
 
   private addFeatures(f: ReferenceFeatures): void {
     if (this.background) this.backgroundMax.set(f.referenceId, this.background.maxSimilarity(f.embedding));
-    this.vectors.add(f.referenceId, f.characterId, f.embedding);
-    this.keypoints.add({ referenceId: f.referenceId, characterId: f.characterId, features: unpackKeypoints(f.keypoints) });
+    const key = this.references.get(f.referenceId)?.negative ? negativeKey(f.characterId) : f.characterId;
+    this.vectors.add(f.referenceId, key, f.embedding);
+    this.keypoints.add({ referenceId: f.referenceId, characterId: key, features: unpackKeypoints(f.keypoints) });
   }
 
   private removeReference(id: string): void {

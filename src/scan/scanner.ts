@@ -17,7 +17,7 @@ import { extractFrameFeatures, type KeypointSet } from '../signals/keypoints';
 import { ExtractPool, type PooledKeypointSet } from '../signals/keypoints/extract-pool';
 import type { SearchHit } from '../signals/embedding/exact-index';
 import { cropResize, slidingWindows } from './windows';
-import type { ReferenceSet } from './reference-set';
+import { negativeOf, type ReferenceSet } from './reference-set';
 
 export interface ScanOptions {
   sampling: SampleOptions;
@@ -192,7 +192,7 @@ export class Scanner {
     if (this.embedder.usage !== 'crop') {
       const inputs = await timed(st, 'crops', () => Promise.all(batch.map((f) => this.embedder.prepare(f))));
       const vectors = await timed(st, 'inference', () => this.embedder.embed(inputs));
-      return timedSync(st, 'windowSearch', () => this.refs.vectors.search(vectors, k)).map((hits) => hits.map(plain));
+      return timedSync(st, 'windowSearch', () => this.refs.vectors.search(vectors, k)).map((hits) => unlessNegated(hits, (h) => h.key, (h) => h.similarity).map(plain));
     }
     const bank = this.refs.background;
     const margin = this.embedder.calibration?.background;
@@ -222,7 +222,9 @@ export class Scanner {
           }
         }
       }
-      out.push(hits);
+      // Negatives act over the whole frame, as in the keypoint tier: a look-alike matched somewhere in
+      // the frame also explains the character's weaker hits on windows that cut it in part.
+      out.push(unlessNegated(hits, (h) => h.key, (h) => h.similarity));
     }
     return out;
   }
@@ -267,7 +269,7 @@ export class Scanner {
         const kpFrame: KeypointSet = await timed(st, 'orb', () => pooled ?? extractFrameFeatures(frame, kpOpts));
         if (pooled) st.orbWorkers += (kpFrame as PooledKeypointSet).workerMs;
         const hits = timedSync(st, 'keypointQuery', () => this.refs.keypoints.query(kpFrame));
-        for (const h of hits) {
+        for (const h of unlessNegated(hits, (x) => x.characterId, (x) => x.score)) {
           const o = get(h.characterId);
           if (!o.keypoints || h.score > o.keypoints.score) {
             o.keypoints = { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box };
@@ -373,6 +375,25 @@ export class Scanner {
       elapsedSec: round4((performance.now() - t0) / 1000),
     };
   }
+}
+
+/**
+ * The hits of one frame without those of a character that are no stronger than the best hit of its
+ * negative examples in the same frame, and without the negatives' own hits.
+ */
+function unlessNegated<T>(hits: T[], key: (h: T) => string, value: (h: T) => number): T[] {
+  let negated: Map<string, number> | undefined;
+  for (const h of hits) {
+    const of = negativeOf(key(h));
+    if (of !== undefined) (negated ??= new Map()).set(of, Math.max(negated.get(of) ?? -Infinity, value(h)));
+  }
+  if (!negated) return hits;
+  return hits.filter((h) => {
+    const k = key(h);
+    if (negativeOf(k) !== undefined) return false;
+    const n = negated!.get(k);
+    return n === undefined || value(h) > n;
+  });
 }
 
 type TimedStage = Exclude<keyof ScanStages, 'total' | 'other' | 'orbWorkers'>;

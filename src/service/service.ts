@@ -16,7 +16,7 @@ import { decodeReference } from '../media/image';
 import { probeVideo } from '../media/ffmpeg';
 import type { Frame } from '../media/types';
 import type { JobContext, JobQueues } from '../queue/job-queues';
-import { ReferenceSet } from '../scan/reference-set';
+import { negativeKey, negativeOf, ReferenceSet } from '../scan/reference-set';
 import { Scanner, type ScanOptions, type ScanReport } from '../scan/scanner';
 import type { Embedder } from '../signals/embedder';
 import { collectVideos } from '../media/videos';
@@ -49,7 +49,7 @@ export interface ServiceDeps {
 }
 
 export interface CharacterView extends CharacterRecord {
-  references: Array<Pick<ReferenceRecord, 'id' | 'status' | 'fileName' | 'width' | 'height' | 'createdAt' | 'error'> & { warnings: string[] }>;
+  references: Array<Pick<ReferenceRecord, 'id' | 'status' | 'fileName' | 'width' | 'height' | 'createdAt' | 'error'> & { warnings: string[]; negative: boolean }>;
 }
 
 /** What a match means once decisions are taken into account. */
@@ -139,6 +139,7 @@ export class KagamiService {
         createdAt: r.createdAt,
         ...(r.error ? { error: r.error } : {}),
         warnings: r.warnings ?? [],
+        negative: !!r.negative,
       })),
     };
   }
@@ -175,9 +176,10 @@ export class KagamiService {
 
   /**
    * Accepts uploaded reference images: each is checked (a readable image within the pixel limit)
-   * before anything is stored, then stored as a blob and queued for feature extraction.
+   * before anything is stored, then stored as a blob and queued for feature extraction. With
+   * `negative`, they are negative examples: look-alikes the character is not (ReferenceRecord.negative).
    */
-  async addReferenceUploads(t: TenantRecord, characterId: string, files: Array<{ name: string; path: string }>): Promise<CharacterView> {
+  async addReferenceUploads(t: TenantRecord, characterId: string, files: Array<{ name: string; path: string }>, opts: { negative?: boolean } = {}): Promise<CharacterView> {
     const c = await this.ownCharacter(t, characterId);
     if (!files.length) throw new ValidationError("no images: send one or more files in the multipart field 'image'");
     for (const f of files) {
@@ -193,12 +195,18 @@ export class KagamiService {
         throw new KagamiError('invalid_media', `${f.name}: image is ${meta.width}×${meta.height} = ${px} pixels, over the limit of ${this.opts.maxReferencePixels}`, 422);
       }
     }
+    const negative = !!opts.negative;
     const items = [];
     for (const f of files) {
       const meta = await sharp(f.path, { limitInputPixels: false }).metadata();
       const { key } = await putFile(this.deps.blobs, f.path);
+      const same = (await this.store.findReferencesBySha256(key)).find((r) => r.characterId === c.id && !!r.negative !== negative);
+      if (same) {
+        const was = same.negative ? 'a negative example' : 'a reference';
+        throw new KagamiError('conflict', `${f.name}: this image is already ${was} of ${c.id} (${same.id}); delete it first to register it the other way`, 409);
+      }
       const id = referenceId(c.id, key);
-      items.push({ ref: { id, characterId: c.id, sha256: key, fileName: path.basename(f.name), width: meta.width ?? 0, height: meta.height ?? 0, status: 'pending' as const } });
+      items.push({ ref: { id, characterId: c.id, sha256: key, fileName: path.basename(f.name), width: meta.width ?? 0, height: meta.height ?? 0, status: 'pending' as const, ...(negative ? { negative } : {}) } });
     }
     const stored = await this.store.addReferences(items);
     for (const r of stored) if (r.status === 'pending') await this.deps.queues.addReference(r.id);
@@ -228,7 +236,7 @@ export class KagamiService {
       const bytes = await this.deps.blobs.get(r.sha256);
       const p = await prepareReference({ name: r.fileName, bytes }, embedder, { maxPixels: this.opts.maxReferencePixels, minSide: 16 });
       await this.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
-      const warnings = await this.referenceWarnings(r, bytes, p.embedding).catch((e: unknown) => {
+      const warnings = await this.referenceWarnings(r, bytes, p.embedding, embedder.calibration?.ceil).catch((e: unknown) => {
         this.log('warn', 'reference quality check failed', { referenceId: refId, err: (e as Error).message });
         return [] as string[];
       });
@@ -248,7 +256,7 @@ export class KagamiService {
    * background, mostly background, or a duplicate of another character's reference (the same file,
    * or a near-identical embedding). Another owner's character is not named.
    */
-  private async referenceWarnings(r: ReferenceRecord, bytes: Buffer, embedding: Float32Array): Promise<string[]> {
+  private async referenceWarnings(r: ReferenceRecord, bytes: Buffer, embedding: Float32Array, sameImageCosine = REFERENCE_QUALITY.duplicateCosine): Promise<string[]> {
     const q = REFERENCE_QUALITY;
     const out: string[] = [];
     const decoded = await decodeReference(r.fileName, bytes, { maxPixels: this.opts.maxReferencePixels, minSide: 1 });
@@ -265,12 +273,25 @@ export class KagamiService {
       const c = await this.store.getCharacter(characterId);
       return c && c.owner === owner ? `'${c.name}' (${c.id})` : "another rightsholder's character";
     };
-    const same = (await this.store.findReferencesBySha256(r.sha256)).find((x) => x.characterId !== r.characterId);
+    // A negative example is expected to look like someone else's character: no duplicate check.
+    const same = r.negative ? undefined : (await this.store.findReferencesBySha256(r.sha256)).find((x) => x.characterId !== r.characterId);
     if (same) {
       out.push(`duplicate: the same image is registered for ${await describe(same.characterId)}`);
     } else {
       await this.currentScanner(); // loads (or refreshes) the in-memory references
-      const hit = this.refs?.vectors.search([embedding], 5)[0]?.find((h) => h.key !== r.characterId && h.similarity >= q.duplicateCosine);
+      const near = (this.refs?.vectors.search([embedding], 5)[0] ?? []).filter((h) => h.id !== r.id);
+      // The character's own references vs its negatives: a pair as alike as the model's "same image"
+      // cosine (its calibration ceiling) would cancel out wherever either is seen.
+      const own = r.negative ? r.characterId : negativeKey(r.characterId);
+      const clash = near.find((h) => h.key === own && h.similarity >= Math.min(sameImageCosine, q.duplicateCosine));
+      if (clash) {
+        out.push(
+          r.negative
+            ? `conflicts_with_reference: nearly identical to this character's own reference ${clash.id} (similarity ${clash.similarity.toFixed(3)}); it would hide matches of it`
+            : `conflicts_with_negative: nearly identical to this character's negative example ${clash.id} (similarity ${clash.similarity.toFixed(3)}); one of them would hide the other`,
+        );
+      }
+      const hit = r.negative ? undefined : near.find((h) => h.key !== r.characterId && negativeOf(h.key) === undefined && h.similarity >= q.duplicateCosine);
       if (hit) out.push(`duplicate: nearly identical to a reference of ${await describe(hit.key)} (similarity ${hit.similarity.toFixed(3)})`);
     }
     return out;

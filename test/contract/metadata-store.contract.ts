@@ -182,6 +182,18 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
         expect(await store.addReferences([])).toEqual([]);
       });
 
+      it('keeps whether a reference is a negative example', async () => {
+        await seedLibrary();
+        const [neg] = await store.addReferences([{ ref: { ...ref('r9', 'c1'), negative: true }, features: features('r9', 'c1', 5) }]);
+        expect(neg).toEqual({ ...ref('r9', 'c1'), negative: true, status: 'ready', createdAt: expect.stringMatching(ISO_RE) });
+        expect(await store.getReference('r9')).toEqual(neg);
+        expect((await store.listReferences('c1')).map((r) => [r.id, !!r.negative])).toEqual([
+          ['r1', false],
+          ['r9', true],
+        ]);
+        expect(await store.getReference('r1')).not.toHaveProperty('negative');
+      });
+
       it('lists references of all characters by character', async () => {
         await seedLibrary();
         await store.addReferences([{ ref: ref('r0', 'c2') }, { ref: ref('r2', 'c1') }]);

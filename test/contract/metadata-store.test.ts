@@ -69,7 +69,7 @@ describe('PostgresStore', () => {
         await c.connect();
         try {
           const { rows } = await c.query(`SELECT version FROM "${schema}".kagami_migrations ORDER BY version`);
-          expect(rows.map((r: { version: number }) => r.version)).toEqual([1, 2, 3]);
+          expect(rows.map((r: { version: number }) => r.version)).toEqual([1, 2, 3, 4]);
         } finally {
           await c.end();
         }

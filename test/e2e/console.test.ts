@@ -75,6 +75,9 @@ beforeAll(async () => {
     .composite([{ input: art, left: 500, top: 500 }])
     .png()
     .toFile(files.padded);
+  // A look-alike in the same style: the owner's negative example.
+  files.lookalike = path.join(dir, 'not-hero-21.png');
+  writeFileSync(files.lookalike, await renderCharacter(22, 400, { styleSeed: 8 }));
   files.clip = path.join(dir, 'trailer.mp4');
   const W = 960;
   const H = 540;
@@ -150,6 +153,18 @@ describe('the web console', () => {
     await page.getByText(/Mostly background: the character fills only \d+% of the image/).waitFor();
     await page.waitForFunction(() => [...document.querySelectorAll('[data-ref] img')].every((i) => (i as HTMLImageElement).naturalWidth > 0));
     await shot('02-character-references');
+
+    // A negative example: ticked, uploaded, labelled as such; then removed again.
+    await page.getByLabel(/Upload as negative examples/).check();
+    await page.locator('#ref-files').setInputFiles(files.lookalike);
+    const neg = page.locator('[data-ref]', { has: page.getByRole('heading', { name: 'not-hero-21.png' }) });
+    await neg.locator('.chip.negative', { hasText: 'Negative example' }).waitFor();
+    await page.getByText('All references processed.').waitFor({ timeout: 90_000 });
+    expect(await page.locator('[data-ref] .chip.negative').count()).toBe(1);
+    await page.getByRole('button', { name: 'Remove reference not-hero-21.png' }).click();
+    await page.getByText('Removed not-hero-21.png.').waitFor();
+    expect(await page.locator('[data-ref]').count()).toBe(2);
+    await page.getByLabel(/Upload as negative examples/).uncheck();
 
     await page.getByRole('link', { name: '← Characters' }).click();
     await page.getByRole('link', { name: 'Hero 21' }).waitFor();

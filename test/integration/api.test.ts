@@ -343,3 +343,50 @@ describe('operations endpoints', () => {
     expect((await fetch(`${base}/docs/assets/swagger-ui-bundle.js`)).status).toBe(200);
   });
 });
+
+describe('negative examples', () => {
+  const scanHero = async () => {
+    const r = await call('platform', 'POST', '/v1/scans?wait=90', form('video', [['hero.mp4', readFileSync(path.join(media, 'hero.mp4')), 'video/mp4']]));
+    expect(r.data.status).toBe('done');
+    return r.data.report.matches.find((x: { characterId: string }) => x.characterId === 'hero-21');
+  };
+
+  test('a negative example that looks like the character hides it, and deleting it brings it back', async () => {
+    expect(await scanHero()).toMatchObject({ verdict: 'match', kind: 'copy' });
+    // The character's own drawing saved again (another file, the same pixels): the extreme look-alike,
+    // which the owner is warned about and which hides the character wherever it appears.
+    const sharp = (await import('sharp')).default;
+    const again = await sharp(art[21]).png({ compressionLevel: 1 }).toBuffer();
+    expect(again.equals(art[21])).toBe(false);
+    let r = await call('studioA', 'POST', '/v1/characters/hero-21/references?negative=true', form('image', [['hero21-lookalike.png', again, 'image/png']]));
+    expect(r.status).toBe(202);
+    const neg = r.data.references.find((x: { fileName: string }) => x.fileName === 'hero21-lookalike.png');
+    expect(neg).toMatchObject({ negative: true });
+    expect(r.data.references.filter((x: { negative: boolean }) => !x.negative)).toHaveLength(2);
+    const ready = await until('negative example ready', async () => {
+      const c = await call('studioA', 'GET', '/v1/characters/hero-21');
+      const x = c.data.references.find((y: { id: string }) => y.id === neg.id);
+      return x.status === 'ready' ? x : undefined;
+    });
+    expect(ready.warnings.join('\n')).toMatch(/^conflicts_with_reference: nearly identical to this character's own reference/m);
+
+    const hidden = await scanHero();
+    expect(hidden?.verdict ?? 'clear').toBe('clear');
+
+    // The same file cannot be a reference and a negative example at once.
+    r = await call('studioA', 'POST', '/v1/characters/hero-21/references', form('image', [['again.png', again, 'image/png']]));
+    expect(r.status).toBe(409);
+    expect(r.data.error.code).toBe('conflict');
+
+    expect((await call('studioA', 'DELETE', `/v1/references/${neg.id}`)).status).toBe(204);
+    expect(await scanHero()).toMatchObject({ verdict: 'match', kind: 'copy' });
+  });
+
+  test('a bad ?negative value is refused before the upload is read', async () => {
+    const r = await call('studioA', 'POST', '/v1/characters/hero-21/references?negative=maybe', form('image', [['x.png', art[22], 'image/png']]));
+    expect(r.status).toBe(400);
+    expect(r.data.error.code).toBe('invalid_request');
+    const c = await call('studioA', 'GET', '/v1/characters/hero-21');
+    expect(c.data.references.map((x: { fileName: string }) => x.fileName)).not.toContain('x.png');
+  });
+});

@@ -153,6 +153,40 @@ describe('scan', () => {
   });
 });
 
+describe('negative examples', () => {
+  const scores = async (clip: string): Promise<Record<string, { score: number; verdict: string }>> => {
+    const r = await kagami(['scan', '--library', lib, '--json', '--min-score', '0', '--top', '50', clip]);
+    expect(r.stderr).toBe('');
+    return Object.fromEntries(JSON.parse(r.stdout).matches.map((m: { characterId: string; score: number; verdict: string }) => [m.characterId, m]));
+  };
+
+  test("a look-alike added as a character's negative example no longer counts for it", async () => {
+    const before = await scores(clips.neg);
+    expect(before['hero-12'].score).toBeGreaterThan(0);
+    let r = await kagami(['library', 'add', '--library', lib, '--character', 'hero-12', '--negative', art[13]]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/1 negative example\(s\) added/);
+    r = await kagami(['library', 'list', '--library', lib]);
+    expect(r.stdout).toMatch(/hero-12\tHero Twelve\tstudio-b\t2 reference\(s\), 1 negative example\(s\)/);
+
+    const after = await scores(clips.neg);
+    console.log(`hero-12 on the look-alike clip: ${before['hero-12'].score} before its negative example, ${after['hero-12'].score} after`);
+    expect(after['hero-12'].score).toBeLessThan(0.5 * before['hero-12'].score);
+    // The character's own appearances are still found, as copies.
+    const own = await scores(clips.b);
+    expect(own['hero-12']).toMatchObject({ verdict: 'match' });
+  });
+
+  test('an image cannot be both a reference and a negative example of a character', async () => {
+    const r = await kagami(['library', 'add', '--library', lib, '--character', 'hero-12', '--negative', art[12]]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/char12\.png: this image is already a reference of hero-12/);
+    const r2 = await kagami(['library', 'add', '--library', lib, '--character', 'hero-12', art[13]]);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toMatch(/char13\.png: this image is already a negative example of hero-12/);
+  });
+});
+
 function readBytes(f: string): Buffer {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require('node:fs').readFileSync(f);
