@@ -8,13 +8,19 @@
  * the same machine load; medians are compared.
  */
 import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { MODELS_DIR, modelManifestPath } from '../../config';
 import { outputSize, probeVideo, resolveBinaries, sampleFrames, type SampleOptions } from '../../media/ffmpeg';
 import { resizeRaw } from '../../media/image';
 import type { RawImage } from '../../media/types';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
-import type { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
-import { benchClip, loadEmbedder } from './fixtures';
-import { fmt, now, out, p50, section, table, type BenchContext } from './util';
+import { cosineDrift, neighbourAgreement } from '../../signals/embedding/drift';
+import { listManifestFiles, loadManifest } from '../../signals/embedding/manifest';
+import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
+import { referenceViews, windowCrops } from '../../synthetic/crops';
+import { benchClip, loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
+import { cacheDir, now, out, p50, section, table, type BenchContext } from './util';
 
 /** ffmpeg only: the same selection, scaling and pixel format as sampleFrames; returns frames decoded. */
 async function floorRun(file: string, opts: SampleOptions, width: number, height: number): Promise<number> {
@@ -119,6 +125,97 @@ export async function benchEmbedding(ctx: BenchContext): Promise<void> {
     await e.dispose();
   }
   table(['threads', 'batch', 'images/s', 'ms/image'], rows);
-  out('  quantised variant: not built (tfjs-to-onnx writes fp32 weights only; see the report for the plan)');
-  void fmt;
+  await benchQuantised(ctx);
+}
+
+/** The product's crop model and its int8 variant (a manifest whose `quantised.from` names it), if any. */
+function quantisedPair(): { fp32: string; int8: string } | undefined {
+  const manifests = listManifestFiles(MODELS_DIR).map((f) => loadManifest(f));
+  const product = manifests.find((m) => m.id === PRODUCT_MODEL_ID);
+  const fp32 = product?.quantised ? product.quantised.from : PRODUCT_MODEL_ID;
+  const int8 = manifests.find((m) => m.quantised?.from === fp32);
+  return int8 ? { fp32, int8: int8.id } : undefined;
+}
+
+/** Crops for the int8 comparison (seeds disjoint from its calibration crops), cached as raw pixels. */
+async function quantCrops(count: number): Promise<{ crops: RawImage[]; labels: number[]; refs: RawImage[] }> {
+  const file = path.join(cacheDir('int8'), `crops-${count}-v1.bin`);
+  const side = 128;
+  const px = side * side * 3;
+  const chars = Array.from({ length: 200 }, (_, i) => 80000 + i);
+  const styleOf = (s: number) => 81000 + Math.floor((s - 80000) / 4);
+  if (!existsSync(file)) {
+    const crops = await windowCrops({ count, seed: 80000, characters: chars, styleOf, backgroundSeed: 82000, backgrounds: 24 });
+    const refs = await referenceViews(chars, styleOf, side);
+    const buf = Buffer.alloc(4 * count + (count + refs.length) * px);
+    crops.forEach((c, i) => buf.writeInt32LE(c.character, 4 * i));
+    [...crops.map((c) => c.image), ...refs].forEach((img, i) => buf.set(img.data, 4 * count + i * px));
+    writeFileSync(file + '.tmp', buf);
+    renameSync(file + '.tmp', file);
+  }
+  const buf = readFileSync(file);
+  const img = (i: number): RawImage => ({ width: side, height: side, channels: 3, data: new Uint8Array(buf.buffer, buf.byteOffset + 4 * count + i * px, px) });
+  return {
+    crops: Array.from({ length: count }, (_, i) => img(i)),
+    labels: Array.from({ length: count }, (_, i) => buf.readInt32LE(4 * i)),
+    refs: chars.map((_, j) => img(count + j)),
+  };
+}
+
+/**
+ * fp32 vs int8 crop model, in the same run: ms per crop at batch 64 through the product's embedder
+ * (fp32 and int8 batches alternate, so both see the same machine load), and the int8 model's drift:
+ * cosine to the fp32 vector of the same crop, and nearest-reference agreement among 200 characters.
+ */
+async function benchQuantised(ctx: BenchContext): Promise<void> {
+  const pair = quantisedPair();
+  if (!pair) {
+    out(`  quantised variant: none for ${PRODUCT_MODEL_ID} (training/quantise.sh builds one)`);
+    return;
+  }
+  section(`likeness crop model fp32 vs int8: ${pair.fp32} vs ${pair.int8} (128x128, batch 64, interleaved)`);
+  const { crops, labels, refs } = await quantCrops(ctx.quick ? 128 : 512);
+  const batch = crops.slice(0, 64);
+  const reps = ctx.quick ? 3 : 8;
+  const rows: Array<Array<string | number>> = [];
+  const vecs: Record<'fp32' | 'int8', Float32Array[][]> = { fp32: [], int8: [] };
+  for (const threads of [1, 2]) {
+    const e = {
+      fp32: await OnnxEmbedder.create(modelManifestPath(pair.fp32), { threads }),
+      int8: await OnnxEmbedder.create(modelManifestPath(pair.int8), { threads }),
+    };
+    const t: Record<'fp32' | 'int8', number[]> = { fp32: [], int8: [] };
+    await e.fp32.embed(batch);
+    await e.int8.embed(batch);
+    for (let r = 0; r < reps; r++) {
+      for (const k of r % 2 ? (['int8', 'fp32'] as const) : (['fp32', 'int8'] as const)) {
+        const t0 = now();
+        await e[k].embed(batch);
+        t[k].push(now() - t0);
+      }
+    }
+    const ms = (k: 'fp32' | 'int8') => p50(t[k]) / batch.length;
+    rows.push([threads, 1000 / ms('fp32'), 1000 / ms('int8'), ms('fp32'), ms('int8'), ms('fp32') / ms('int8')]);
+    if (threads === 1) {
+      for (const k of ['fp32', 'int8'] as const) {
+        const all: Float32Array[] = [];
+        for (let i = 0; i < crops.length; i += 64) all.push(...(await e[k].embed(crops.slice(i, i + 64))));
+        vecs[k] = [all, await e[k].embed(refs)];
+      }
+    }
+    await e.fp32.dispose();
+    await e.int8.dispose();
+  }
+  table(['threads', 'fp32 images/s', 'int8 images/s', 'fp32 ms/crop', 'int8 ms/crop', 'int8 speed-up'], rows);
+  const d = cosineDrift(vecs.fp32[0], vecs.int8[0]);
+  const withChar = labels.flatMap((l, i) => (l >= 0 ? [i] : []));
+  const nn = neighbourAgreement(
+    withChar.map((i) => vecs.fp32[0][i]), vecs.fp32[1],
+    withChar.map((i) => vecs.int8[0][i]), vecs.int8[1],
+    withChar.map((i) => labels[i]),
+  );
+  out(`  ${reps} batches of 64 each, median; drift over ${d.count} synthetic window crops (not calibration crops):`);
+  out(`  cosine(fp32, int8) median ${d.median.toFixed(4)}, p5 ${d.p5.toFixed(4)}, min ${d.min.toFixed(4)}`);
+  const pc = (v: number | undefined) => `${(100 * (v ?? NaN)).toFixed(1)} %`;
+  out(`  nearest of ${refs.length} characters' references (${nn.queries} crops with one): same ${pc(nn.agreement)}, same where fp32 is right ${pc(nn.agreementWhereARight)}; top-1 fp32 ${pc(nn.top1A)}, int8 ${pc(nn.top1B)}`);
 }

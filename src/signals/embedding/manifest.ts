@@ -78,6 +78,26 @@ export const ModelManifestSchema = z
         licence: z.string().min(1),
       })
       .optional(),
+    /**
+     * Quantised models: the float model this one was derived from (its id and sha256) and how. The
+     * vectors are not interchangeable with the float model's (their id differs), only close to them.
+     */
+    quantised: z
+      .object({
+        /** id of the float model (a manifest in the same folder) and the sha256 of the file quantised. */
+        from: z.string().min(1),
+        fromSha256: sha256Hex,
+        /** qdq-static: QuantizeLinear/DequantizeLinear pairs with calibrated activation ranges. */
+        scheme: z.enum(['qdq-static', 'dynamic']),
+        /** e.g. 'int8, symmetric, per output channel'. */
+        weights: z.string().min(1),
+        /** e.g. 'uint8, asymmetric, per tensor, 99.99th percentile of 400 calibration crops'. */
+        activations: z.string().min(1),
+        /** What stays in float (e.g. the pooling head). */
+        float: z.string().optional(),
+      })
+      .strict()
+      .optional(),
     trunk: z
       .object({
         architecture: z.string().min(1),

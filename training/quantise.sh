@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds models/kagami-descriptor-v2-int8.{onnx,json}: static int8 QDQ quantisation of the committed
+# float descriptor (issue 5), calibrated on Kagami's synthetic window crops (seeds 60000+; never the
+# evaluation or benchmark art). ~1 min on a busy 2-core machine. See training/README.md.
+#
+#   training/quantise.sh                          # percentile ranges (default, shipped)
+#   METHOD=minmax training/quantise.sh            # min/max ranges
+#   FROM=models/kagami-descriptor-v1.json training/quantise.sh   # another float model -> models/<id>-int8.*
+set -euo pipefail
+set -x
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3            # Debian's python3-onnx + python3-numpy
+FROM=${FROM:-models/kagami-descriptor-v2.json}
+METHOD=${METHOD:-percentile}
+PCT=${PCT:-99.99}
+CROPS=${CROPS:-400}
+ID=$(basename "$FROM" .json)
+OUT=${OUT:-models/$ID-int8.onnx}
+W=training/out/int8
+mkdir -p "$W"
+
+if ! $PY -c 'import onnx, numpy' 2>/dev/null; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-onnx python3-numpy
+fi
+
+# the TS modules the scripts use, compiled into training/.build (independent of dist/)
+npx tsc --outDir training/.build --rootDir src --target ES2022 --module commonjs --moduleResolution node \
+  --esModuleInterop --resolveJsonModule --skipLibCheck --strict --types node \
+  src/synthetic/crops.ts src/signals/embedding/onnx-embedder.ts src/signals/embedding/drift.ts
+
+FLOAT=models/$(node -p "require('./$FROM').file")
+$PY training/quantise.py prepare "$FLOAT" "$W/prepped.onnx" "$W/calib.onnx" "$W/tensors.json"
+node training/calibrate-int8.js "$W/calib.onnx" "$W/tensors.json" "$W/ranges.json" "$CROPS" "$PCT" "$METHOD"
+$PY training/quantise.py write "$W/prepped.onnx" "$W/tensors.json" "$W/ranges.json" "$OUT"
+node training/write-int8-manifest.js "$FROM" "$OUT" "$W/ranges.json"
+node training/check-int8.js "$FROM" "${OUT%.onnx}.json" | tee "$W/check.txt"
+$PY -c "import collections, onnx; m = onnx.load('$W/int8.opt.onnx'); print('onnxruntime runs:', dict(collections.Counter(n.op_type for n in m.graph.node)))" | tee -a "$W/check.txt"
