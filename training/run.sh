@@ -60,6 +60,8 @@ node training/check-onnx.js models/mobilenetv2-block10-gem3x3.json training/out/
 $PY training/train.py --threads "$THREADS" --steps "$STEPS" --pairs "$PAIRS" --max-minutes "$MAX_MINUTES" --seed 1234 \
   --sources "$SOURCES" --real-frac "$REAL_FRAC" --compare "$COMPARE" --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
 
-# 6. manifest (sha256) + the product's OnnxEmbedder gives torch's vectors
+# 6. the exported graph simplified (pads folded into the convs: same outputs, faster on CPU),
+#    manifest (sha256), and the product's OnnxEmbedder gives torch's vectors
+$PY training/quantise.py simplify "$ONNX" "$ONNX"
 node training/write-manifest.js "$ONNX" training/out/results.json
 node training/check-onnx.js "${ONNX%.onnx}.json" training/out/check-torch.bin training/out/check-{0,1,2}.png
