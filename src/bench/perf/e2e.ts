@@ -68,6 +68,7 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     KAGAMI_LOG_LEVEL: 'warn',
     KAGAMI_REFRESH_MS: '1000',
+    KAGAMI_MODEL: PRODUCT_MODEL_ID, // the model the library was built with
   } as NodeJS.ProcessEnv);
   const rt = await createRuntime(env, { queuePrefix: `bench-${process.pid}` });
   const api = await startApi(rt, 0);
