@@ -121,16 +121,11 @@ export async function addReferences(
   const prepared = [];
   for (const f of files) prepared.push({ f, p: await prepareReference(f, embedder, limits) });
 
+  const existing = await lib.store.listReferences(character.id);
+  for (const { f, p } of prepared) checkSameRole(existing, character.id, p.sha256, negative, f.name);
+
   await lib.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
   const rec = await lib.store.upsertCharacter({ id: character.id, name, owner, franchise: character.franchise });
-  const existing = await lib.store.listReferences(character.id);
-  for (const { f, p } of prepared) {
-    const other = existing.find((r) => r.sha256 === p.sha256 && !!r.negative !== negative);
-    if (other) {
-      const was = other.negative ? 'a negative example' : 'a reference';
-      throw new KagamiError('conflict', `${f.name}: this image is already ${was} of ${character.id}; remove it first to register it the other way`, 409);
-    }
-  }
   const before = new Set(existing.map((r) => r.id));
   for (const { f } of prepared) await lib.blobs.put(f.bytes);
   const refs = await lib.store.addReferences(
@@ -143,4 +138,15 @@ export async function addReferences(
     }),
   );
   return { character: rec, references: refs, added: refs.filter((r) => !before.has(r.id)).length };
+}
+
+/**
+ * Refuses to register an image (by sha256) as a reference of a character when it is already one of
+ * the character's negative examples, or the other way round: KagamiError `conflict` (409).
+ */
+export function checkSameRole(existing: ReferenceRecord[], characterId: string, sha256: string, negative: boolean, fileName: string): void {
+  const other = existing.find((r) => r.characterId === characterId && r.sha256 === sha256 && !!r.negative !== negative);
+  if (!other) return;
+  const was = other.negative ? 'a negative example' : 'a reference';
+  throw new KagamiError('conflict', `${fileName}: this image is already ${was} of ${characterId} (${other.id}); remove it first to register it the other way`, 409);
 }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import sharp, { type Metadata } from 'sharp';
 import { KagamiError, NotFoundError, ValidationError } from '../errors';
 import { FsBlobStore, putFile } from '../library/blob-store';
-import { prepareReference, referenceId, validateCharacterId } from '../library/library';
+import { checkSameRole, prepareReference, referenceId, validateCharacterId } from '../library/library';
 import type { MetadataStore } from '../library/metadata-store';
 import type { CharacterRecord, MatchDecisions, MatchRecord, OwnerDecision, PlatformDecision, ReferenceRecord, ScanRecord, ScanStatus, TenantRecord } from '../library/types';
 import { decodeReference } from '../media/image';
@@ -196,15 +196,12 @@ export class KagamiService {
       }
     }
     const negative = !!opts.negative;
+    const existing = await this.store.listReferences(c.id);
     const items = [];
     for (const f of files) {
       const meta = await sharp(f.path, { limitInputPixels: false }).metadata();
       const { key } = await putFile(this.deps.blobs, f.path);
-      const same = (await this.store.findReferencesBySha256(key)).find((r) => r.characterId === c.id && !!r.negative !== negative);
-      if (same) {
-        const was = same.negative ? 'a negative example' : 'a reference';
-        throw new KagamiError('conflict', `${f.name}: this image is already ${was} of ${c.id} (${same.id}); delete it first to register it the other way`, 409);
-      }
+      checkSameRole(existing, c.id, key, negative, f.name);
       const id = referenceId(c.id, key);
       items.push({ ref: { id, characterId: c.id, sha256: key, fileName: path.basename(f.name), width: meta.width ?? 0, height: meta.height ?? 0, status: 'pending' as const, ...(negative ? { negative } : {}) } });
     }
