@@ -182,13 +182,21 @@ export async function* sampleFrames(
     notify();
   });
 
+  // Copies exactly one frame out of the queued chunks (pipe reads are ~64 KiB, a frame ~1.5 MB),
+  // so taking a frame costs its own size, not the size of everything read ahead.
   const take = (): Buffer => {
-    const buf = Buffer.concat(chunks);
-    const frame = buf.subarray(0, frameBytes);
-    chunks.length = 0;
-    if (buf.length > frameBytes) chunks.push(buf.subarray(frameBytes));
-    buffered = buf.length - frameBytes;
-    return Buffer.from(frame);
+    const frame = Buffer.allocUnsafe(frameBytes);
+    let filled = 0;
+    while (filled < frameBytes) {
+      const c = chunks[0];
+      const n = Math.min(c.length, frameBytes - filled);
+      c.copy(frame, filled, 0, n);
+      filled += n;
+      if (n === c.length) chunks.shift();
+      else chunks[0] = c.subarray(n);
+    }
+    buffered -= frameBytes;
+    return frame;
   };
 
   let index = 0;

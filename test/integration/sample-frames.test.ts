@@ -1,0 +1,84 @@
+/**
+ * Frame sampling through the real ffmpeg: a clip whose colours change every second, top and bottom
+ * halves in different colours, so each sampled frame's pixels say which second it came from and
+ * where its rows begin. Frames are all collected before they are checked, so a frame whose buffer
+ * was reused, or whose bytes were shifted by the read-ahead, shows the wrong colours.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { probeVideo, resolveBinaries, sampleFrames } from '../../src/media/ffmpeg';
+import type { Frame } from '../../src/media/types';
+
+const run = promisify(execFile);
+const COLOURS: Array<[number, number, number]> = [
+  [220, 30, 30],
+  [30, 200, 40],
+  [40, 60, 220],
+  [230, 230, 230],
+  [20, 20, 20],
+  [200, 200, 30],
+];
+
+let dir: string;
+let clip: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'kagami-sample-'));
+  clip = path.join(dir, 'colours.mp4');
+  const hex = (c: number[]) => c.map((v) => v.toString(16).padStart(2, '0')).join('');
+  const bottom = (i: number) => COLOURS[(i + 1) % COLOURS.length];
+  const inputs = COLOURS.flatMap((c, i) => ['-f', 'lavfi', '-i', `color=c=0x${hex(c)}:s=640x360:r=25:d=1,drawbox=x=0:y=180:w=640:h=180:color=0x${hex(bottom(i))}:t=fill`]);
+  const concat = COLOURS.map((_, i) => `[${i}:v]`).join('') + `concat=n=${COLOURS.length}:v=1:a=0[v]`;
+  await run(resolveBinaries().ffmpeg, ['-y', '-hide_banner', '-loglevel', 'error', ...inputs, '-filter_complex', concat, '-map', '[v]', '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '18', '-pix_fmt', 'yuv420p', clip]);
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Mean RGB of rows [y0, y1) of a frame. */
+const meanColour = (f: Frame, y0: number, y1: number): number[] => {
+  const sum = [0, 0, 0];
+  for (let i = y0 * f.width; i < y1 * f.width; i++) for (let k = 0; k < 3; k++) sum[k] += f.data[i * f.channels + k];
+  return sum.map((s) => s / ((y1 - y0) * f.width));
+};
+
+/** The frame shows second `s`'s colours: top half COLOURS[s], bottom half the next one. */
+const expectColoursOf = (f: Frame, s: number) => {
+  const top = meanColour(f, 5, f.height / 2 - 5);
+  const bottom = meanColour(f, f.height / 2 + 5, f.height - 5);
+  const want = [COLOURS[s], COLOURS[(s + 1) % COLOURS.length]];
+  for (let k = 0; k < 3; k++) {
+    expect(Math.abs(top[k] - want[0][k])).toBeLessThan(12);
+    expect(Math.abs(bottom[k] - want[1][k])).toBeLessThan(12);
+  }
+};
+
+test('frames sampled at 2 fps carry their own pixels and timestamps, also when read ahead of a slow consumer', async () => {
+  const info = await probeVideo(clip);
+  const frames: Frame[] = [];
+  // A slow consumer: ffmpeg gets ahead, the read-ahead fills and pauses the pipe, and reads then
+  // span frame boundaries (a consumer that keeps up gets one frame per ffmpeg write).
+  for await (const f of sampleFrames(clip, info, { fps: 2, sceneThreshold: 0, maxFrames: 100, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 })) {
+    frames.push(f);
+    await new Promise((r) => setTimeout(r, 40));
+  }
+  expect(frames.length).toBe(2 * COLOURS.length);
+  frames.forEach((f, i) => {
+    expect(f.index).toBe(i);
+    expect(f.width).toBe(320);
+    expect(f.height).toBe(180);
+    expect(f.data.length).toBe(320 * 180 * 3);
+    expect(f.timeSec).toBeCloseTo(i * 0.5, 1);
+    expectColoursOf(f, Math.floor(f.timeSec));
+  });
+});
+
+test('a sampling stopped early leaves no frame half-read: maxFrames frames, each whole', async () => {
+  const info = await probeVideo(clip);
+  const frames: Frame[] = [];
+  for await (const f of sampleFrames(clip, info, { fps: 2, sceneThreshold: 0, maxFrames: 3, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 })) frames.push(f);
+  expect(frames.map((f) => f.index)).toEqual([0, 1, 2]);
+  for (const f of frames) expectColoursOf(f, Math.floor(f.timeSec));
+});
