@@ -1,13 +1,17 @@
 /**
- * The one adapter around ffmpeg/ffprobe (through fluent-ffmpeg, which is archived upstream: keep
- * every use of it in this file so it can be replaced).
+ * The one adapter around ffmpeg/ffprobe. Probing goes through fluent-ffmpeg (archived upstream:
+ * keep every use of it in this file so it can be replaced). Sampling spawns ffmpeg itself: fluent-
+ * ffmpeg runs `ffmpeg -formats` and `ffmpeg -encoders` before the first command of every process
+ * (~0.26 s with Debian's ffmpeg, measured), which a one-clip CLI scan pays in full, and the command
+ * line is fixed anyway.
  *
  * Binaries: an explicitly configured path wins, then `ffmpeg`/`ffprobe` on PATH (a system build is
  * usually newer), then the static builds shipped in @ffmpeg-installer / @ffprobe-installer so that
  * `npm install` alone is enough.
  */
-import { spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
+import path from 'node:path';
 import ffmpeg from 'fluent-ffmpeg';
 import { InvalidMediaError } from '../errors';
 import type { Frame } from './types';
@@ -17,9 +21,22 @@ export interface FfmpegBinaries {
   ffprobe: string;
 }
 
+/**
+ * An executable `name` on PATH, found without running it (running `ffmpeg -version` to check costs
+ * ~0.1 s per binary with a dynamically linked system build, in every process).
+ */
 function onPath(name: string): string | undefined {
-  const r = spawnSync(name, ['-version'], { stdio: 'ignore' });
-  return r.status === 0 ? name : undefined;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const file = path.join(dir, name);
+    try {
+      accessSync(file, constants.X_OK);
+      if (statSync(file).isFile()) return file;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }
 
 function packaged(pkg: string): string | undefined {
@@ -29,6 +46,17 @@ function packaged(pkg: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The static builds shipped in npm packages (the fallback), if installed. */
+export function packagedBinaries(): Partial<FfmpegBinaries> {
+  return { ffmpeg: packaged('@ffmpeg-installer/ffmpeg'), ffprobe: packaged('@ffprobe-installer/ffprobe') };
+}
+
+/** The first line of `ffmpeg -version` (e.g. "ffmpeg version 5.1.6-0+deb12u1 …"), for reports. */
+export function binaryVersion(bin: string): string {
+  const r = spawnSync(bin, ['-version'], { encoding: 'utf8' });
+  return r.status === 0 ? (r.stdout.split('\n')[0] ?? '').replace(/\s*Copyright.*$/, '') : 'unknown';
 }
 
 let resolved: FfmpegBinaries | undefined;
@@ -110,28 +138,27 @@ export function outputSize(w: number, h: number, maxW: number, maxH: number): { 
 /**
  * Decodes the sampled frames of a video straight to raw RGB over a pipe (no temporary files).
  * A frame is taken when at least 1/fps seconds passed since the last taken one, or at a scene
- * change; its timestamp comes from ffmpeg's own `showinfo` for that frame, so it is exact.
- * Frames are yielded in order; stopping the iteration stops ffmpeg.
+ * change; its timestamp and size come from ffmpeg's own `showinfo` for that frame, so they are
+ * exact. ffmpeg fits frames into the box itself (outputSize()'s rule as an ffmpeg expression), so
+ * sampling needs no probe first and can run while the caller probes. Frames are yielded in order;
+ * stopping the iteration stops ffmpeg.
  */
-export async function* sampleFrames(
-  file: string,
-  info: VideoInfo,
-  opts: SampleOptions,
-  bins = resolveBinaries(),
-): AsyncGenerator<Frame> {
-  const { width, height } = outputSize(info.width, info.height, opts.maxWidth, opts.maxHeight);
-  const frameBytes = width * height * 3;
+export async function* sampleFrames(file: string, opts: SampleOptions, bins = resolveBinaries()): AsyncGenerator<Frame> {
   const gap = 1 / opts.fps;
   // Keep the first frame of every 1/fps slot of the timeline (so 2 fps gives 0, 0.5, 1.0 s … on any
   // source frame rate) and, optionally, any frame where the scene score says the picture changed.
   const keep = [`isnan(prev_selected_t)`, `gt(floor(t*${opts.fps})\\,floor(prev_selected_t*${opts.fps}))`];
   if (opts.sceneThreshold > 0) keep.push(`gt(scene\\,${opts.sceneThreshold})`);
-  const filter = [`select='${keep.join('+')}'`, 'showinfo', `scale=${width}:${height}:flags=area`, 'format=rgb24'].join(',');
+  const fit = `min(1\\,min(${opts.maxWidth}/iw\\,${opts.maxHeight}/ih))`;
+  const scale = `scale=w='max(2\\,2*round(iw*${fit}/2))':h='max(2\\,2*round(ih*${fit}/2))':flags=area`;
+  const filter = [`select='${keep.join('+')}'`, scale, 'format=rgb24', 'showinfo'].join(',');
+  const args = ['-nostdin', '-hide_banner', '-i', file, '-t', String(opts.maxDurationSec), '-vf', filter, '-vsync', '0', '-an', '-sn', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
 
-  const times: number[] = [];
+  const shown: Array<{ timeSec: number; width: number; height: number }> = [];
   const stderrTail: string[] = [];
   let ffError: Error | undefined;
   let ended = false;
+  let streamDone = false;
   let wake: (() => void) | undefined;
   const notify = () => {
     const w = wake;
@@ -139,38 +166,44 @@ export async function* sampleFrames(
     w?.();
   };
 
-  const cmd = ffmpeg(file)
-    .setFfmpegPath(bins.ffmpeg)
-    .inputOptions(['-nostdin', '-hide_banner'])
-    .outputOptions(['-t', String(opts.maxDurationSec), '-vf', filter, '-vsync', '0', '-an', '-sn', '-f', 'rawvideo', '-pix_fmt', 'rgb24']);
-  cmd.on('stderr', (line: string) => {
-    const m = /\bn:\s*(\d+).*\bpts_time:\s*([-\d.e]+)/.exec(line);
-    if (m && line.includes('Parsed_showinfo')) {
-      times[Number(m[1])] = Number(m[2]);
-      notify();
-    } else {
-      stderrTail.push(line);
-      if (stderrTail.length > 20) stderrTail.shift();
+  const proc = spawn(bins.ffmpeg, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let partial = '';
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (text: string) => {
+    const lines = (partial + text).split(/\r\n|\r|\n/);
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      const m = /\bn:\s*(\d+).*\bpts_time:\s*([-\d.e]+).*\bs:(\d+)x(\d+)/.exec(line);
+      if (m && line.includes('Parsed_showinfo')) {
+        shown[Number(m[1])] = { timeSec: Number(m[2]), width: Number(m[3]), height: Number(m[4]) };
+        notify();
+      } else {
+        stderrTail.push(line);
+        if (stderrTail.length > 20) stderrTail.shift();
+      }
     }
   });
-  cmd.on('error', (err: Error) => {
-    if (!/SIGKILL|SIGTERM|Output stream closed/.test(err.message)) ffError = err;
+  proc.on('error', (err: Error) => {
+    ffError = err;
     ended = true;
+    streamDone = true;
     notify();
   });
-  cmd.on('end', () => {
+  proc.on('close', (code, signal) => {
+    if (code !== 0 && signal === null) ffError ??= new Error(`ffmpeg exited with code ${code}`);
     ended = true;
     notify();
   });
 
-  const out = cmd.pipe() as NodeJS.ReadableStream & { destroy(): void };
+  const out = proc.stdout;
   const chunks: Buffer[] = [];
   let buffered = 0;
-  let streamDone = false;
+  /** Read-ahead limit: about 8 frames of the last size seen (frames of 960x540 before any is seen). */
+  let lastBytes = 960 * 540 * 3;
   out.on('data', (c: Buffer) => {
     chunks.push(c);
     buffered += c.length;
-    if (buffered > frameBytes * 8) (out as unknown as { pause(): void }).pause();
+    if (buffered > lastBytes * 8) out.pause();
     notify();
   });
   out.on('end', () => {
@@ -184,7 +217,7 @@ export async function* sampleFrames(
 
   // Copies exactly one frame out of the queued chunks (pipe reads are ~64 KiB, a frame ~1.5 MB),
   // so taking a frame costs its own size, not the size of everything read ahead.
-  const take = (): Buffer => {
+  const take = (frameBytes: number): Buffer => {
     const frame = Buffer.allocUnsafe(frameBytes);
     let filled = 0;
     while (filled < frameBytes) {
@@ -196,23 +229,25 @@ export async function* sampleFrames(
       else chunks[0] = c.subarray(n);
     }
     buffered -= frameBytes;
+    if (buffered < lastBytes * 8) out.resume();
     return frame;
   };
 
   let index = 0;
   try {
     while (index < opts.maxFrames) {
-      if (buffered >= frameBytes && times[index] !== undefined) {
-        const data = take();
-        if (buffered < frameBytes * 8) (out as unknown as { resume(): void }).resume();
-        yield { width, height, channels: 3, data, index, timeSec: times[index] };
+      const info = shown[index];
+      if (info) lastBytes = info.width * info.height * 3;
+      if (info && buffered >= lastBytes) {
+        yield { width: info.width, height: info.height, channels: 3, data: take(lastBytes), index, timeSec: info.timeSec };
         index++;
         continue;
       }
-      if (buffered >= frameBytes && ended && streamDone) {
-        // ffmpeg finished but the matching showinfo line never came: estimate from the sampling rate.
-        const data = take();
-        yield { width, height, channels: 3, data, index, timeSec: index * gap };
+      const prev = shown[index - 1];
+      if (!info && prev && ended && streamDone && buffered >= lastBytes) {
+        // ffmpeg finished but the matching showinfo line never came: the previous frame's size, the
+        // time estimated from the sampling rate.
+        yield { width: prev.width, height: prev.height, channels: 3, data: take(lastBytes), index, timeSec: index * gap };
         index++;
         continue;
       }
@@ -220,11 +255,11 @@ export async function* sampleFrames(
       await new Promise<void>((r) => (wake = r));
     }
   } finally {
-    if (!ended) cmd.kill('SIGKILL');
+    if (!ended) proc.kill('SIGKILL');
     out.destroy();
   }
   if (ffError && index === 0) {
-    const reason = stderrTail.filter((l) => /error|invalid|not found|unsupported/i.test(l)).slice(-2).join('; ');
+    const reason = stderrTail.filter((l) => /error|invalid|not found|unsupported|no such file/i.test(l)).slice(-2).join('; ');
     throw new InvalidMediaError(file, `ffmpeg could not decode it${reason ? `: ${reason}` : ''}`, { cause: ffError });
   }
   if (index === 0) throw new InvalidMediaError(file, 'no frames could be decoded');

@@ -7,7 +7,7 @@
  * decoded, while the main thread does the likeness windows and the matching of the previous batch.
  */
 import { availableParallelism } from 'node:os';
-import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
+import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, type VideoInfo, resolveBinaries } from '../media/ffmpeg';
 import type { Frame } from '../media/types';
 import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
 import { calibrateCosine } from '../matching/fuse';
@@ -231,8 +231,21 @@ export class Scanner {
 
   async scan(req: ScanRequest): Promise<ScanReport> {
     const t0 = performance.now();
-    const info = await probeVideo(req.file, this.bins);
     const s = this.opts.sampling;
+    // ffmpeg starts decoding while ffprobe reads the container (each process costs ~0.1 s to start
+    // with a system build); a file the probe rejects stops the sampling before any frame is used.
+    const probing = probeVideo(req.file, this.bins);
+    probing.catch(() => undefined); // awaited just below
+    const frames = sampleFrames(req.file, s, this.bins);
+    const first = frames.next();
+    first.catch(() => undefined); // awaited in the loop, or dropped with the generator
+    let info: VideoInfo;
+    try {
+      info = await probing;
+    } catch (e) {
+      frames.return(undefined).catch(() => undefined);
+      throw e;
+    }
     const span = Math.min(info.durationSec || s.maxDurationSec, s.maxDurationSec);
     const framesExpected = Math.max(1, Math.min(s.maxFrames, Math.ceil(span * s.fps)));
 
@@ -303,26 +316,31 @@ export class Scanner {
       }
     };
     let waitFrom = performance.now();
-    for await (const frame of sampleFrames(req.file, info, s, this.bins)) {
-      if (!flushing) st.decodeWait += performance.now() - Math.max(waitFrom, flushEnd);
-      frameTimes.push(frame.timeSec);
-      const item: Pending = { frame };
-      if (pool) {
-        item.keypoints = timedSync(st, 'orbSubmit', () => pool.extract(frame, kpOpts));
-        item.keypoints.catch(() => undefined); // reported where it is awaited
-      }
-      pending.push(item);
-      if (pending.length >= this.opts.batchSize) {
-        const batch = pending;
-        pending = [];
+    try {
+      for (let next = await first; !next.done; next = await frames.next()) {
+        const frame = next.value;
+        if (!flushing) st.decodeWait += performance.now() - Math.max(waitFrom, flushEnd);
+        frameTimes.push(frame.timeSec);
+        const item: Pending = { frame };
         if (pool) {
-          await running;
-          running = flushTracked(batch);
-          running.catch(() => undefined);
-        } else await flush(batch);
+          item.keypoints = timedSync(st, 'orbSubmit', () => pool.extract(frame, kpOpts));
+          item.keypoints.catch(() => undefined); // reported where it is awaited
+        }
+        pending.push(item);
+        if (pending.length >= this.opts.batchSize) {
+          const batch = pending;
+          pending = [];
+          if (pool) {
+            await running;
+            running = flushTracked(batch);
+            running.catch(() => undefined);
+          } else await flush(batch);
+        }
+        req.onProgress?.({ framesDone: frameTimes.length, framesExpected: Math.max(framesExpected, frameTimes.length) });
+        waitFrom = performance.now();
       }
-      req.onProgress?.({ framesDone: frameTimes.length, framesExpected: Math.max(framesExpected, frameTimes.length) });
-      waitFrom = performance.now();
+    } finally {
+      await frames.return(undefined);
     }
     await running;
     await flush(pending);

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { probeVideo, resolveBinaries, sampleFrames } from '../../src/media/ffmpeg';
+import { outputSize, resolveBinaries, sampleFrames } from '../../src/media/ffmpeg';
 import type { Frame } from '../../src/media/types';
 
 const run = promisify(execFile);
@@ -56,11 +56,10 @@ const expectColoursOf = (f: Frame, s: number) => {
 };
 
 test('frames sampled at 2 fps carry their own pixels and timestamps, also when read ahead of a slow consumer', async () => {
-  const info = await probeVideo(clip);
   const frames: Frame[] = [];
   // A slow consumer: ffmpeg gets ahead, the read-ahead fills and pauses the pipe, and reads then
   // span frame boundaries (a consumer that keeps up gets one frame per ffmpeg write).
-  for await (const f of sampleFrames(clip, info, { fps: 2, sceneThreshold: 0, maxFrames: 100, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 })) {
+  for await (const f of sampleFrames(clip, { fps: 2, sceneThreshold: 0, maxFrames: 100, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 })) {
     frames.push(f);
     await new Promise((r) => setTimeout(r, 40));
   }
@@ -76,9 +75,27 @@ test('frames sampled at 2 fps carry their own pixels and timestamps, also when r
 });
 
 test('a sampling stopped early leaves no frame half-read: maxFrames frames, each whole', async () => {
-  const info = await probeVideo(clip);
   const frames: Frame[] = [];
-  for await (const f of sampleFrames(clip, info, { fps: 2, sceneThreshold: 0, maxFrames: 3, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 })) frames.push(f);
+  for await (const f of sampleFrames(clip, { fps: 2, sceneThreshold: 0, maxFrames: 3, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 })) frames.push(f);
   expect(frames.map((f) => f.index)).toEqual([0, 1, 2]);
   for (const f of frames) expectColoursOf(f, Math.floor(f.timeSec));
+});
+
+test('ffmpeg fits frames into the box by the same rule as outputSize(): aspect kept, even sides, never upscaled', async () => {
+  const sizes: Array<[number, number, number]> = [
+    [334, 250, 200], // landscape, shrunk
+    [250, 334, 200], // portrait, shrunk
+    [202, 146, 960], // smaller than the box: kept
+  ];
+  for (const [w, h, box] of sizes) {
+    const file = path.join(dir, `size-${w}x${h}.mp4`);
+    await run(resolveBinaries().ffmpeg, ['-y', '-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', `testsrc=s=${w}x${h}:r=10:d=1`, '-c:v', 'libx264', '-pix_fmt', 'yuv420p', file]);
+    const frames: Frame[] = [];
+    for await (const f of sampleFrames(file, { fps: 2, sceneThreshold: 0, maxFrames: 2, maxDurationSec: 60, maxWidth: box, maxHeight: box })) frames.push(f);
+    const want = outputSize(w, h, box, box);
+    expect(frames.map((f) => [f.width, f.height, f.data.length])).toEqual([
+      [want.width, want.height, want.width * want.height * 3],
+      [want.width, want.height, want.width * want.height * 3],
+    ]);
+  }
 });

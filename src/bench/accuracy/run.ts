@@ -16,7 +16,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { modelManifestPath, readEnv } from '../../config';
 import { addReferences, openLibrary } from '../../library/library';
-import { probeVideo, sampleFrames } from '../../media/ffmpeg';
+import { sampleFrames } from '../../media/ffmpeg';
 import { ReferenceSet } from '../../scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, Scanner } from '../../scan/scanner';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
@@ -151,10 +151,9 @@ async function main(argv: string[]): Promise<void> {
     for (const m of report.matches) kagami[m.characterId] = { score: m.score, segments: m.segments, verdict: m.verdict, kind: m.kind };
     // The peer, on the same sampled frames.
     const p0 = performance.now();
-    const info = await probeVideo(r.file);
     const frameTimes: number[] = [];
     const perChar: Record<string, number[]> = Object.fromEntries(registered.map((k) => [k, []]));
-    for await (const frame of sampleFrames(r.file, info, DEFAULT_SCAN_OPTIONS.sampling)) {
+    for await (const frame of sampleFrames(r.file, DEFAULT_SCAN_OPTIONS.sampling)) {
       frameTimes.push(frame.timeSec);
       const fh = await frameHashes(frame);
       for (const k of registered) perChar[k].push(phashScore(fh, refHashes.get(k) ?? []));

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MODELS_DIR, modelManifestPath } from '../../config';
-import { outputSize, probeVideo, resolveBinaries, sampleFrames, type SampleOptions } from '../../media/ffmpeg';
+import { binaryVersion, outputSize, packagedBinaries, probeVideo, resolveBinaries, sampleFrames, type SampleOptions } from '../../media/ffmpeg';
 import { resizeRaw } from '../../media/image';
 import type { RawImage } from '../../media/types';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
@@ -23,8 +23,7 @@ import { benchClip, loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
 import { cacheDir, now, out, p50, section, table, type BenchContext } from './util';
 
 /** ffmpeg only: the same selection, scaling and pixel format as sampleFrames; returns frames decoded. */
-async function floorRun(file: string, opts: SampleOptions, width: number, height: number): Promise<number> {
-  const { ffmpeg } = resolveBinaries();
+async function floorRun(file: string, opts: SampleOptions, width: number, height: number, ffmpeg = resolveBinaries().ffmpeg): Promise<number> {
   const keep = [`isnan(prev_selected_t)`, `gt(floor(t*${opts.fps})\\,floor(prev_selected_t*${opts.fps}))`];
   if (opts.sceneThreshold > 0) keep.push(`gt(scene\\,${opts.sceneThreshold})`);
   const filter = [`select='${keep.join('+')}'`, `scale=${width}:${height}:flags=area`, 'format=rgb24'].join(',');
@@ -40,8 +39,9 @@ async function floorRun(file: string, opts: SampleOptions, width: number, height
   });
 }
 
+/** As the scanner does it: the probe runs beside the sampling, frames are embedded in batches. */
 async function kagamiRun(file: string, opts: SampleOptions, embedder: OnnxEmbedder | null, batchSize: number): Promise<number> {
-  const info = await probeVideo(file);
+  const probing = probeVideo(file);
   let n = 0;
   const pending: RawImage[] = [];
   const flush = async () => {
@@ -49,7 +49,7 @@ async function kagamiRun(file: string, opts: SampleOptions, embedder: OnnxEmbedd
     const batch = pending.splice(0);
     await embedder.embed(await Promise.all(batch.map((f) => resizeRaw(f, embedder.inputWidth, embedder.inputHeight, 'fill'))));
   };
-  for await (const f of sampleFrames(file, info, opts)) {
+  for await (const f of sampleFrames(file, opts)) {
     n++;
     if (embedder) {
       pending.push(f);
@@ -57,6 +57,7 @@ async function kagamiRun(file: string, opts: SampleOptions, embedder: OnnxEmbedd
     }
   }
   await flush();
+  await probing;
   return n;
 }
 
@@ -91,17 +92,43 @@ export async function benchPipeline(ctx: BenchContext): Promise<void> {
       ['kagami sampleFrames + resize + embed (batch 8, 1 thread)', p50(t.kagami), fps('kagami'), fps('kagami') / fps('floor')],
     ],
   );
-  out(`  ${frames} sampled frames of ${width}x${height} per run, ${reps} runs each, interleaved`);
+  out(`  ${frames} sampled frames of ${width}x${height} per run, ${reps} runs each, interleaved; ffmpeg: ${binaryVersion(resolveBinaries().ffmpeg)}`);
   ctx.summary.pipelineOverFloor = fps('kagami') / fps('floor');
   await embedder.dispose();
+  await compareBinaries(file, opts, width, height, reps);
+}
+
+/**
+ * When a system ffmpeg is used, the same floor with the static build from npm (the fallback), so
+ * operators see what installing one buys: the 2018 static build's scene detection converts every
+ * decoded frame to RGB first, newer builds score scenes on the planes as decoded.
+ */
+async function compareBinaries(file: string, opts: SampleOptions, width: number, height: number, reps: number): Promise<void> {
+  const used = resolveBinaries().ffmpeg;
+  const fallback = packagedBinaries().ffmpeg;
+  if (!fallback || fallback === used) return;
+  const t: Record<'used' | 'fallback', number[]> = { used: [], fallback: [] };
+  for (let r = 0; r < reps; r++) {
+    for (const k of r % 2 ? (['fallback', 'used'] as const) : (['used', 'fallback'] as const)) {
+      const t0 = now();
+      await floorRun(file, opts, width, height, k === 'used' ? used : fallback);
+      t[k].push((now() - t0) / 1000);
+    }
+  }
+  table(
+    ['floor by ffmpeg build', 'p50_s', 'x npm static build'],
+    [
+      [`used: ${binaryVersion(used)}`, p50(t.used), p50(t.fallback) / p50(t.used)],
+      [`npm static build: ${binaryVersion(fallback)}`, p50(t.fallback), 1],
+    ],
+  );
 }
 
 export async function benchEmbedding(ctx: BenchContext): Promise<void> {
   section('embedding: images/s by batch size and intra-op threads (fp32 ONNX, 224x224)');
   const file = await benchClip(0);
-  const info = await probeVideo(file);
   const imgs: RawImage[] = [];
-  for await (const f of sampleFrames(file, info, { ...DEFAULT_SCAN_OPTIONS.sampling, maxFrames: 16 })) imgs.push(await resizeRaw(f, 224, 224, 'fill'));
+  for await (const f of sampleFrames(file, { ...DEFAULT_SCAN_OPTIONS.sampling, maxFrames: 16 })) imgs.push(await resizeRaw(f, 224, 224, 'fill'));
   const total = ctx.quick ? 32 : 96;
   const rows: Array<Array<string | number>> = [];
   const vecs: Record<string, Float32Array[]> = {};
