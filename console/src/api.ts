@@ -90,7 +90,7 @@ export interface Me { id: string; name: string; role: 'rightsholder' | 'platform
 export interface Reference { id: string; status: 'pending' | 'ready' | 'failed'; fileName: string; width: number; height: number; createdAt: string; error?: string; warnings: string[]; negative: boolean }
 export interface Character { id: string; name: string; owner: string; franchise?: string; createdAt: string; references: Reference[] }
 export interface Segment { startSec: number; endSec: number }
-export interface Decision { decision: string; by: string; at: string; note?: string }
+export interface Decision { decision: string; by: string; at: string; note?: string; negativeReferenceId?: string }
 export interface Decisions { owner?: Decision; platform?: Decision }
 export type Verdict = 'match' | 'review' | 'clear';
 export type Effective = Verdict | 'allowed';

@@ -20,6 +20,8 @@ export interface CardOptions {
   matchId?: string;
   decisions?: Decisions;
   scanHref?: string;
+  /** The owner's character page, where a negative example added from this match is listed. */
+  characterHref?: string;
 }
 
 const VERDICT_TEXT: Record<Effective, string> = { match: 'Match', review: 'Needs review', clear: 'Clear', allowed: 'Allowed (licensed)' };
@@ -75,13 +77,23 @@ function frameFigure(src: string, box: Box | undefined, caption: string): HTMLEl
   return h('figure', null, wrap, h('figcaption', null, caption, box ? ' · the yellow box marks where it was found' : ''));
 }
 
-function decidedLine(d: Decisions | undefined): HTMLElement | null {
-  const parts = [d?.owner && { ...d.owner, who: 'rightsholder' }, d?.platform && { ...d.platform, who: 'platform' }].filter(Boolean) as Array<{ decision: string; by: string; at: string; note?: string }>;
+function decidedLine(d: Decisions | undefined, characterHref?: string): HTMLElement | null {
+  const parts = [d?.owner && { ...d.owner, who: 'rightsholder' }, d?.platform && { ...d.platform, who: 'platform' }].filter(Boolean) as Array<{ decision: string; by: string; at: string; note?: string; negativeReferenceId?: string }>;
   if (!parts.length) return null;
   return h(
     'div.decided',
     null,
-    parts.map((p) => h('p', { style: 'margin:0' }, chip(p.decision === 'licensed' ? 'allowed' : p.decision === 'confirmed' ? 'match' : 'clear', DECISION_TEXT[p.decision] ?? p.decision), ` by ${p.by} on ${fmtDate(p.at)}`, p.note ? ` — “${p.note}”` : '')),
+    parts.map((p) =>
+      h(
+        'p',
+        { style: 'margin:0' },
+        chip(p.decision === 'licensed' ? 'allowed' : p.decision === 'confirmed' ? 'match' : 'clear', DECISION_TEXT[p.decision] ?? p.decision),
+        ` by ${p.by} on ${fmtDate(p.at)}`,
+        p.note ? ` — “${p.note}”` : '',
+        // The negative example outlives the decision, so say where it is managed.
+        p.negativeReferenceId ? [' · ', chip('negative', 'Added as a negative example'), characterHref ? [' ', h('a', { href: characterHref }, 'see it among the references')] : ''] : '',
+      ),
+    ),
   );
 }
 
@@ -123,14 +135,18 @@ export function evidenceCard(o: CardOptions): HTMLElement {
     const noteId = nextId('note');
     note.id = noteId;
     const err = h('p.error', { role: 'alert' });
+    const negative = h('input', { type: 'checkbox', id: nextId('neg') });
     const decide = async (decision: string | null) => {
       err.textContent = '';
       try {
-        const m = await api<Match>(`/v1/matches/${encodeURIComponent(o.matchId!)}/decision`, decision ? { method: 'PUT', body: { decision, ...(note.value.trim() ? { note: note.value.trim() } : {}) } } : { method: 'DELETE' });
+        const addNegative = decision === 'false_match' && negative.checked;
+        const body = { decision, ...(note.value.trim() ? { note: note.value.trim() } : {}), ...(addNegative ? { addNegative } : {}) };
+        const m = await api<Match>(`/v1/matches/${encodeURIComponent(o.matchId!)}/decision`, decision ? { method: 'PUT', body } : { method: 'DELETE' });
         const next = evidenceCard({ ...o, decisions: m.decisions, effective: m.effectiveVerdict });
         card.replaceWith(next);
         (next.querySelector('.decision button') as HTMLElement | null)?.focus();
-        toast(decision ? `Marked ${DECISION_TEXT[decision].toLowerCase()}: now ${VERDICT_TEXT[m.effectiveVerdict].toLowerCase()}.` : 'Decision undone.');
+        const learned = addNegative && m.decisions?.owner?.negativeReferenceId ? ' The marked region was added as a negative example of the character.' : '';
+        toast(decision ? `Marked ${DECISION_TEXT[decision].toLowerCase()}: now ${VERDICT_TEXT[m.effectiveVerdict].toLowerCase()}.${learned}` : 'Decision undone.');
       } catch (x) {
         err.textContent = x instanceof Error ? x.message : String(x);
       }
@@ -147,7 +163,7 @@ export function evidenceCard(o: CardOptions): HTMLElement {
           ];
     decision.append(
       ...[
-        decidedLine(o.decisions),
+        decidedLine(o.decisions, o.side === 'owner' ? o.characterHref : undefined),
         mine
           ? h('div.actions', null, h('button.btn', { type: 'button', on: { click: () => void decide(null) } }, 'Undo my decision'))
           : h(
@@ -156,6 +172,9 @@ export function evidenceCard(o: CardOptions): HTMLElement {
               h('div.field', null, h('label', { for: noteId }, 'Note (optional)'), note),
               h('div.actions', { role: 'group', 'aria-label': `Decide on ${o.title}` }, ...buttons),
             ),
+        o.side === 'owner' && !mine
+          ? h('p.hint', { style: 'margin:0' }, negative, ' ', h('label', { for: negative.id }, 'Also add as a negative example'), ' (with “Not my character”): the region marked in the frame (or the whole frame) joins this character’s references as a look-alike it is not, so it stops being reported as this character. It stays if you undo the decision; remove it on the character page.')
+          : null,
         o.side === 'owner' && !mine ? h('p.hint', { style: 'margin:0' }, 'Licensed: the use is allowed; later scans of this same video come out clear. False match: not your character; helps calibrate Kagami.') : null,
         err,
       ].filter((x): x is HTMLElement => !!x),

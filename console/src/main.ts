@@ -460,6 +460,7 @@ async function matchesView(query: URLSearchParams): Promise<void> {
         refSrc: m.evidence.referenceId ? `/v1/references/${encodeURIComponent(m.evidence.referenceId)}/image` : undefined,
         matchId: m.id,
         decisions: m.decisions,
+        characterHref: `#/characters/${encodeURIComponent(m.characterId)}`,
       }),
     ),
   );

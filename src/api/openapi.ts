@@ -69,10 +69,16 @@ export function buildOpenApi(version: string): object {
         parameters: [idParam('id')],
         put: {
           summary: 'Decide on a match: rightsholders mark it licensed or false_match, platforms confirmed or dismissed (who and when are recorded)',
+          description:
+            'A rightsholder marking a match false_match can add `"addNegative": true`: the evidence region becomes a negative example of the character (processed in the background like an uploaded one; listed with the character\'s references, `negative: true`), so the look-alike stops hiding behind this character in later scans. Its id is in `decisions.owner.negativeReferenceId`. The negative example is a library item of its own: undoing or changing the decision does not remove it (use DELETE /v1/references/{id}). Errors: 400 `invalid_request` for addNegative with another decision; 403 `forbidden` for platforms; 409 `no_evidence_frame` when the match kept no evidence frame; 409 `conflict` when that image is already a (positive) reference of the character. Nothing is recorded when it fails.',
           requestBody: json(ref('DecideMatch')),
-          responses: { 200: { description: 'the match with its effective verdict', ...json(ref('Match')) }, ...errors(400, 401, 403, 404) },
+          responses: { 200: { description: 'the match with its effective verdict', ...json(ref('Match')) }, ...errors(400, 401, 403, 404, 409) },
         },
-        delete: { summary: "Undo your side's decision", responses: { 200: { description: 'the match', ...json(ref('Match')) }, ...errors(401, 404) } },
+        delete: {
+          summary: "Undo your side's decision",
+          description: 'A negative example added with the decision (decisions.owner.negativeReferenceId) stays in the library; remove it with DELETE /v1/references/{id}.',
+          responses: { 200: { description: 'the match', ...json(ref('Match')) }, ...errors(401, 404) },
+        },
       },
       '/v1/reviews': {
         get: { summary: 'Review queue (platforms): matches in your scans with verdict review and no decision yet', parameters: queryParams(S.ReviewQuery), responses: { 200: { description: 'list', ...json({ type: 'object', properties: { reviews: { type: 'array', items: ref('Match') } } }) }, ...errors(401, 403) } },

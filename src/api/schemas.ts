@@ -62,7 +62,19 @@ export const EffectiveVerdict = z
 const decision = <T extends readonly [string, ...string[]]>(values: T) =>
   z.object({ decision: z.enum(values), by: z.string().describe('tenant name'), at: z.string(), note: z.string().optional() });
 export const MatchDecisions = z
-  .object({ owner: decision(['licensed', 'false_match'] as const).optional(), platform: decision(['confirmed', 'dismissed'] as const).optional() })
+  .object({
+    owner: decision(['licensed', 'false_match'] as const)
+      .extend({
+        negativeReferenceId: z
+          .string()
+          .optional()
+          .describe(
+            'false_match with addNegative: the negative example it added to the character (a reference id; remove it with DELETE /v1/references/{id}). It stays when the decision is undone or changed, and may have been removed since',
+          ),
+      })
+      .optional(),
+    platform: decision(['confirmed', 'dismissed'] as const).optional(),
+  })
   .meta({ id: 'MatchDecisions' });
 
 export const DecideMatch = z
@@ -71,8 +83,15 @@ export const DecideMatch = z
       .enum(['licensed', 'false_match', 'confirmed', 'dismissed'])
       .describe('rightsholders: licensed (allowed use; later scans of the same video come out clear) or false_match; platforms: confirmed or dismissed'),
     note: z.string().trim().max(1000).optional(),
+    addNegative: z
+      .boolean()
+      .optional()
+      .describe(
+        'false_match only: also register the evidence region (the evidence frame cut at evidence.box plus 10 % on each side; the whole frame without a box) as a negative example of the character, exactly like an upload to /v1/characters/{id}/references?negative=true. The reference id is returned as decisions.owner.negativeReferenceId; deciding again with the same evidence finds the same reference',
+      ),
   })
   .strict()
+  .refine((d) => !d.addNegative || d.decision === 'false_match', { message: 'only with the decision false_match', path: ['addNegative'] })
   .meta({ id: 'DecideMatch' });
 
 export const ReportMatch = z

@@ -158,7 +158,8 @@ export interface ScanStore {
   listMatches(filter: MatchFilter): Promise<MatchRecord[]>;
   getMatch(id: string): Promise<MatchRecord | undefined>;
   /**
-   * Records (or with `null`, removes) one side's decision on a match; `at` is the time of the call.
+   * Records (or with `null`, removes) one side's decision on a match, with its `note` and
+   * `negativeReferenceId` when given; `at` is the time of the call.
    * The other side's decision is kept. Returns the updated match, undefined for an unknown id.
    */
   decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined>;

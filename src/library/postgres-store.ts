@@ -931,7 +931,13 @@ export class PostgresStore implements MetadataStore {
   async decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined> {
     const column = side === 'owner' ? 'owner_decision' : 'platform_decision';
     const value = decision
-      ? JSON.stringify({ decision: decision.decision, by: decision.by, at: now(), ...(decision.note ? { note: decision.note } : {}) })
+      ? JSON.stringify({
+          decision: decision.decision,
+          by: decision.by,
+          at: now(),
+          ...(decision.note ? { note: decision.note } : {}),
+          ...(decision.negativeReferenceId ? { negativeReferenceId: decision.negativeReferenceId } : {}),
+        })
       : null;
     const [row] = await this.q<MatchRow>(`UPDATE matches SET ${column} = $1::jsonb WHERE id = $2 RETURNING *`, [value, id]);
     return row && toMatch(row);

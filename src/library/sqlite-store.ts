@@ -835,7 +835,13 @@ export class SqliteStore implements MetadataStore {
   async decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined> {
     const column = side === 'owner' ? 'owner_decision' : 'platform_decision';
     const value = decision
-      ? JSON.stringify({ decision: decision.decision, by: decision.by, at: now(), ...(decision.note ? { note: decision.note } : {}) })
+      ? JSON.stringify({
+          decision: decision.decision,
+          by: decision.by,
+          at: now(),
+          ...(decision.note ? { note: decision.note } : {}),
+          ...(decision.negativeReferenceId ? { negativeReferenceId: decision.negativeReferenceId } : {}),
+        })
       : null;
     return this.write(() => {
       this.db.prepare(`UPDATE matches SET ${column} = ? WHERE id = ?`).run(value, id);

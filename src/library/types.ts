@@ -128,6 +128,12 @@ export interface MatchDecision<D extends string = string> {
   /** ISO timestamp of the decision. */
   at: string;
   note?: string;
+  /**
+   * Owner's `false_match` only: the negative example of the character that the decision added from
+   * the evidence frame (a reference id). The reference is a library item of its own: undoing or
+   * changing the decision leaves it, and it may have been removed since.
+   */
+  negativeReferenceId?: string;
 }
 
 export interface MatchDecisions {

@@ -1,6 +1,7 @@
 /**
  * Decoding reference art with sharp, under pixel limits, and isolating the character from its
  * canvas: transparent or uniform borders are trimmed so that features describe the character.
+ * Also cuts a region out of a stored frame (a match's evidence) as a new reference image.
  */
 import sharp, { type Metadata } from 'sharp';
 import { InvalidMediaError } from '../errors';
@@ -138,4 +139,37 @@ export async function resizeRaw(
   if (img.channels === 4) s = s.flatten({ background });
   const out = await s.resize(w, h, { fit, background, kernel: 'cubic' }).removeAlpha().raw().toBuffer();
   return { width: w, height: h, channels: 3, data: out };
+}
+
+export interface Region {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/**
+ * The pixel region of a `width`×`height` image to cut around `box` (in image pixels): the box grown by
+ * `margin` of its size on every side, rounded outwards and clamped to the image. The whole image
+ * when there is no box or the box lies outside it.
+ */
+export function regionAround(width: number, height: number, box: Region | undefined, margin: number): Region {
+  const whole = { x: 0, y: 0, width, height };
+  if (!box || ![box.x, box.y, box.width, box.height].every(Number.isFinite) || box.width <= 0 || box.height <= 0) return whole;
+  const x0 = Math.max(0, Math.floor(box.x - margin * box.width));
+  const y0 = Math.max(0, Math.floor(box.y - margin * box.height));
+  const x1 = Math.min(width, Math.ceil(box.x + box.width + margin * box.width));
+  const y1 = Math.min(height, Math.ceil(box.y + box.height + margin * box.height));
+  return x1 > x0 && y1 > y0 ? { x: x0, y: y0, width: x1 - x0, height: y1 - y0 } : whole;
+}
+
+/**
+ * Cuts `regionAround(box)` out of an encoded image and encodes it as PNG (lossless, so the cut does
+ * not degrade further; and the same input always gives the same bytes, hence the same blob key).
+ */
+export async function cropToPng(bytes: Buffer, box: Region | undefined, margin: number): Promise<{ png: Buffer; region: Region }> {
+  const meta = await sharp(bytes).metadata();
+  const region = regionAround(meta.width ?? 0, meta.height ?? 0, box, margin);
+  const png = await sharp(bytes).extract({ left: region.x, top: region.y, width: region.width, height: region.height }).png().toBuffer();
+  return { png, region };
 }

@@ -12,7 +12,7 @@ import { FsBlobStore, putFile } from '../library/blob-store';
 import { checkSameRole, prepareReference, referenceId, validateCharacterId } from '../library/library';
 import type { MetadataStore } from '../library/metadata-store';
 import type { CharacterRecord, MatchDecisions, MatchRecord, OwnerDecision, PlatformDecision, ReferenceRecord, ScanRecord, ScanStatus, TenantRecord } from '../library/types';
-import { decodeReference } from '../media/image';
+import { cropToPng, decodeReference, type Region } from '../media/image';
 import { probeVideo } from '../media/ffmpeg';
 import type { Frame } from '../media/types';
 import type { JobContext, JobQueues } from '../queue/job-queues';
@@ -83,6 +83,16 @@ export function videoKey(source: ScanRecord['source']): string {
 export const REFERENCE_QUALITY = { minShortSide: 128, minForegroundFraction: 0.15, duplicateCosine: 0.995 };
 
 const OWNER_DECISIONS: readonly string[] = ['licensed', 'false_match'];
+
+/**
+ * How much of the evidence box's size is added on each side when a false match's evidence becomes a
+ * negative example: a keypoint box is the reference's silhouette projected into the frame, so a
+ * little margin keeps the look-alike's own outline (and its edge keypoints) inside the cut.
+ */
+export const NEGATIVE_CROP_MARGIN = 0.1;
+
+/** An image to register: a spooled upload (moved into the blob store) or bytes Kagami made. */
+type ReferenceSource = { name: string; path: string } | { name: string; bytes: Buffer };
 
 export interface ScanView {
   id: string;
@@ -181,11 +191,24 @@ export class KagamiService {
    */
   async addReferenceUploads(t: TenantRecord, characterId: string, files: Array<{ name: string; path: string }>, opts: { negative?: boolean } = {}): Promise<CharacterView> {
     const c = await this.ownCharacter(t, characterId);
+    await this.registerReferences(c, files, !!opts.negative);
+    return this.view(c);
+  }
+
+  /**
+   * The one way images become references of a character, whether uploaded (a spooled file, moved
+   * into the blob store) or made by Kagami (bytes, e.g. a false match's evidence): every image is
+   * checked before anything is stored; an image already registered for the character in the same
+   * role is the existing reference (ids are stable per content), one in the other role is a
+   * `conflict`; new ones are queued for feature extraction. Returns the records, in input order.
+   */
+  private async registerReferences(c: CharacterRecord, files: ReferenceSource[], negative: boolean): Promise<ReferenceRecord[]> {
     if (!files.length) throw new ValidationError("no images: send one or more files in the multipart field 'image'");
+    const metas: Metadata[] = [];
     for (const f of files) {
       let meta: Metadata;
       try {
-        meta = await sharp(f.path, { limitInputPixels: false }).metadata();
+        meta = await sharp('bytes' in f ? f.bytes : f.path, { limitInputPixels: false }).metadata();
       } catch {
         throw new KagamiError('invalid_media', `${f.name}: not a supported image (PNG, JPEG, WebP, GIF, TIFF, AVIF)`, 422);
       }
@@ -194,20 +217,19 @@ export class KagamiService {
       if (px > this.opts.maxReferencePixels) {
         throw new KagamiError('invalid_media', `${f.name}: image is ${meta.width}×${meta.height} = ${px} pixels, over the limit of ${this.opts.maxReferencePixels}`, 422);
       }
+      metas.push(meta);
     }
-    const negative = !!opts.negative;
     const existing = await this.store.listReferences(c.id);
     const items = [];
-    for (const f of files) {
-      const meta = await sharp(f.path, { limitInputPixels: false }).metadata();
-      const { key } = await putFile(this.deps.blobs, f.path);
+    for (const [i, f] of files.entries()) {
+      const { key } = 'bytes' in f ? await this.deps.blobs.put(f.bytes) : await putFile(this.deps.blobs, f.path);
       checkSameRole(existing, c.id, key, negative, f.name);
       const id = referenceId(c.id, key);
-      items.push({ ref: { id, characterId: c.id, sha256: key, fileName: path.basename(f.name), width: meta.width ?? 0, height: meta.height ?? 0, status: 'pending' as const, ...(negative ? { negative } : {}) } });
+      items.push({ ref: { id, characterId: c.id, sha256: key, fileName: path.basename(f.name), width: metas[i].width ?? 0, height: metas[i].height ?? 0, status: 'pending' as const, ...(negative ? { negative } : {}) } });
     }
     const stored = await this.store.addReferences(items);
     for (const r of stored) if (r.status === 'pending') await this.deps.queues.addReference(r.id);
-    return this.view(c);
+    return stored;
   }
 
   async referenceImage(t: TenantRecord, refId: string): Promise<Buffer> {
@@ -667,19 +689,59 @@ export class KagamiService {
    * Records a decision on a match. Rightsholders mark matches of their characters `licensed`
    * (allowed use: later scans of the same video come out clear for that character) or
    * `false_match`; platforms mark matches in their scans `confirmed` or `dismissed`.
+   *
+   * With `addNegative` (false_match only), the evidence region also becomes a negative example of
+   * the character, registered exactly like an uploaded one, so the look-alike that fooled the scan
+   * stops being reported as the character in later scans; the decision records which reference. It is
+   * registered before the decision is stored, so a refusal (no evidence frame, a conflict) leaves
+   * the match as it was.
    */
-  async decideMatch(t: TenantRecord, matchId: string, input: { decision: OwnerDecision | PlatformDecision; note?: string }): Promise<MatchView> {
+  async decideMatch(t: TenantRecord, matchId: string, input: { decision: OwnerDecision | PlatformDecision; note?: string; addNegative?: boolean }): Promise<MatchView> {
     const side = OWNER_DECISIONS.includes(input.decision) ? 'owner' : 'platform';
     if (side === 'owner' && !ownsCharacters(t)) throw new ForbiddenError(`only the character's rightsholder marks a match ${input.decision}`);
     if (side === 'platform' && !canScan(t)) throw new ForbiddenError(`only the platform that scanned the clip marks a match ${input.decision}`);
+    if (input.addNegative && input.decision !== 'false_match') throw new ValidationError('addNegative: only with the decision false_match');
     const m = await this.visibleMatch(t, matchId);
-    const updated = await this.store.decideMatch(m.id, side, { decision: input.decision, by: t.name, ...(input.note ? { note: input.note } : {}) });
+    const negative = input.addNegative ? await this.learnNegative(t, m) : undefined;
+    const updated = await this.store.decideMatch(m.id, side, {
+      decision: input.decision,
+      by: t.name,
+      ...(input.note ? { note: input.note } : {}),
+      ...(negative ? { negativeReferenceId: negative.id } : {}),
+    });
     if (!updated) throw new NotFoundError('match', matchId);
     if (side === 'owner') await this.syncExclusion(updated, t.name);
     return (await this.matchViews([updated]))[0];
   }
 
-  /** Removes the caller's side's decision (an admin's: both). */
+  /**
+   * Registers a match's evidence as a negative example of its character: the stored evidence frame
+   * cut at the evidence box plus NEGATIVE_CROP_MARGIN (the whole frame when the match has no box),
+   * as PNG. The same match gives the same bytes, so deciding twice finds the same reference.
+   * KagamiError `no_evidence_frame` (409) when the match kept no frame to learn from.
+   */
+  private async learnNegative(t: TenantRecord, m: MatchRecord): Promise<ReferenceRecord> {
+    const c = await this.ownCharacter(t, m.characterId);
+    const key = m.evidence.frameBlob;
+    const noFrame = () => new KagamiError('no_evidence_frame', `match ${m.id} has no stored evidence frame to add as a negative example`, 409);
+    if (typeof key !== 'string') throw noFrame();
+    const frame = await this.deps.blobs.get(key).catch((e: NodeJS.ErrnoException) => {
+      throw e.code === 'ENOENT' ? noFrame() : e;
+    });
+    const box = m.evidence.box as Region | undefined;
+    const { png } = await cropToPng(frame, box, NEGATIVE_CROP_MARGIN);
+    const time = typeof m.evidence.timeSec === 'number' ? `-${m.evidence.timeSec.toFixed(2)}s` : '';
+    const stem = path.parse(m.video).name.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80);
+    const [ref] = await this.registerReferences(c, [{ name: `false-match-${stem}${time}.png`, bytes: png }], true);
+    this.log('info', 'false match added as a negative example', { matchId: m.id, characterId: c.id, referenceId: ref.id });
+    return ref;
+  }
+
+  /**
+   * Removes the caller's side's decision (an admin's: both). A negative example the decision added
+   * stays: it is a reference of the character like any other, which its owner removes (or keeps) on
+   * its own; deleting library items as a side effect of an undo would be a surprise.
+   */
   async undoDecision(t: TenantRecord, matchId: string): Promise<MatchView> {
     const m = await this.visibleMatch(t, matchId);
     const sides = t.role === 'admin' ? (['owner', 'platform'] as const) : t.role === 'rightsholder' ? (['owner'] as const) : (['platform'] as const);

@@ -663,6 +663,10 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
 
         const c = await store.decideMatch(m.id, 'owner', { decision: 'false_match', by: 'acme' });
         expect(c!.decisions!.owner).toEqual({ decision: 'false_match', by: 'acme', at: expect.stringMatching(ISO_RE) });
+        // a false match that taught the character a negative example keeps the reference's id
+        const n = await store.decideMatch(m.id, 'owner', { decision: 'false_match', by: 'acme', negativeReferenceId: 'ref_neg' });
+        expect(n!.decisions!.owner).toEqual({ decision: 'false_match', by: 'acme', at: expect.stringMatching(ISO_RE), negativeReferenceId: 'ref_neg' });
+        expect((await store.getMatch(m.id))!.decisions!.owner).toEqual(n!.decisions!.owner);
         const d = await store.decideMatch(m.id, 'owner', null);
         expect(d!.decisions).toEqual({ platform: b!.decisions!.platform });
         const e = await store.decideMatch(m.id, 'platform', null);

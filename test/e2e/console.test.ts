@@ -7,7 +7,8 @@
  *
  * A rightsholder registers a character by uploading art, a platform screens a clip and sees the
  * match with its evidence, the rightsholder marks it licensed and the verdict changes (a re-scan of
- * the same clip comes out clear), a platform works its review queue, and other tenants see none of it.
+ * the same clip comes out clear), a platform works its review queue, the rightsholder calls a match
+ * false and adds its region as a negative example, and other tenants see none of it.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -254,12 +255,32 @@ describe('the web console', () => {
     await page.getByText('Nothing to review').waitFor();
   }, 120_000);
 
+  test('the rightsholder calls a match false and adds its region as a negative example', async () => {
+    await signIn('studioA', 'Characters');
+    await page.getByRole('link', { name: 'Match log' }).click();
+    const card = page.locator('article.match', { hasText: 'fan-edit.mp4' });
+    await card.getByLabel('Also add as a negative example').check();
+    await card.getByRole('button', { name: 'Not my character (false match)' }).click();
+    const after = page.locator('article.match', { hasText: 'fan-edit.mp4' });
+    await after.getByText('Added as a negative example').waitFor();
+    await after.getByRole('button', { name: 'Undo my decision' }).waitFor();
+    await shot('12-false-match-negative');
+    // It is a reference of the character like an uploaded negative: listed, labelled, removable.
+    await after.getByRole('link', { name: 'see it among the references' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Hero 21' }).waitFor();
+    const neg = page.locator('[data-ref]', { has: page.getByRole('heading', { name: /^false-match-fan-edit-[\d.]+s\.png$/ }) });
+    await neg.locator('.chip.negative', { hasText: 'Negative example' }).waitFor();
+    await neg.getByRole('button', { name: /^Remove reference false-match-fan-edit/ }).click();
+    await page.getByText(/^Removed false-match-fan-edit/).waitFor();
+    expect(await page.locator('[data-ref] .chip.negative').count()).toBe(0);
+  }, 60_000);
+
   test('other tenants see none of it', async () => {
     await signIn('studioB', 'Characters');
     await page.getByText('No characters yet').waitFor();
     await page.getByRole('link', { name: 'Match log' }).click();
     await page.getByText('No matches yet').waitFor();
-    await shot('12-other-rightsholder');
+    await shot('13-other-rightsholder');
 
     await signIn('platform2', 'Scans');
     await page.getByText('No scans yet').waitFor();
@@ -267,7 +288,7 @@ describe('the web console', () => {
     await page.getByRole('heading', { level: 1, name: 'Not found' }).waitFor();
     await page.getByRole('link', { name: 'Review queue' }).click();
     await page.getByText('Nothing to review').waitFor();
-    await shot('13-other-platform');
+    await shot('14-other-platform');
     const res = await page.request.get(`${base}/v1/scans/${scanUrl.split('/').pop()}/evidence/hero-21`); // with Platform Y's cookie
     expect(res.status()).toBe(404);
   }, 60_000);

@@ -2,7 +2,8 @@
  * Decisions on matches (licensed / false match by rightsholders, confirmed / dismissed by
  * platforms), the review queue, licensed-video exclusions and reference warnings, through the real
  * API on a SQLite library. Scans and matches are recorded through the store as a worker would, so
- * no model or worker is needed here (test/e2e/console.test.ts runs the whole flow with real scans).
+ * no model or worker is needed here (test/e2e/console.test.ts runs the whole flow with real scans,
+ * test/integration/api-negative-from-decision.test.ts a false match that teaches a negative example).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -163,5 +164,61 @@ describe('decisions: tenancy and malformed input', () => {
     const doc = await call(null, 'GET', '/openapi.json');
     expect(Object.keys(doc.data.paths)).toEqual(expect.arrayContaining(['/v1/matches/{id}', '/v1/matches/{id}/decision', '/v1/reviews', '/v1/scans/{id}/reference/{characterId}']));
     expect(doc.data.components.schemas.DecideMatch.properties.decision.enum).toEqual(['licensed', 'false_match', 'confirmed', 'dismissed']);
+    expect(doc.data.components.schemas.DecideMatch.properties.addNegative.type).toBe('boolean');
+    expect(doc.data.components.schemas.MatchDecisions.properties.owner.properties.negativeReferenceId.type).toBe('string');
+    expect(Object.keys(doc.data.paths['/v1/matches/{id}/decision'].put.responses)).toContain('409');
+  });
+});
+
+// The whole flow with a worker and real scans is in api-negative-from-decision.test.ts; here, without
+// a worker, what is stored and what is refused (the new reference stays pending).
+describe('a false match taught as a negative example', () => {
+  const negatives = async () => (await rt.store.listReferences()).filter((r) => r.negative);
+
+  beforeAll(async () => {
+    // A match whose evidence frame was never stored (as with a frame-less record).
+    const px = (await rt.store.getTenantByName('Platform X'))!;
+    await rt.store.createScan({ id: 'scan_2', tenantId: px.id, source: { kind: 'blob', key: 'def456' }, fileName: 'old.mp4' });
+    await rt.store.putMatches('scan_2', [
+      { tenantId: px.id, characterId: 'sidekick', owner: 'Studio A', verdict: 'match', score: 0.8, kind: 'copy', segments: [{ startSec: 0, endSec: 1 }], evidence: { timeSec: 0.5, referenceId: 'ref-hero' }, video: 'old.mp4' },
+    ]);
+    ids.noframe = (await rt.store.listMatches({ scanId: 'scan_2' }))[0].id;
+  });
+
+  test.each([
+    ['studioA', 'hero', { decision: 'licensed', addNegative: true }, 400, 'invalid_request'],
+    ['studioA', 'hero', { decision: 'false_match', addNegative: 'yes' }, 400, 'invalid_request'],
+    ['platform', 'sidekick', { decision: 'dismissed', addNegative: true }, 400, 'invalid_request'],
+    ['platform', 'hero', { decision: 'false_match', addNegative: true }, 403, 'forbidden'],
+    ['studioB', 'hero', { decision: 'false_match', addNegative: true }, 404, 'not_found'],
+    ['studioA', 'noframe', { decision: 'false_match', addNegative: true }, 409, 'no_evidence_frame'],
+  ])('%s on %s %j: %i %s, nothing stored', async (who, which, body, status, code) => {
+    const before = await rt.store.getMatch(ids[which]);
+    const r = await call(who, 'PUT', `/v1/matches/${ids[which]}/decision`, body);
+    expect(r.status).toBe(status);
+    expect(r.data.error).toEqual({ code, message: expect.any(String) });
+    expect(await rt.store.getMatch(ids[which])).toEqual(before);
+    expect(await negatives()).toEqual([]);
+  });
+
+  test('without an evidence box the whole frame becomes a pending negative reference; undo keeps it', async () => {
+    const r = await call('studioA', 'PUT', `/v1/matches/${ids.sidekick}/decision`, { decision: 'false_match', addNegative: true });
+    expect(r.status).toBe(200);
+    const refId = r.data.decisions.owner.negativeReferenceId;
+    expect(r.data).toMatchObject({ effectiveVerdict: 'clear', decisions: { owner: { decision: 'false_match', by: 'Studio A', negativeReferenceId: expect.stringMatching(/^ref_/) } } });
+    const refs = (await call('studioA', 'GET', '/v1/characters/sidekick')).data.references;
+    expect(refs).toEqual([expect.objectContaining({ id: refId, negative: true, status: 'pending', width: 200, height: 200, fileName: 'false-match-clip-1.50s.png' })]);
+    const frame = (await call('studioA', 'GET', `/v1/matches/${ids.sidekick}/frame`)).data as Buffer;
+    const img = (await call('studioA', 'GET', `/v1/references/${refId}/image`)).data as Buffer;
+    const sharp = (await import('sharp')).default;
+    expect((await sharp(img).raw().toBuffer()).equals(await sharp(frame).raw().toBuffer())).toBe(true);
+
+    const again = await call('studioA', 'PUT', `/v1/matches/${ids.sidekick}/decision`, { decision: 'false_match', addNegative: true });
+    expect(again.data.decisions.owner.negativeReferenceId).toBe(refId);
+    expect((await negatives()).map((x) => x.id)).toEqual([refId]);
+
+    const u = await call('studioA', 'DELETE', `/v1/matches/${ids.sidekick}/decision`);
+    expect(u.data).not.toHaveProperty('decisions.owner');
+    expect((await call('studioA', 'GET', '/v1/characters/sidekick')).data.references.map((x: { id: string }) => x.id)).toEqual([refId]);
   });
 });
