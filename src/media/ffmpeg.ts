@@ -83,8 +83,8 @@ export interface VideoInfo {
   frameCount?: number;
 }
 
-/** Reads the container and first video stream; throws InvalidMediaError for anything that is not a playable video. */
-export async function probeVideo(file: string, bins = resolveBinaries()): Promise<VideoInfo> {
+/** InvalidMediaError unless `file` is a readable, non-empty file (no process started). */
+export function checkMediaFile(file: string): void {
   let size: number;
   try {
     size = statSync(file).size;
@@ -92,6 +92,11 @@ export async function probeVideo(file: string, bins = resolveBinaries()): Promis
     throw new InvalidMediaError(file, 'file not found or not readable');
   }
   if (size === 0) throw new InvalidMediaError(file, 'file is empty (0 bytes)');
+}
+
+/** Reads the container and first video stream; throws InvalidMediaError for anything that is not a playable video. */
+export async function probeVideo(file: string, bins = resolveBinaries()): Promise<VideoInfo> {
+  checkMediaFile(file);
   const cmd = ffmpeg(file).setFfprobePath(bins.ffprobe);
   const data = await new Promise<ffmpeg.FfprobeData>((resolve, reject) =>
     cmd.ffprobe((err, d) => (err ? reject(err) : resolve(d))),
@@ -143,7 +148,12 @@ export function outputSize(w: number, h: number, maxW: number, maxH: number): { 
  * sampling needs no probe first and can run while the caller probes. Frames are yielded in order;
  * stopping the iteration stops ffmpeg.
  */
-export async function* sampleFrames(file: string, opts: SampleOptions, bins = resolveBinaries()): AsyncGenerator<Frame> {
+export interface SampleHooks {
+  /** The container's duration, from ffmpeg's input header (before the first frame; not called when unknown). */
+  onDuration?: (sec: number) => void;
+}
+
+export async function* sampleFrames(file: string, opts: SampleOptions, bins = resolveBinaries(), hooks: SampleHooks = {}): AsyncGenerator<Frame> {
   const gap = 1 / opts.fps;
   // Keep the first frame of every 1/fps slot of the timeline (so 2 fps gives 0, 0.5, 1.0 s … on any
   // source frame rate) and, optionally, any frame where the scene score says the picture changed.
@@ -168,6 +178,7 @@ export async function* sampleFrames(file: string, opts: SampleOptions, bins = re
 
   const proc = spawn(bins.ffmpeg, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let partial = '';
+  let durationSeen = false;
   proc.stderr.setEncoding('utf8');
   proc.stderr.on('data', (text: string) => {
     const lines = (partial + text).split(/\r\n|\r|\n/);
@@ -177,6 +188,12 @@ export async function* sampleFrames(file: string, opts: SampleOptions, bins = re
       if (m && line.includes('Parsed_showinfo')) {
         shown[Number(m[1])] = { timeSec: Number(m[2]), width: Number(m[3]), height: Number(m[4]) };
         notify();
+        continue;
+      }
+      const d = /^\s*Duration:\s*(\d+):(\d\d):(\d\d(?:\.\d+)?)/.exec(line);
+      if (d && !durationSeen) {
+        durationSeen = true;
+        hooks.onDuration?.(Number(d[1]) * 3600 + Number(d[2]) * 60 + Number(d[3]));
       } else {
         stderrTail.push(line);
         if (stderrTail.length > 20) stderrTail.shift();

@@ -7,7 +7,8 @@
  * decoded, while the main thread does the likeness windows and the matching of the previous batch.
  */
 import { availableParallelism } from 'node:os';
-import { probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, type VideoInfo, resolveBinaries } from '../media/ffmpeg';
+import { checkMediaFile, probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
+import { InvalidMediaError } from '../errors';
 import type { Frame } from '../media/types';
 import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
 import { calibrateCosine } from '../matching/fuse';
@@ -232,22 +233,17 @@ export class Scanner {
   async scan(req: ScanRequest): Promise<ScanReport> {
     const t0 = performance.now();
     const s = this.opts.sampling;
-    // ffmpeg starts decoding while ffprobe reads the container (each process costs ~0.1 s to start
-    // with a system build); a file the probe rejects stops the sampling before any frame is used.
-    const probing = probeVideo(req.file, this.bins);
-    probing.catch(() => undefined); // awaited just below
-    const frames = sampleFrames(req.file, s, this.bins);
-    const first = frames.next();
-    first.catch(() => undefined); // awaited in the loop, or dropped with the generator
-    let info: VideoInfo;
-    try {
-      info = await probing;
-    } catch (e) {
-      frames.return(undefined).catch(() => undefined);
-      throw e;
-    }
-    const span = Math.min(info.durationSec || s.maxDurationSec, s.maxDurationSec);
-    const framesExpected = Math.max(1, Math.min(s.maxFrames, Math.ceil(span * s.fps)));
+    // No ffprobe on the way: ffmpeg's own input header gives the duration, and the probe (a process
+    // costing ~0.1 s) runs only when sampling fails, to say precisely what is wrong with the file.
+    checkMediaFile(req.file);
+    let durationSec: number | undefined;
+    let framesExpected = 1;
+    const frames = sampleFrames(req.file, s, this.bins, {
+      onDuration: (d) => {
+        durationSec = d;
+        framesExpected = Math.max(1, Math.min(s.maxFrames, Math.ceil(Math.min(d || s.maxDurationSec, s.maxDurationSec) * s.fps)));
+      },
+    });
 
     const st = req.stages ?? newScanStages();
     const observations = new Map<string, FrameObservation[]>();
@@ -317,7 +313,7 @@ export class Scanner {
     };
     let waitFrom = performance.now();
     try {
-      for (let next = await first; !next.done; next = await frames.next()) {
+      for (let next = await frames.next(); !next.done; next = await frames.next()) {
         const frame = next.value;
         if (!flushing) st.decodeWait += performance.now() - Math.max(waitFrom, flushEnd);
         frameTimes.push(frame.timeSec);
@@ -339,15 +335,20 @@ export class Scanner {
         req.onProgress?.({ framesDone: frameTimes.length, framesExpected: Math.max(framesExpected, frameTimes.length) });
         waitFrom = performance.now();
       }
+    } catch (e) {
+      // The probe's reasons (no video stream, unknown codec, not a container) are clearer than ffmpeg's.
+      if (e instanceof InvalidMediaError) await probeVideo(req.file, this.bins);
+      throw e;
     } finally {
       await frames.return(undefined);
     }
+    const clipSec = durationSec || (frameTimes.length ? frameTimes[frameTimes.length - 1] : 0);
     await running;
     await flush(pending);
 
     const tAgg = performance.now();
     const results = [...this.refs.characters.keys()].map((cid) =>
-      aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, info.durationSec, this.opts.aggregate),
+      aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, clipSec, this.opts.aggregate),
     );
     results.sort((a, b) => b.score - a.score || a.characterId.localeCompare(b.characterId));
     if (req.onEvidenceFrame) {
@@ -385,7 +386,7 @@ export class Scanner {
     st.other = st.total - (st.decodeWait + st.crops + st.inference + st.windowSearch + st.orb + st.orbSubmit + st.keypointQuery + st.aggregate);
     return {
       video: req.file,
-      durationSec: round4(info.durationSec),
+      durationSec: round4(clipSec),
       framesSampled: frameTimes.length,
       verdict: clipVerdict(results),
       matches,

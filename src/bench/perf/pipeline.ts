@@ -39,9 +39,8 @@ async function floorRun(file: string, opts: SampleOptions, width: number, height
   });
 }
 
-/** As the scanner does it: the probe runs beside the sampling, frames are embedded in batches. */
+/** As the scanner does it: sampling alone (no probe unless it fails), frames embedded in batches. */
 async function kagamiRun(file: string, opts: SampleOptions, embedder: OnnxEmbedder | null, batchSize: number): Promise<number> {
-  const probing = probeVideo(file);
   let n = 0;
   const pending: RawImage[] = [];
   const flush = async () => {
@@ -57,7 +56,6 @@ async function kagamiRun(file: string, opts: SampleOptions, embedder: OnnxEmbedd
     }
   }
   await flush();
-  await probing;
   return n;
 }
 
