@@ -133,6 +133,28 @@ describe('DescriptorIndex', () => {
     expect(r.ids[0]).toBe(source[0]);
   });
 
+  test('a dense cluster of near-identical descriptors is skipped, a distinct neighbour is still found', () => {
+    // 20,000 random descriptors plus 1,000 copies (1-bit noise) of one "flat fill" descriptor: its
+    // buckets hold ~1,000 entries, far above 32x the mean of ~0.02 (and below the old fixed cap of 1,500).
+    const flat = refs.subarray(0, 32);
+    const k = 1000;
+    const all = new Uint8Array((n + k) * 32);
+    all.set(refs);
+    for (let j = 0; j < k; j++) all.set(flip(flat, 1), (n + j) * 32);
+    const lab = Int32Array.from({ length: n + k }, (_, j) => (j < n ? labels[j] : 99));
+    const words = packDescriptorWords(all, n + k);
+    const capped = new DescriptorIndex(words, lab);
+    const uncapped = new DescriptorIndex(words, lab, { maxBucket: Infinity });
+    const nearFlat = packDescriptorWords(flip(flat, 3), 1);
+    expect(uncapped.nearestOtherLabel(nearFlat, 1, { bound: 81 }).candidates).toBeGreaterThan(k);
+    expect(capped.nearestOtherLabel(nearFlat, 1, { bound: 81 }).candidates).toBeLessThan(k / 10);
+    // A query near an ordinary descriptor finds it as before.
+    const j = 1234;
+    const q = packDescriptorWords(flip(refs.subarray(j * 32, j * 32 + 32), 10), 1);
+    expect(capped.nearestOtherLabel(q, 1, { bound: 81 }).i1[0]).toBe(uncapped.nearestOtherLabel(q, 1, { bound: 81 }).i1[0]);
+    expect(capped.nearestOtherLabel(q, 1, { bound: 81 }).i1[0]).toBe(j);
+  });
+
   test('rejects bad input', () => {
     expect(() => new DescriptorIndex(W, new Int32Array(3))).toThrow(/labels/);
     expect(() => new DescriptorIndex(W, labels, { tables: 65 })).toThrow(/tables/);

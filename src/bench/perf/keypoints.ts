@@ -40,7 +40,7 @@ async function artOf(i: number): Promise<Buffer> {
 }
 
 /** Reference features of library characters 0..n-1 (cached one file per reference). */
-async function library(n: number): Promise<ReferenceFeatures[]> {
+export async function library(n: number): Promise<ReferenceFeatures[]> {
   const dir = cacheDir('kp-refs');
   const refs: ReferenceFeatures[] = [];
   let built = 0;
@@ -70,7 +70,7 @@ async function library(n: number): Promise<ReferenceFeatures[]> {
 }
 
 /** Frame j: two library characters (one mirrored) on a background. */
-async function frame(j: number, libSize: number): Promise<{ set: KeypointSet; truth: string[] }> {
+export async function frame(j: number, libSize: number): Promise<{ set: KeypointSet; truth: string[] }> {
   const a = (j * 7919) % libSize;
   const b = (j * 104729 + 13) % libSize;
   const W = 960;

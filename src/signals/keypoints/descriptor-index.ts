@@ -11,6 +11,9 @@
  * that finds ~95 % of those also returns the dense 40-60-bit neighbourhood, so the work is about
  * 1,000 candidates per query whatever the layout: the old 16 disjoint 16-bit substrings returned
  * ~2,600 (recall 0.96), 24 tables of 20 bits ~1,000 (0.92-0.95), 16 x 24 bits ~280 (0.78).
+ * Most of those ~1,000 come from a few dense buckets, though, and the descriptors there are the
+ * ambiguous ones the ratio test rejects anyway: skipping buckets far above the mean size (see
+ * BUCKET_CAP_FACTOR) halves the time per frame and keeps as many verified matches.
  * So the cost per candidate is what matters: a candidate is a random 32-byte read from a 32 MB
  * array (a cache miss); JS with a popcount table needs ~70-120 ns for it, a small WebAssembly
  * kernel (i64.popcnt, independent loads the CPU overlaps) ~10-25 ns. The kernel below is
@@ -50,6 +53,21 @@ const POPCNT16 = (() => {
   return t;
 })();
 
+/**
+ * Buckets far above the mean size are dense clusters of near-identical descriptors (flat fills,
+ * repeated outline corners of one drawing style): every query landing there pays for hundreds of
+ * candidates that the ratio test then rejects as ambiguous. Skipping buckets above 32x the mean
+ * (measured on the perf bench's 1,000-reference library, 1 M descriptors, 8 frames, against brute
+ * force: cap 1,500 -> 113 ms per frame keeping 0.969 of verified inliers; 250 -> 80 ms, 0.970;
+ * 120 -> 66 ms, 0.971; 60 -> 50-57 ms, 0.975; 40 -> 45-55 ms, 0.972; 30 -> 39 ms, 0.964: the
+ * kept fraction is flat, so the cap sits where the time levels off). Scaling with the mean keeps
+ * the cap meaningful as the library grows. The floor of 60 is for small libraries (mean ~0.06 in
+ * the accuracy bench's): a floor of 32 cost one new rendition its keypoint hit there, 60 changed
+ * no result.
+ */
+const BUCKET_CAP_FACTOR = 32;
+const MIN_BUCKET_CAP = 60;
+
 export const DESCRIPTOR_WORDS = 8; // 8 x 32-bit little-endian words per 32-byte descriptor
 
 export interface DescriptorIndexOptions {
@@ -59,7 +77,10 @@ export interface DescriptorIndexOptions {
   keyBits?: number;
   /** Seed of the bit assignment (default 1). */
   seed?: number;
-  /** Skip buckets holding more than this many descriptors (uninformative keys; default 1500). */
+  /**
+   * Skip buckets holding more than this many descriptors (uninformative keys). Default: 32 times the
+   * mean bucket size at the last full build, at least 60 (60 at 1 M descriptors of 20-bit keys).
+   */
   maxBucket?: number;
   /** Use the WebAssembly distance kernel when available (default true). */
   wasm?: boolean;
@@ -197,7 +218,9 @@ interface Csr {
 export class DescriptorIndex {
   private readonly m: number;
   private readonly L: number;
-  private readonly maxBucket: number;
+  private readonly maxBucketOpt: number | undefined;
+  /** Buckets larger than this are skipped (set at each full build; see DescriptorIndexOptions.maxBucket). */
+  private maxBucket = 0;
   /** Per table: the key's bit positions (0..255). */
   private readonly bits: Uint8Array[];
   private main: Csr[] = [];
@@ -226,7 +249,7 @@ export class DescriptorIndex {
     this.L = opts.keyBits ?? 20;
     if (!Number.isInteger(this.m) || this.m < 1 || this.m > 64) throw new Error(`DescriptorIndex: tables must be 1..64, got ${this.m}`);
     if (!Number.isInteger(this.L) || this.L < 8 || this.L > 22) throw new Error(`DescriptorIndex: keyBits must be 8..22, got ${this.L}`);
-    this.maxBucket = opts.maxBucket ?? 1500;
+    this.maxBucketOpt = opts.maxBucket;
     this.bits = assignBits(this.m, this.L, opts.seed ?? 1);
     this.keysScratch = new Uint32Array(this.m);
     const mod = opts.wasm === false ? null : getKernelModule();
@@ -361,6 +384,7 @@ export class DescriptorIndex {
     }
     this.nMain = n;
     this.delta = [];
+    this.maxBucket = this.maxBucketOpt ?? Math.max(MIN_BUCKET_CAP, Math.round((BUCKET_CAP_FACTOR * n) / nb));
   }
 
   private rebuildDelta(): void {
