@@ -16,6 +16,7 @@ import { KagamiError } from '../../errors';
 import type { RawImage } from '../../media/types';
 import { buildModel } from '../../models/build';
 import { BackgroundBank, bankCacheFile } from './background-bank';
+import { InferenceThread } from './inference-thread';
 import { expectedSha256, LoadedManifest, loadManifest, type ModelManifest } from './manifest';
 
 export interface OnnxEmbedderOptions {
@@ -81,7 +82,8 @@ export class OnnxEmbedder {
   private bank?: Promise<BackgroundBank>;
 
   private constructor(
-    private readonly session: ort.InferenceSession,
+    /** The session, in a worker thread (inference would otherwise block the caller's event loop). */
+    private readonly runner: InferenceThread,
     readonly manifest: LoadedManifest,
     /** sha256 of the model file (checked against the manifest on load). */
     readonly sha256: string,
@@ -150,11 +152,12 @@ export class OnnxEmbedder {
     });
     try {
       checkModelSignature(session, manifest);
-    } catch (e) {
+    } finally {
+      // This session only checks the model; inference runs in a worker thread's own session.
       await session.release();
-      throw e;
     }
-    return new OnnxEmbedder(session, manifest, sha);
+    const runner = new InferenceThread(new Uint8Array(bytes), threads, manifest.input.name, manifest.output.name);
+    return new OnnxEmbedder(runner, manifest, sha);
   }
 
   /** Bring an image to the model's input size with the manifest's resize policy (default: stretch). */
@@ -201,15 +204,8 @@ export class OnnxEmbedder {
       }
     });
     const dims = layout === 'NCHW' ? [images.length, 3, h, w] : [images.length, h, w, 3];
-    const input = new ort.Tensor('float32', data, dims);
-    const name = this.manifest.output.name;
-    const result = await this.session.run({ [this.manifest.input.name]: input }, [name]);
-    const out = result[name];
-    try {
-      return this.vectors(out.data as Float32Array, out.dims, images.length);
-    } finally {
-      out.dispose?.();
-    }
+    const out = await this.runner.run(data, dims);
+    return this.vectors(out.data, out.dims, images.length);
   }
 
   /** Pick (pool) one vector per image out of the output tensor, L2-normalising when the model does not. */
@@ -248,7 +244,7 @@ export class OnnxEmbedder {
   }
 
   async dispose(): Promise<void> {
-    await this.session.release();
+    await this.runner.close();
   }
 }
 

@@ -1,0 +1,90 @@
+/**
+ * An onnxruntime session in a worker thread, so inference leaves the calling thread's event loop
+ * free (onnxruntime-node's own `run` blocks it; see inference-worker.ts). Inputs are transferred,
+ * not copied; outputs come back the same way. The worker starts on first use and is unref'd while
+ * idle, so it never keeps a process alive; a worker that dies rejects what it was running, and the
+ * next run starts a new one. close() ends it.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { PACKAGE_ROOT } from '../../config';
+
+interface Pending {
+  resolve: (r: { data: Float32Array; dims: readonly number[] }) => void;
+  reject: (e: Error) => void;
+}
+
+/** The compiled worker script: beside this file (dist/), else in dist/ when run from src/ (ts-jest). */
+function workerScript(): string {
+  const here = path.join(__dirname, 'inference-worker.js');
+  if (existsSync(here)) return here;
+  const built = path.join(PACKAGE_ROOT, 'dist', 'signals', 'embedding', 'inference-worker.js');
+  if (existsSync(built)) return built;
+  throw new Error(`inference worker script not found (${here}); run \`npm run build\``);
+}
+
+export class InferenceThread {
+  private worker: Worker | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(
+    /** The model file's bytes (already checked by the caller). */
+    private readonly model: Uint8Array,
+    private readonly threads: number,
+    private readonly input: string,
+    private readonly output: string,
+  ) {}
+
+  /** One run of the session on a float32 input of `dims`; `data`'s buffer is transferred (detached here). */
+  run(data: Float32Array, dims: number[]): Promise<{ data: Float32Array; dims: readonly number[] }> {
+    if (this.closed) return Promise.reject(new Error('inference thread is closed'));
+    const w = this.ensureWorker();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.ref();
+      w.postMessage({ id, data, dims }, [data.buffer as ArrayBuffer]);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const w = this.worker;
+    this.worker = undefined;
+    this.failAll(new Error('inference thread is closed'));
+    if (w) await w.terminate();
+  }
+
+  private ensureWorker(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(workerScript(), {
+      workerData: { model: this.model, threads: this.threads, input: this.input, output: this.output },
+    });
+    w.on('message', (m: { id: number; data?: Float32Array; dims?: number[]; error?: string }) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (!this.pending.size) w.unref();
+      if (m.error !== undefined) p.reject(new Error(`inference failed: ${m.error}`));
+      else p.resolve({ data: m.data!, dims: m.dims! });
+    });
+    const lost = (e: Error) => {
+      if (this.worker === w) this.worker = undefined;
+      this.failAll(e);
+    };
+    w.on('error', (e) => lost(new Error(`inference worker failed: ${e.message}`)));
+    w.on('exit', (code) => lost(new Error(`inference worker exited (code ${code})`)));
+    w.unref();
+    this.worker = w;
+    return w;
+  }
+
+  private failAll(e: Error): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) p.reject(e);
+  }
+}
