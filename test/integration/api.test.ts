@@ -13,6 +13,7 @@ import { createApiKey } from '../../src/service/keys';
 import { createRuntime, startApi, startWorker, type Runtime } from '../../src/service/runtime';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip, temporalIoU } from '../helpers/synthetic-video';
+import { until } from '../helpers/until';
 
 const PG = process.env.KAGAMI_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS = process.env.KAGAMI_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -53,16 +54,6 @@ const form = (field: string, files: Array<[string, Buffer, string]>) => {
   for (const [name, bytes, type] of files) f.append(field, new Blob([new Uint8Array(bytes)], { type }), name);
   return f;
 };
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'kagami-api-'));
