@@ -43,7 +43,7 @@ import type {
   WebhookDeliveryRecord,
   WebhookRecord,
 } from './types';
-import { checkFeatures, clampProgress, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
+import { checkFeatures, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
 
 /** Schema migrations, applied in order. Append only: never edit a migration that has shipped. */
 const MIGRATIONS: Array<{ name: string; sql: string }> = [
@@ -930,15 +930,7 @@ export class PostgresStore implements MetadataStore {
 
   async decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined> {
     const column = side === 'owner' ? 'owner_decision' : 'platform_decision';
-    const value = decision
-      ? JSON.stringify({
-          decision: decision.decision,
-          by: decision.by,
-          at: now(),
-          ...(decision.note ? { note: decision.note } : {}),
-          ...(decision.negativeReferenceId ? { negativeReferenceId: decision.negativeReferenceId } : {}),
-        })
-      : null;
+    const value = decisionJson(decision);
     const [row] = await this.q<MatchRow>(`UPDATE matches SET ${column} = $1::jsonb WHERE id = $2 RETURNING *`, [value, id]);
     return row && toMatch(row);
   }

@@ -38,7 +38,7 @@ import type {
   WebhookDeliveryRecord,
   WebhookRecord,
 } from './types';
-import { checkFeatures, clampProgress, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
+import { checkFeatures, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
 
 /**
  * Schema migrations, applied in order, each in its own transaction; `user_version` records how many
@@ -834,15 +834,7 @@ export class SqliteStore implements MetadataStore {
 
   async decideMatch(id: string, side: DecisionSide, decision: Omit<MatchDecision, 'at'> | null): Promise<MatchRecord | undefined> {
     const column = side === 'owner' ? 'owner_decision' : 'platform_decision';
-    const value = decision
-      ? JSON.stringify({
-          decision: decision.decision,
-          by: decision.by,
-          at: now(),
-          ...(decision.note ? { note: decision.note } : {}),
-          ...(decision.negativeReferenceId ? { negativeReferenceId: decision.negativeReferenceId } : {}),
-        })
-      : null;
+    const value = decisionJson(decision);
     return this.write(() => {
       this.db.prepare(`UPDATE matches SET ${column} = ? WHERE id = ?`).run(value, id);
       const row = this.db.prepare(`SELECT * FROM matches WHERE id = ?`).get(id) as MatchRow | undefined;

@@ -1,7 +1,7 @@
 /** Value conversions and checks shared by the SQLite and PostgreSQL stores, so both behave alike. */
 import { endianness } from 'node:os';
 import { LibraryError, ValidationError } from '../errors';
-import type { LibraryModel, ReferenceFeatures, ScanStatus } from './types';
+import type { LibraryModel, MatchDecision, ReferenceFeatures, ScanStatus } from './types';
 
 /** How many entries changesSince returns when no limit is given. */
 export const DEFAULT_CHANGES_LIMIT = 500;
@@ -27,6 +27,18 @@ export function decodeEmbedding(b: Buffer): Float32Array {
 }
 
 export const now = (): string => new Date().toISOString();
+
+/** A decision on a match as both stores keep it (JSON, stamped now), or null to clear it. */
+export function decisionJson(decision: Omit<MatchDecision, 'at'> | null): string | null {
+  if (!decision) return null;
+  return JSON.stringify({
+    decision: decision.decision,
+    by: decision.by,
+    at: now(),
+    ...(decision.note ? { note: decision.note } : {}),
+    ...(decision.negativeReferenceId ? { negativeReferenceId: decision.negativeReferenceId } : {}),
+  });
+}
 
 /** An ISO timestamp given by a caller, in the one form stored (`toISOString`). */
 export function isoTimestamp(value: string, field: string): string {
