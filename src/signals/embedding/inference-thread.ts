@@ -5,23 +5,12 @@
  * idle, so it never keeps a process alive; a worker that dies rejects what it was running, and the
  * next run starts a new one. close() ends it.
  */
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { PACKAGE_ROOT } from '../../config';
+import { compiledWorkerScript } from '../worker-script';
 
 interface Pending {
   resolve: (r: { data: Float32Array; dims: readonly number[] }) => void;
   reject: (e: Error) => void;
-}
-
-/** The compiled worker script: beside this file (dist/), else in dist/ when run from src/ (ts-jest). */
-function workerScript(): string {
-  const here = path.join(__dirname, 'inference-worker.js');
-  if (existsSync(here)) return here;
-  const built = path.join(PACKAGE_ROOT, 'dist', 'signals', 'embedding', 'inference-worker.js');
-  if (existsSync(built)) return built;
-  throw new Error(`inference worker script not found (${here}); run \`npm run build\``);
 }
 
 export class InferenceThread {
@@ -60,7 +49,7 @@ export class InferenceThread {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(workerScript(), {
+    const w = new Worker(compiledWorkerScript(__dirname, 'signals/embedding/inference-worker.js'), {
       workerData: { model: this.model, threads: this.threads, input: this.input, output: this.output },
     });
     w.on('message', (m: { id: number; data?: Float32Array; dims?: number[]; error?: string }) => {

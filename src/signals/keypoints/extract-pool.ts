@@ -9,13 +9,11 @@
  * never keeps a process alive; close() ends them. A worker that fails or dies rejects its task (and
  * is replaced for the next one): a scan never hangs on a lost frame.
  */
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { Worker, type ResourceLimits } from 'node:worker_threads';
-import { PACKAGE_ROOT } from '../../config';
 import type { RawImage } from '../../media/types';
 import type { GrayImage } from './appearance';
 import { frameLuma, type FrameFeatureOptions, type KeypointSet } from './features';
+import { compiledWorkerScript } from '../worker-script';
 
 /** A KeypointSet from a worker, with the time the worker spent on it. */
 export type PooledKeypointSet = KeypointSet & { workerMs: number };
@@ -36,15 +34,6 @@ interface Slot {
 export interface ExtractPoolOptions {
   /** Per-worker heap limits (node:worker_threads); a worker over them dies and its frame fails. */
   resourceLimits?: ResourceLimits;
-}
-
-/** The compiled worker script: beside this file (dist/), else in dist/ when run from src/ (ts-jest). */
-function workerScript(): string {
-  const here = path.join(__dirname, 'extract-worker.js');
-  if (existsSync(here)) return here;
-  const built = path.join(PACKAGE_ROOT, 'dist', 'signals', 'keypoints', 'extract-worker.js');
-  if (existsSync(built)) return built;
-  throw new Error(`keypoint worker script not found (${here}); run \`npm run build\``);
 }
 
 export class ExtractPool {
@@ -106,7 +95,7 @@ export class ExtractPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(workerScript(), { resourceLimits: this.opts.resourceLimits });
+    const worker = new Worker(compiledWorkerScript(__dirname, 'signals/keypoints/extract-worker.js'), { resourceLimits: this.opts.resourceLimits });
     const slot: Slot = { worker };
     worker.unref();
     const settle = (): Task | undefined => {
