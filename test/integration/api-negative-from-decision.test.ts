@@ -14,21 +14,15 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import { readEnv } from '../../src/config';
-import { PostgresStore } from '../../src/library/postgres-store';
 import { createApiKey } from '../../src/service/keys';
-import { createRuntime, startApi, startWorker, type Runtime } from '../../src/service/runtime';
+import { dropTestSchema, startTestService, type TestService } from '../helpers/service';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip } from '../helpers/synthetic-video';
 import { until } from '../helpers/until';
 
-const PG = process.env.KAGAMI_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS = process.env.KAGAMI_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 let dir: string;
-let rt: Runtime;
-let api: { port: number; close(): Promise<void> };
-let worker: { close(): Promise<void> };
+let svc: TestService | undefined;
 let base: string;
 const clips = {} as Record<'lookalike' | 'hero', Buffer>;
 const key: Record<string, string> = {};
@@ -97,12 +91,9 @@ beforeAll(async () => {
     clips[name] = readFileSync(file);
   }
 
-  const env = readEnv({ KAGAMI_LIBRARY: path.join(dir, 'lib'), REDIS_URL: REDIS, KAGAMI_LOG_LEVEL: 'warn', KAGAMI_REFRESH_MS: '200' } as NodeJS.ProcessEnv);
-  const store = await PostgresStore.connect(PG, { schema });
-  rt = await createRuntime(env, { store, queuePrefix: `test-${schema}` });
-  api = await startApi(rt, 0);
-  worker = startWorker(rt);
-  base = `http://127.0.0.1:${api.port}`;
+  svc = await startTestService(schema, { KAGAMI_LIBRARY: path.join(dir, 'lib') });
+  const store = svc.store;
+  base = svc.base;
   key.studioA = (await createApiKey(store, 'Studio A', 'rightsholder')).key;
   key.platform = (await createApiKey(store, 'Platform X', 'platform')).key;
 
@@ -112,15 +103,8 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
-  await rt?.queues.obliterate().catch(() => undefined);
-  await rt?.close();
-  const { Client } = await import('pg');
-  const c = new Client({ connectionString: PG });
-  await c.connect();
-  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await c.end();
+  await svc?.stop();
+  await dropTestSchema(schema);
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -7,22 +7,16 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { readEnv } from '../../src/config';
-import { PostgresStore } from '../../src/library/postgres-store';
 import { createApiKey } from '../../src/service/keys';
-import { createRuntime, startApi, startWorker, type Runtime } from '../../src/service/runtime';
+import { dropTestSchema, startTestService, type TestService } from '../helpers/service';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip, temporalIoU } from '../helpers/synthetic-video';
 import { until } from '../helpers/until';
 
-const PG = process.env.KAGAMI_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS = process.env.KAGAMI_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 let dir: string;
 let media: string;
-let rt: Runtime;
-let api: { port: number; close(): Promise<void> };
-let worker: { close(): Promise<void> };
+let svc: TestService | undefined;
 let base: string;
 const key: Record<string, string> = {};
 const hooks: Array<{ headers: IncomingMessage['headers']; body: string }> = [];
@@ -79,20 +73,14 @@ beforeAll(async () => {
   await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', () => r()));
   hookUrl = `http://127.0.0.1:${(hookServer.address() as { port: number }).port}/hook`;
 
-  const env = readEnv({
+  svc = await startTestService(schema, {
     KAGAMI_LIBRARY: path.join(dir, 'lib'),
     KAGAMI_MEDIA_ROOT: media,
-    REDIS_URL: REDIS,
-    KAGAMI_LOG_LEVEL: 'warn',
-    KAGAMI_REFRESH_MS: '200',
     KAGAMI_WEBHOOK_BACKOFF_MS: '100',
     KAGAMI_MAX_REFERENCE_MB: '2',
-  } as NodeJS.ProcessEnv);
-  const store = await PostgresStore.connect(PG, { schema });
-  rt = await createRuntime(env, { store, queuePrefix: `test-${schema}` });
-  api = await startApi(rt, 0);
-  worker = startWorker(rt);
-  base = `http://127.0.0.1:${api.port}`;
+  });
+  const store = svc.store;
+  base = svc.base;
   key.studioA = (await createApiKey(store, 'Studio A', 'rightsholder')).key;
   key.studioB = (await createApiKey(store, 'Studio B', 'rightsholder')).key;
   key.platform = (await createApiKey(store, 'Platform X', 'platform')).key;
@@ -101,17 +89,8 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
-  await rt?.queues.obliterate().catch(() => undefined);
-  const pg = rt?.store as PostgresStore | undefined;
-  await rt?.close();
-  void pg;
-  const { Client } = await import('pg');
-  const c = new Client({ connectionString: PG });
-  await c.connect();
-  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await c.end();
+  await svc?.stop();
+  await dropTestSchema(schema);
   await new Promise<void>((r) => hookServer?.close(() => r()));
   rmSync(dir, { recursive: true, force: true });
 });
