@@ -313,8 +313,7 @@ export class Scanner {
     };
     let waitFrom = performance.now();
     try {
-      for (let next = await frames.next(); !next.done; next = await frames.next()) {
-        const frame = next.value;
+      for await (const frame of frames) {
         if (!flushing) st.decodeWait += performance.now() - Math.max(waitFrom, flushEnd);
         frameTimes.push(frame.timeSec);
         const item: Pending = { frame };
@@ -339,8 +338,6 @@ export class Scanner {
       // The probe's reasons (no video stream, unknown codec, not a container) are clearer than ffmpeg's.
       if (e instanceof InvalidMediaError) await probeVideo(req.file, this.bins);
       throw e;
-    } finally {
-      await frames.return(undefined);
     }
     const clipSec = durationSec || (frameTimes.length ? frameTimes[frameTimes.length - 1] : 0);
     await running;
