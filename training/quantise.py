@@ -16,10 +16,14 @@ the float simplification on its own:
       every input of a Conv or Add and every output of one (for a Conv followed by Clip(0, 6): the
       Clip's output). CALIB.onnx is PREPPED.onnx with those tensors as extra outputs.
 
-  quantise.py write    PREPPED.onnx TENSORS.json RANGES.json INT8.onnx
+  quantise.py write    PREPPED.onnx TENSORS.json RANGES.json INT8.onnx [WEIGHT_BITS]
       Inserts QuantizeLinear/DequantizeLinear pairs: activations uint8, asymmetric, from the
-      calibrated [lo, hi] (widened to hold 0); Conv weights int8, symmetric, per output channel
-      ([-127, 127]); Conv biases int32 at scale input_scale * weight_scale. onnxruntime's graph
+      calibrated [lo, hi] (widened to hold 0); Conv weights int8, symmetric, per output channel,
+      in [-63, 63] (WEIGHT_BITS 7, the default) or [-127, 127] (8); Conv biases int32 at scale
+      input_scale * weight_scale. Why 7 bits: on x86 CPUs without VNNI, onnxruntime's u8 x s8
+      kernels multiply with VPMADDUBSW, which adds two u8*s8 products into an int16 and saturates;
+      with 8-bit weights the sum of two 255 * 127 products overflows, with 7-bit ones it cannot
+      (255 * 63 * 2 < 32767). Same reason as onnxruntime's own `reduce_range` option. onnxruntime's graph
       optimiser fuses DQ -> Conv (-> Clip) -> Q into QLinearConv and DQ -> Add -> Q into QLinearAdd.
       The head after the last Conv (GeM pooling, the 512 -> 256 Gemm, L2) stays float.
 """
@@ -225,7 +229,9 @@ def act_params(lo, hi):
     return np.float32(scale), np.uint8(zp)
 
 
-def cmd_write(prepped, tensors_json, ranges_json, dst):
+def cmd_write(prepped, tensors_json, ranges_json, dst, weight_bits='7'):
+    qmax = 2 ** (int(weight_bits) - 1) - 1
+    assert qmax in (63, 127), 'WEIGHT_BITS is 7 or 8'
     model = onnx.load(prepped)
     g = model.graph
     tensors = json.load(open(tensors_json))['tensors']
@@ -249,7 +255,7 @@ def cmd_write(prepped, tensors_json, ranges_json, dst):
             helper.make_node('QuantizeLinear', [t, t + '_scale', t + '_zp'], [t + '_q'], name=t + '_Q'),
             helper.make_node('DequantizeLinear', [t + '_q', t + '_scale', t + '_zp'], [t + '_dq'], name=t + '_DQ'),
         ]))
-    # Conv weights (per output channel, symmetric int8) and biases (int32).
+    # Conv weights (per output channel, symmetric, WEIGHT_BITS bits in an int8) and biases (int32).
     for n in g.node:
         if n.op_type != 'Conv':
             continue
@@ -258,13 +264,13 @@ def cmd_write(prepped, tensors_json, ranges_json, dst):
             raise SystemExit(f'Conv {n.name}: input is not quantised')
         w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
         amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
-        ws = amax / 127.0
+        ws = amax / qmax
         if len(n.input) > 2 and n.input[2]:
             # A channel whose weights are all zero (or tiny) still has its bias: keep that in int32.
             b = np.abs(numpy_helper.to_array(inits[n.input[2]]).astype(np.float64))
             ws = np.maximum(ws, b / (qparams[x] * 2.0 ** 30))
         ws = np.maximum(ws, 1e-12).astype(np.float32)
-        wq = np.clip(np.round(w / ws.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+        wq = np.clip(np.round(w / ws.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(np.int8)
         wn = n.input[1]
         new_inits += [numpy_helper.from_array(wq, wn + '_q'), numpy_helper.from_array(ws, wn + '_scale'),
                       numpy_helper.from_array(np.zeros(len(ws), np.int8), wn + '_zp')]
@@ -309,7 +315,7 @@ if __name__ == '__main__':
         cmd_simplify(*sys.argv[2:])
     elif len(sys.argv) == 6 and sys.argv[1] == 'prepare':
         cmd_prepare(*sys.argv[2:])
-    elif len(sys.argv) == 6 and sys.argv[1] == 'write':
+    elif len(sys.argv) in (6, 7) and sys.argv[1] == 'write':
         cmd_write(*sys.argv[2:])
     else:
         print(__doc__)

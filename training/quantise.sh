@@ -5,6 +5,7 @@
 #
 #   training/quantise.sh                          # percentile ranges (default, shipped)
 #   METHOD=minmax training/quantise.sh            # min/max ranges
+#   WEIGHT_BITS=8 training/quantise.sh            # full int8 weights (saturate on CPUs without VNNI)
 #   FROM=models/kagami-descriptor-v1.json training/quantise.sh   # another float model -> models/<id>-int8.*
 set -euo pipefail
 set -x
@@ -14,6 +15,7 @@ FROM=${FROM:-models/kagami-descriptor-v2.json}
 METHOD=${METHOD:-percentile}
 PCT=${PCT:-99.99}
 CROPS=${CROPS:-400}
+WEIGHT_BITS=${WEIGHT_BITS:-7}  # 7: no int16 saturation on CPUs without VNNI (quantise.py); 8: finer weights, drifts there
 ID=$(basename "$FROM" .json)
 OUT=${OUT:-models/$ID-int8.onnx}
 W=training/out/int8
@@ -27,12 +29,12 @@ fi
 # the TS modules the scripts use, compiled into training/.build (independent of dist/)
 npx tsc --outDir training/.build --rootDir src --target ES2022 --module commonjs --moduleResolution node \
   --esModuleInterop --resolveJsonModule --skipLibCheck --strict --types node \
-  src/synthetic/crops.ts src/signals/embedding/onnx-embedder.ts src/signals/embedding/drift.ts
+  src/synthetic/crops.ts src/signals/embedding/onnx-embedder.ts src/signals/embedding/inference-worker.ts src/signals/embedding/drift.ts
 
 FLOAT=models/$(node -p "require('./$FROM').file")
 $PY training/quantise.py prepare "$FLOAT" "$W/prepped.onnx" "$W/calib.onnx" "$W/tensors.json"
 node training/calibrate-int8.js "$W/calib.onnx" "$W/tensors.json" "$W/ranges.json" "$CROPS" "$PCT" "$METHOD"
-$PY training/quantise.py write "$W/prepped.onnx" "$W/tensors.json" "$W/ranges.json" "$OUT"
-node training/write-int8-manifest.js "$FROM" "$OUT" "$W/ranges.json"
+$PY training/quantise.py write "$W/prepped.onnx" "$W/tensors.json" "$W/ranges.json" "$OUT" "$WEIGHT_BITS"
+node training/write-int8-manifest.js "$FROM" "$OUT" "$W/ranges.json" "$WEIGHT_BITS"
 node training/check-int8.js "$FROM" "${OUT%.onnx}.json" | tee "$W/check.txt"
 $PY -c "import collections, onnx; m = onnx.load('$W/int8.opt.onnx'); print('onnxruntime runs:', dict(collections.Counter(n.op_type for n in m.graph.node)))" | tee -a "$W/check.txt"

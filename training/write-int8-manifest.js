@@ -12,12 +12,14 @@ const path = require('path');
 const { parseManifest } = require('./.build/signals/embedding/manifest.js');
 
 const [floatManifest, onnx, rangesPath] = process.argv.slice(2);
-if (!floatManifest || !onnx || !rangesPath) throw new Error('usage: write-int8-manifest.js FLOAT.json INT8.onnx RANGES.json');
+if (!floatManifest || !onnx || !rangesPath) throw new Error('usage: write-int8-manifest.js FLOAT.json INT8.onnx RANGES.json [WEIGHT_BITS]');
 const base = JSON.parse(fs.readFileSync(floatManifest, 'utf8'));
 const ranges = JSON.parse(fs.readFileSync(rangesPath, 'utf8'));
 const sha = (f) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 const floatFile = path.join(path.dirname(floatManifest), base.file);
 const id = path.basename(onnx, '.onnx');
+const bits = Number(process.argv[5] || 7);
+if (bits !== 7 && bits !== 8) throw new Error('WEIGHT_BITS is 7 or 8');
 const how = ranges.method === 'minmax' ? 'min/max' : `${ranges.percentile}th percentile`;
 const acts = `uint8, asymmetric, per tensor; ranges: ${how} over ${ranges.crops.count} synthetic window crops (training/calibrate-int8.js)`;
 const m = {
@@ -35,7 +37,10 @@ const m = {
     from: base.id,
     fromSha256: sha(floatFile),
     scheme: 'qdq-static',
-    weights: 'int8, symmetric, per output channel (Conv), int32 biases',
+    weights:
+      bits === 7
+        ? 'int8 holding 7-bit values ([-63, 63]: no int16 saturation on CPUs without VNNI), symmetric, per output channel (Conv), int32 biases'
+        : 'int8, symmetric, per output channel (Conv), int32 biases',
     activations: acts,
     float: 'the graph input (NHWC -> NCHW transpose) and the head after the last 1x1 conv: GeM pooling, the 512 -> 256 linear projection, L2',
   },
