@@ -9,7 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import cliProgress from 'cli-progress';
 import { MODELS_DIR, modelFilesDir, modelManifestPath, readEnv, type Env } from '../config';
 import { isKagamiError, KagamiError, NotFoundError, ValidationError } from '../errors';
-import { addReferences, openLibrary } from '../library/library';
+import { addReferences, openLibrary, reembedLibrary } from '../library/library';
 import { Scanner, type ScanReport } from '../scan/scanner';
 import { scanOptionsFromEnv } from '../scan/options';
 import { ReferenceSet } from '../scan/reference-set';
@@ -156,6 +156,37 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         process.stdout.write(`${id} removed\n`);
       } finally {
         await lib.store.close();
+      }
+    });
+
+  library
+    .command('reembed')
+    .description(
+      "move the library to the embedding model KAGAMI_MODEL (or --model): embeds every reference's stored file again and switches the library's model in one transaction. " +
+        'Stop the workers first and start them again with the new KAGAMI_MODEL (ones still on the old model stop with model_mismatch).',
+    )
+    .addOption(libraryOption())
+    .option('--model <id>', 'target model id (default: KAGAMI_MODEL)')
+    .action(async (o: { library?: string; model?: string }) => {
+      const e = env();
+      const target = o.model ?? e.KAGAMI_MODEL;
+      if (!existsSync(modelManifestPath(target))) throw new NotFoundError('model', `${target} (\`kagami models list\` shows the known ones)`);
+      const embedder = await loadEmbedder({ ...e, KAGAMI_MODEL: target });
+      const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
+      const bar = process.stderr.isTTY
+        ? new cliProgress.SingleBar({ format: '{bar} {percentage}% | {value}/{total} references', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+        : undefined;
+      try {
+        const r = await reembedLibrary(lib, embedder, {
+          limits: { maxPixels: e.KAGAMI_MAX_IMAGE_PIXELS, minSide: 16 },
+          onProgress: (done, total) => (done === 0 ? bar?.start(total, 0) : bar?.update(done)),
+        });
+        bar?.stop();
+        process.stdout.write(`library moved from ${r.from ?? '(no model yet)'} to ${r.to}: ${r.references} reference(s) embedded again\n`);
+      } finally {
+        bar?.stop();
+        await lib.store.close();
+        await embedder.dispose();
       }
     });
 

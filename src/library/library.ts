@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { InvalidMediaError, KagamiError, LibraryError, ValidationError } from '../errors';
 import { decodeReference, resizeRaw, type DecodeLimits, DEFAULT_DECODE_LIMITS } from '../media/image';
 import type { Embedder } from '../signals/embedder';
+import type { RawImage } from '../media/types';
 import { extractReferenceFeatures } from '../signals/keypoints';
 import { packKeypoints } from './keypoint-pack';
 import { FsBlobStore, sha256Hex, type BlobStore } from './blob-store';
@@ -72,8 +73,7 @@ export async function prepareReference(file: ReferenceFile, embedder: Embedder, 
   if (kp.normal.count < 8) {
     throw new InvalidMediaError(file.name, `too little detail to recognise (${kp.normal.count} keypoints): use larger or sharper art`);
   }
-  const input = await resizeRaw(decoded.image, embedder.inputWidth, embedder.inputHeight, 'contain');
-  const [embedding] = await embedder.embed([input]);
+  const [embedding] = await embedder.embed([await embedderInput(decoded.image, embedder)]);
   return {
     sha256: sha256Hex(file.bytes),
     width: decoded.originalWidth,
@@ -81,6 +81,49 @@ export async function prepareReference(file: ReferenceFile, embedder: Embedder, 
     embedding,
     keypoints: packKeypoints(kp.normal, kp.mirrored),
   };
+}
+
+/** A decoded reference image as the embedder takes it: the whole picture fitted into its input. */
+function embedderInput(image: RawImage, embedder: Embedder): Promise<RawImage> {
+  return resizeRaw(image, embedder.inputWidth, embedder.inputHeight, 'contain');
+}
+
+/**
+ * Moves a library to `embedder`'s model: every ready reference's stored file is embedded again
+ * (keypoints do not depend on the model and stay), then the new vectors and the model are
+ * written in one transaction (LibraryStore.replaceModel). Nothing changes if a file cannot be
+ * read or the library changes meanwhile. Scanners still on the old model stop at their next
+ * refresh with `model_mismatch` and must be restarted with the new KAGAMI_MODEL.
+ */
+export async function reembedLibrary(
+  lib: Library,
+  embedder: Embedder,
+  opts: { limits?: DecodeLimits; batch?: number; onProgress?: (done: number, total: number) => void } = {},
+): Promise<{ from?: string; to: string; references: number }> {
+  const from = (await lib.store.getModel())?.modelId;
+  const ready = (await lib.store.listReferences()).filter((r) => r.status === 'ready');
+  const batch = opts.batch ?? 32;
+  const embeddings: Array<{ referenceId: string; embedding: Float32Array }> = [];
+  opts.onProgress?.(0, ready.length);
+  for (let i = 0; i < ready.length; i += batch) {
+    const part = ready.slice(i, i + batch);
+    const inputs = [];
+    for (const r of part) {
+      let bytes: Buffer;
+      try {
+        bytes = await lib.blobs.get(r.sha256);
+      } catch (e) {
+        throw new LibraryError('blob_missing', `reference ${r.id}: its stored file ${r.sha256} cannot be read (${(e as Error).message}); nothing was changed`);
+      }
+      const decoded = await decodeReference(r.fileName, bytes, opts.limits ?? DEFAULT_DECODE_LIMITS);
+      inputs.push(await embedderInput(decoded.image, embedder));
+    }
+    const vectors = await embedder.embed(inputs);
+    part.forEach((r, k) => embeddings.push({ referenceId: r.id, embedding: vectors[k] }));
+    opts.onProgress?.(embeddings.length, ready.length);
+  }
+  await lib.store.replaceModel({ modelId: embedder.modelId, dimension: embedder.dimension }, embeddings);
+  return { from, to: embedder.modelId, references: embeddings.length };
 }
 
 /** Checks that a character may get references from `owner` and fills in name/owner of an existing one. */

@@ -31,6 +31,14 @@ export interface LibraryStore {
   getModel(): Promise<LibraryModel | undefined>;
   /** Records the model; throws LibraryError `model_mismatch` if another one is already recorded. */
   setModel(model: LibraryModel): Promise<void>;
+  /**
+   * Moves the library to another model in one transaction: every ready reference gets the
+   * embedding given for it (keypoints stay) and the recorded model becomes `model`. LibraryError
+   * `library_changed` when the ready references are not exactly those given (one was added,
+   * removed or became ready meanwhile); nothing is written then. Scanners holding the old model's
+   * vectors notice at their next refresh (ReferenceSet) and stop with `model_mismatch`.
+   */
+  replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void>;
 
   /**
    * Creates the character or updates its name/owner/franchise (an omitted franchise keeps the stored

@@ -43,7 +43,7 @@ import type {
   WebhookDeliveryRecord,
   WebhookRecord,
 } from './types';
-import { checkFeatures, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
+import { checkFeatures, checkReplacement, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
 
 /** Schema migrations, applied in order. Append only: never edit a migration that has shipped. */
 const MIGRATIONS: Array<{ name: string; sql: string }> = [
@@ -543,6 +543,27 @@ export class PostgresStore implements MetadataStore {
     ]);
     const current = (await this.modelOf(this.pool))!;
     if (current.modelId !== model.modelId || current.dimension !== model.dimension) throw modelMismatch(current, model);
+  }
+
+  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void> {
+    await this.tx(
+      async (c) => {
+        // The change-log lock (library: true) keeps references from being added or becoming ready meanwhile.
+        const ready = (await rows<{ id: string }>(c, `SELECT id FROM refs WHERE status = 'ready'`)).map((r) => r.id);
+        checkReplacement(model, ready, embeddings);
+        for (let i = 0; i < embeddings.length; i += 500) {
+          const part = embeddings.slice(i, i + 500);
+          await c.query(
+            `UPDATE refs SET embedding = v.embedding FROM unnest($1::text[], $2::bytea[]) AS v(id, embedding) WHERE refs.id = v.id`,
+            [part.map((e) => e.referenceId), part.map((e) => encodeEmbedding(e.embedding))],
+          );
+        }
+        await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [
+          JSON.stringify({ modelId: model.modelId, dimension: model.dimension }),
+        ]);
+      },
+      { library: true },
+    );
   }
 
   async upsertCharacter(ch: Omit<CharacterRecord, 'createdAt'>): Promise<CharacterRecord> {

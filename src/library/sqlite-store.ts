@@ -38,7 +38,7 @@ import type {
   WebhookDeliveryRecord,
   WebhookRecord,
 } from './types';
-import { checkFeatures, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
+import { checkFeatures, checkReplacement, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
 
 /**
  * Schema migrations, applied in order, each in its own transaction; `user_version` records how many
@@ -483,6 +483,18 @@ export class SqliteStore implements MetadataStore {
           .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?)`)
           .run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
       }
+    });
+  }
+
+  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void> {
+    this.write(() => {
+      const ready = (this.db.prepare(`SELECT id FROM refs WHERE status = 'ready'`).all() as Array<{ id: string }>).map((r) => r.id);
+      checkReplacement(model, ready, embeddings);
+      const update = this.db.prepare(`UPDATE refs SET embedding = ? WHERE id = ?`);
+      for (const e of embeddings) update.run(encodeEmbedding(e.embedding), e.referenceId);
+      this.db
+        .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
+        .run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
     });
   }
 

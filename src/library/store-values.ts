@@ -65,6 +65,25 @@ export function modelMismatch(current: LibraryModel, model: LibraryModel): Libra
   );
 }
 
+/** replaceModel's precondition: the embeddings cover exactly the ready references, each with the model's dimension. */
+export function checkReplacement(model: LibraryModel, readyIds: readonly string[], embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): void {
+  const given = new Set(embeddings.map((e) => e.referenceId));
+  const ready = new Set(readyIds);
+  const added = readyIds.filter((id) => !given.has(id)).length;
+  const gone = [...given].filter((id) => !ready.has(id)).length;
+  if (added || gone || given.size !== embeddings.length) {
+    throw new LibraryError(
+      'library_changed',
+      `the library changed while its references were embedded again (${added} new or newly ready, ${gone} removed or no longer ready); nothing was changed: run it again`,
+    );
+  }
+  for (const e of embeddings) {
+    if (e.embedding.length !== model.dimension) {
+      throw new LibraryError('model_mismatch', `reference ${e.referenceId}: embedding has ${e.embedding.length} dimensions, model ${model.modelId} has ${model.dimension}`);
+    }
+  }
+}
+
 export function checkFeatures(model: LibraryModel | undefined, refId: string, f: ReferenceFeatures): void {
   if (model && f.embedding.length !== model.dimension) {
     throw new LibraryError(

@@ -4,6 +4,7 @@
  * store's change log (`refresh`), so a long-running worker sees new references within seconds
  * without reloading everything.
  */
+import { LibraryError } from '../errors';
 import { unpackKeypoints } from '../library/keypoint-pack';
 import type { LibraryStore } from '../library/metadata-store';
 import type { CharacterRecord, LibraryChange, ReferenceFeatures, ReferenceRecord } from '../library/types';
@@ -35,6 +36,8 @@ export class ReferenceSet {
   private readonly backgroundMax = new Map<string, number>();
   private seq = 0;
   private refreshing: Promise<number> | undefined;
+  private readonly modelId: string;
+  private readonly dimension: number;
 
   private constructor(
     private readonly store: LibraryStore,
@@ -43,13 +46,15 @@ export class ReferenceSet {
   ) {
     // Exact search for small libraries, HNSW for large ones (chosen by size at load time).
     this.vectors = createVectorIndex(embedder.modelId, embedder.dimension, expectedSize);
+    this.modelId = embedder.modelId;
+    this.dimension = embedder.dimension;
   }
 
   /** Loads every ready reference; refuses a library whose embeddings come from another model. */
   static async load(store: LibraryStore, embedder: Embedder): Promise<ReferenceSet> {
     const model = await store.getModel();
     if (model && (model.modelId !== embedder.modelId || model.dimension !== embedder.dimension)) {
-      throw new Error(`library holds ${model.modelId} embeddings but this Kagami uses ${embedder.modelId}`);
+      throw new LibraryError('model_mismatch', `library holds ${model.modelId} embeddings but this Kagami uses ${embedder.modelId}`);
     }
     const { features, seq } = await store.loadFeatures();
     const set = new ReferenceSet(store, embedder, features.length);
@@ -95,6 +100,12 @@ export class ReferenceSet {
   }
 
   private async doRefresh(): Promise<number> {
+    // A library moved to another model (reembedLibrary) holds vectors this set's embedder cannot
+    // compare with: stop with a clear error instead of matching across two models.
+    const model = await this.store.getModel();
+    if (model && (model.modelId !== this.modelId || model.dimension !== this.dimension)) {
+      throw new LibraryError('model_mismatch', `library now holds ${model.modelId} embeddings but this Kagami uses ${this.modelId}: restart it with KAGAMI_MODEL=${model.modelId}`);
+    }
     let applied = 0;
     for (;;) {
       const changes = await this.store.changesSince(this.seq, 500);

@@ -118,6 +118,43 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
         await expectCode(store.setReferenceFeatures('r1', features('r1', 'c1', 1, DIM * 2)), 'model_mismatch');
         expect((await store.getReference('r1'))!.status).toBe('pending');
       });
+
+      it('replaceModel swaps every ready embedding and the model in one go; keypoints and pending references stay', async () => {
+        await seedLibrary();
+        await store.addReferences([{ ref: ref('r2', 'c2'), features: features('r2', 'c2', 2) }, { ref: ref('r3', 'c2') }]);
+        const before = await store.loadFeatures();
+        const next = [
+          { referenceId: 'r1', embedding: embedding(11, DIM * 2) },
+          { referenceId: 'r2', embedding: embedding(12, DIM * 2) },
+        ];
+        await store.replaceModel({ modelId: 'm2', dimension: DIM * 2 }, next);
+        expect(await store.getModel()).toEqual({ modelId: 'm2', dimension: DIM * 2 });
+        const after = await store.loadFeatures();
+        expect(after.features.map((f) => f.referenceId)).toEqual(['r1', 'r2']);
+        for (const [i, f] of after.features.entries()) {
+          expectSameFeatures(f, { ...before.features[i], embedding: next[i].embedding });
+        }
+        expect((await store.getReference('r3'))!.status).toBe('pending');
+        // The old model is now refused, the new one accepted.
+        await expectCode(store.setModel({ modelId: 'm1', dimension: DIM }), 'model_mismatch');
+        await store.setReferenceFeatures('r3', features('r3', 'c2', 3, DIM * 2));
+      });
+
+      it('replaceModel writes nothing when the ready references are not exactly the ones given', async () => {
+        await seedLibrary();
+        await store.addReferences([{ ref: ref('r2', 'c2'), features: features('r2', 'c2', 2) }]);
+        const before = await store.loadFeatures();
+        const r1 = { referenceId: 'r1', embedding: embedding(11, DIM) };
+        const r2 = { referenceId: 'r2', embedding: embedding(12, DIM) };
+        // r2 missing (it became ready meanwhile), an unknown one, a duplicate, a wrong dimension.
+        await expectCode(store.replaceModel({ modelId: 'm2', dimension: DIM }, [r1]), 'library_changed');
+        await expectCode(store.replaceModel({ modelId: 'm2', dimension: DIM }, [r1, r2, { referenceId: 'gone', embedding: embedding(13) }]), 'library_changed');
+        await expectCode(store.replaceModel({ modelId: 'm2', dimension: DIM }, [r1, r1]), 'library_changed');
+        await expectCode(store.replaceModel({ modelId: 'm2', dimension: DIM * 2 }, [r1, r2]), 'model_mismatch');
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: DIM });
+        const after = await store.loadFeatures();
+        after.features.forEach((f, i) => expectSameFeatures(f, before.features[i]));
+      });
     });
 
     describe('library: characters', () => {

@@ -1,0 +1,119 @@
+/**
+ * Moving a library to another embedding model (`kagami library reembed`), through the real
+ * binary: references registered with kagami-descriptor-v1 are embedded again with -v2 from their
+ * stored files, scans on the old model are refused with a clear error, and scans on the new one
+ * find the character as before. Real ffmpeg clip, real ONNX models, the SQLite library on disk.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openLibrary } from '../../src/library/library';
+import type { ReferenceFeatures } from '../../src/library/types';
+import { dot } from '../../src/signals/embedding/drift';
+import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
+import { makeClip } from '../helpers/synthetic-video';
+
+const CLI = path.resolve(__dirname, '../../dist/cli/main.js');
+const V1 = 'kagami-descriptor-v1';
+const V2 = 'kagami-descriptor-v2';
+
+function kagami(args: string[], model: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, KAGAMI_MODEL: model } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+async function features(dir: string): Promise<ReferenceFeatures[]> {
+  const lib = await openLibrary(dir, { create: false });
+  try {
+    return (await lib.store.loadFeatures()).features;
+  } finally {
+    await lib.store.close();
+  }
+}
+
+let dir: string;
+let lib: string;
+let clip: string;
+const art: string[] = [];
+
+beforeAll(async () => {
+  if (!existsSync(CLI)) throw new Error(`${CLI} missing: run 'npm run build' (npm test does it)`);
+  dir = mkdtempSync(path.join(os.tmpdir(), 'kagami-reembed-'));
+  lib = path.join(dir, 'lib');
+  for (const seed of [21, 22]) {
+    const f = path.join(dir, `char${seed}.png`);
+    writeFileSync(f, await renderCharacter(seed, 400, { styleSeed: 6 }));
+    art.push(f);
+  }
+  clip = path.join(dir, 'clip.mp4');
+  await makeClip({
+    out: clip, width: 960, height: 540, durationSec: 6, background: await renderBackground(5, 1300, 540),
+    appearances: [{ png: await renderCharacter(21, 400, { styleSeed: 6 }), startSec: 1, endSec: 4, heightFrac: 0.5, x: 0.3, y: 0.25, drift: 30 }],
+  });
+}, 120_000);
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('a v1 library moves to v2: same vectors as registering under v2, old model refused, the character still found', async () => {
+  for (const [i, f] of art.entries()) {
+    const r = await kagami(['library', 'add', '--library', lib, '--character', `hero-${i}`, '--name', `Hero ${i}`, '--owner', 'studio', f], V1);
+    expect(r.code).toBe(0);
+  }
+  const before = await kagami(['scan', '--library', lib, '--json', clip], V1);
+  expect(before.code).toBe(1);
+  expect(JSON.parse(before.stdout).matches[0].characterId).toBe('hero-0');
+  const v1 = await features(lib);
+
+  const r = await kagami(['library', 'reembed', '--library', lib, '--model', V2], V1);
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(new RegExp(`moved from ${V1} to ${V2}: 2 reference\\(s\\) embedded again`));
+
+  // Keypoints kept; each vector is what v2 gives the stored file (registering it anew under v2).
+  const v2 = await features(lib);
+  expect(v2.map((f) => f.referenceId)).toEqual(v1.map((f) => f.referenceId));
+  const fresh = path.join(dir, 'fresh');
+  for (const [i, f] of art.entries()) {
+    expect((await kagami(['library', 'add', '--library', fresh, '--character', `hero-${i}`, '--name', `Hero ${i}`, '--owner', 'studio', f], V2)).code).toBe(0);
+  }
+  const direct = await features(fresh);
+  for (const [i, f] of v2.entries()) {
+    expect(f.embedding).toHaveLength(direct[i].embedding.length);
+    expect(Buffer.from(f.keypoints).equals(Buffer.from(v1[i].keypoints))).toBe(true);
+    expect(dot(f.embedding, direct[i].embedding)).toBeGreaterThan(0.9999);
+    expect(dot(f.embedding, v1[i].embedding)).toBeLessThan(0.99); // really another model's vector
+  }
+
+  // The old model is refused with a clear error (exit 2), the new one finds the character.
+  const stale = await kagami(['scan', '--library', lib, '--json', clip], V1);
+  expect(stale.code).toBe(2);
+  expect(stale.stderr).toMatch(/model_mismatch|kagami-descriptor-v2 embeddings/);
+  const after = await kagami(['scan', '--library', lib, '--json', clip], V2);
+  expect(after.code).toBe(1);
+  expect(JSON.parse(after.stdout).matches[0].characterId).toBe('hero-0');
+  // Adding references with the old model is refused as well.
+  expect((await kagami(['library', 'add', '--library', lib, '--character', 'hero-0', art[1]], V1)).code).toBe(2);
+}, 240_000);
+
+test('reembed refuses an unknown model and a missing library, changing nothing', async () => {
+  const unknown = await kagami(['library', 'reembed', '--library', lib, '--model', 'no-such-model'], V2);
+  expect(unknown.code).toBe(2);
+  expect(unknown.stderr).toMatch(/no-such-model/);
+  const missing = await kagami(['library', 'reembed', '--library', path.join(dir, 'nope')], V2);
+  expect(missing.code).toBe(2);
+  const lib2 = await openLibrary(lib, { create: false });
+  try {
+    expect((await lib2.store.getModel())?.modelId).toBe(V2);
+  } finally {
+    await lib2.store.close();
+  }
+}, 60_000);
