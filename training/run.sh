@@ -4,6 +4,7 @@
 # weights from our TS converter, checks the torch trunk against the ONNX model, trains, evaluates
 # (before/after table in training/out/train.log) and exports + checks the ONNX model.
 #
+#   ID=kagami-descriptor-v3 training/run.sh   # v3 experiment: v2's data + Freeciv, 1,500 steps (not shipped: training/README.md)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -20,6 +21,7 @@ ID=${ID:-kagami-descriptor-v2}
 case "$ID" in
   kagami-descriptor-v1) DEF_SOURCES=freedink; DEF_STEPS=800; DEF_REAL=0.333 ;;
   kagami-descriptor-v2) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5 ;;
+  kagami-descriptor-v3) DEF_SOURCES=freedink,widelands,tuxpaint,freeciv; DEF_STEPS=1500; DEF_REAL=0.5 ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
@@ -27,22 +29,27 @@ STEPS=${STEPS:-$DEF_STEPS}
 REAL_FRAC=${REAL_FRAC:-$DEF_REAL} # share of each batch from the real art
 PAIRS=${PAIRS:-24}
 ONNX=${ONNX:-models/$ID.onnx}     # where the model (and its manifest, .json) go
-COMPARE=${COMPARE:-$([ "$ID" = kagami-descriptor-v1 ] || echo models/kagami-descriptor-v1.json)}  # committed models evaluated on the same queries
+case "$ID" in
+  kagami-descriptor-v1) DEF_COMPARE= ;;
+  kagami-descriptor-v2) DEF_COMPARE=models/kagami-descriptor-v1.json ;;
+  *) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v2.json ;;
+esac
+COMPARE=${COMPARE-$DEF_COMPARE}  # committed models evaluated on the same queries
 MAX_MINUTES=${MAX_MINUTES:-0}  # >0: stop training early on a slow machine (the log says where)
 export OMP_NUM_THREADS=$THREADS
 
-# 1. dependencies (Debian bookworm: torch 1.13, numpy, Pillow, onnx; art: freedink-data, widelands-data, tuxpaint-stamps-default)
+# 1. dependencies (Debian bookworm: torch 1.13, numpy, Pillow, onnx; art: freedink-data, widelands-data, tuxpaint-stamps-default, freeciv-data)
 if ! $PY -c 'import torch, numpy, PIL, onnx' 2>/dev/null || [ ! -d /usr/share/games/dink/dink/graphics ] \
-   || [ ! -d /usr/share/games/widelands/data/tribes ] || [ ! -d /usr/share/tuxpaint/stamps ]; then
+   || [ ! -d /usr/share/games/widelands/data/tribes ] || [ ! -d /usr/share/tuxpaint/stamps ] || [ ! -d /usr/share/games/freeciv/cimpletoon ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy python3-pil python3-onnx \
-    freedink-data widelands-data tuxpaint-stamps-default
+    freedink-data widelands-data tuxpaint-stamps-default freeciv-data
 fi
 
 # 2. the TS modules the scripts use, compiled into training/.build (independent of dist/)
 npx tsc --outDir training/.build --rootDir src --target ES2022 --module commonjs --moduleResolution node \
   --esModuleInterop --resolveJsonModule --skipLibCheck --strict --types node \
-  src/synthetic/art.ts src/signals/embedding/tfjs-to-onnx.ts src/signals/embedding/onnx-embedder.ts
+  src/synthetic/art.ts src/signals/embedding/tfjs-to-onnx.ts src/signals/embedding/onnx-embedder.ts src/signals/embedding/inference-worker.ts
 
 # 3. data: ImageNet trunk weights, synthetic characters + backgrounds, game art sprites
 mkdir -p training/data training/out
@@ -51,6 +58,7 @@ node training/render-synthetic.js training/data 80 4 48
 $PY training/freedink.py training/data > training/out/freedink.txt
 $PY training/widelands.py training/data > training/out/widelands.txt
 $PY training/tuxpaint.py training/data > training/out/tuxpaint.txt
+$PY training/freeciv.py training/data > training/out/freeciv.txt
 
 # 4. the torch trunk reproduces the ONNX model our converter builds (max abs diff must be < 1e-3)
 $PY training/verify-trunk.py training/out

@@ -1,4 +1,4 @@
-"""Trains Kagami's likeness descriptor (kagami-descriptor-v1/-v2) and evaluates it against the frozen
+"""Trains Kagami's likeness descriptor (kagami-descriptor-v1/-v2/-v3) and evaluates it against the frozen
 model and earlier descriptors (--compare), then exports it to ONNX. See training/README.md; run through training/run.sh.
 
 Descriptor: MobileNetV2 trunk (ImageNet, up to block_10_project_BN; stem..block_6 frozen,
@@ -37,6 +37,8 @@ HELDOUT = {
     'widelands': {'amazons1', 'atlanteans2', 'barbarians3', 'empire4', 'frisians5', 'critters1'},
     'tuxpaint': {'animals-birds2', 'animals-mammals-bovines1', 'animals-fish1', 'animals-insects-cartoon1',
                  'animals-mammals1', 'seasonal-halloween1', 'town-cartoon1'},
+    # a tileset's units of one kind: two cimpletoon families with 8 directions each, two single-drawing ones
+    'freeciv': {'cimpletoon-mounted0', 'cimpletoon-civil0', 'amplio2-ancient0', 'trident-ships0'},
 }
 REAL_SOURCES = list(HELDOUT)
 

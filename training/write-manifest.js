@@ -23,6 +23,7 @@ const ART = {
   freedink: { name: 'freedink-data', licence: 'zlib-style licence', what: 'sprites and tiles' },
   widelands: { name: 'widelands-data', licence: 'GPL-2+', what: 'worker, animal and ship animations' },
   tuxpaint: { name: 'tuxpaint-stamps-default', licence: 'GPL-2', what: 'animal, people and cartoon stamps' },
+  freeciv: { name: 'freeciv-data', licence: 'GPL-2+', what: 'unit sprites of three tilesets' },
 };
 // Calibration: v1's floor 0.5 / ceil 0.95 were set by hand when it became the default. A later model
 // gets the cosines at the same places of its own held-out distributions (train.py `cosines`, stored
@@ -61,7 +62,7 @@ const manifest = {
     `composites and pose pairs of open game art (${real.map((s) => ART[s].name).join(', ')}) and Kagami's synthetic characters (training/README.md). Input: a ${size}x${size} crop around ONE character ` +
     `(a box from keypoint verification or a region proposal), not a whole frame.`,
   training: {
-    recipe: id === 'kagami-descriptor-v1' ? 'ID=kagami-descriptor-v1 training/run.sh' : 'training/run.sh',
+    recipe: id === 'kagami-descriptor-v2' ? 'training/run.sh' : `ID=${id} training/run.sh`,
     files: ['training/run.sh', 'training/train.py', 'training/mnv2.py', 'training/export-weights.js', 'training/render-synthetic.js', ...real.map((s) => `training/${s}.py`)],
     data:
       real.map((s) => `${ART[s].name} (Debian; ${ART[s].licence}) ${ART[s].what}`).join(', ') +
