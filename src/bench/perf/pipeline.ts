@@ -39,23 +39,32 @@ async function floorRun(file: string, opts: SampleOptions, width: number, height
   });
 }
 
-/** As the scanner does it: sampling alone (no probe unless it fails), frames embedded in batches. */
+/**
+ * As the scanner does it: sampling alone (no probe unless it fails), frames embedded in batches,
+ * one batch embedded (in the inference thread) while the next one is decoded, at most two in memory.
+ */
 async function kagamiRun(file: string, opts: SampleOptions, embedder: OnnxEmbedder | null, batchSize: number): Promise<number> {
   let n = 0;
-  const pending: RawImage[] = [];
-  const flush = async () => {
-    if (!embedder || !pending.length) return;
-    const batch = pending.splice(0);
+  let pending: RawImage[] = [];
+  let running: Promise<unknown> | undefined;
+  const embed = async (batch: RawImage[]) => {
+    if (!embedder || !batch.length) return;
     await embedder.embed(await Promise.all(batch.map((f) => resizeRaw(f, embedder.inputWidth, embedder.inputHeight, 'fill'))));
   };
   for await (const f of sampleFrames(file, opts)) {
     n++;
     if (embedder) {
       pending.push(f);
-      if (pending.length >= batchSize) await flush();
+      if (pending.length >= batchSize) {
+        await running;
+        running = embed(pending);
+        running.catch(() => undefined); // reported where it is awaited
+        pending = [];
+      }
     }
   }
-  await flush();
+  await running;
+  await embed(pending);
   return n;
 }
 
