@@ -7,9 +7,9 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { MODELS_DIR, modelFilesDir, modelManifestPath, readEnv, type Env } from '../config';
+import { DEFAULT_MODEL, MODELS_DIR, modelFilesDir, modelFor, modelManifestPath, readEnv, type Env } from '../config';
 import { isKagamiError, KagamiError, NotFoundError, ValidationError } from '../errors';
-import { addReferences, openLibrary, reembedLibrary } from '../library/library';
+import { addReferences, openLibrary, reembedLibrary, type Library } from '../library/library';
 import { Scanner, type ScanReport } from '../scan/scanner';
 import { scanOptionsFromEnv } from '../scan/options';
 import { ReferenceSet } from '../scan/reference-set';
@@ -35,8 +35,10 @@ function positive(v: string): number {
   return n;
 }
 
-async function loadEmbedder(env: Env): Promise<OnnxEmbedder> {
-  return OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR });
+/** The embedder for `lib`: KAGAMI_MODEL, else the model the library holds, else the default (modelFor). */
+async function loadEmbedder(env: Env, lib?: Library): Promise<OnnxEmbedder> {
+  const id = modelFor(env, lib ? (await lib.store.getModel())?.modelId : undefined);
+  return OnnxEmbedder.create(modelManifestPath(id), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR });
 }
 
 /** `models pull` argument: a model id (models/<id>.json) or the path of a manifest file. */
@@ -98,9 +100,9 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
           throw new KagamiError('file_not_found', `${f}: no such file`);
         }
       });
-      const embedder = await loadEmbedder(e);
       const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: true, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
       try {
+        const embedder = await loadEmbedder(e, lib);
         const r = await addReferences(
           lib,
           embedder,
@@ -162,14 +164,14 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
   library
     .command('reembed')
     .description(
-      "move the library to the embedding model KAGAMI_MODEL (or --model): embeds every reference's stored file again and switches the library's model in one transaction. " +
-        'Stop the workers first and start them again with the new KAGAMI_MODEL (ones still on the old model stop with model_mismatch).',
+        `move the library to another embedding model (--model, else KAGAMI_MODEL, else ${DEFAULT_MODEL}): embeds every reference's stored file again and switches the library's model in one transaction. ` +
+        'Stop the workers first, then start them again (with KAGAMI_MODEL unset they follow the library; ones still on the old model stop with model_mismatch).',
     )
     .addOption(libraryOption())
-    .option('--model <id>', 'target model id (default: KAGAMI_MODEL)')
+    .option('--model <id>', `target model id (default: KAGAMI_MODEL, else ${DEFAULT_MODEL})`)
     .action(async (o: { library?: string; model?: string }) => {
       const e = env();
-      const target = o.model ?? e.KAGAMI_MODEL;
+      const target = o.model ?? modelFor(e);
       if (!existsSync(modelManifestPath(target))) throw new NotFoundError('model', `${target} (\`kagami models list\` shows the known ones)`);
       const embedder = await loadEmbedder({ ...e, KAGAMI_MODEL: target });
       const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
@@ -211,7 +213,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       let scanner: Scanner;
       try {
         resolveBinaries({ ffmpeg: e.KAGAMI_FFMPEG, ffprobe: e.KAGAMI_FFPROBE });
-        const embedder = await loadEmbedder(e);
+        const embedder = await loadEmbedder(e, lib);
         scanner = new Scanner(embedder, await ReferenceSet.load(lib.store, embedder), opts);
       } finally {
         await lib.store.close();
@@ -307,7 +309,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       const e = env();
       const { prepareDemo } = await import('./demo');
       process.stderr.write(`kagami demo: preparing sample art and a 10 s clip in ${o.dir} …\n`);
-      const demo = await prepareDemo(o.dir, e.KAGAMI_MODEL);
+      const demo = await prepareDemo(o.dir, modelFor(e));
       const embedder = await loadEmbedder(e);
       const lib = await openLibrary(demo.library, { create: true });
       try {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import pino from 'pino';
 import client from 'prom-client';
 import { createApp } from '../api/app';
-import { modelManifestPath, PACKAGE_ROOT, type Env } from '../config';
+import { modelFor, modelManifestPath, PACKAGE_ROOT, type Env } from '../config';
 import { FsBlobStore } from '../library/blob-store';
 import type { MetadataStore } from '../library/metadata-store';
 import { openStore } from '../library/open-store';
@@ -47,7 +47,10 @@ export async function createRuntime(env: Env, opts: { queuePrefix?: string; logg
       store,
       blobs,
       queues,
-      embedder: () => (embedder ??= OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR })),
+      embedder: () =>
+        (embedder ??= store.getModel().then((m) =>
+          OnnxEmbedder.create(modelManifestPath(modelFor(env, m?.modelId)), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR }),
+        )),
       log: (level, msg, extra) => log[level](extra ?? {}, msg),
     },
     {

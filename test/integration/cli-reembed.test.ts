@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { DEFAULT_MODEL } from '../../src/config';
 import { openLibrary } from '../../src/library/library';
 import type { ReferenceFeatures } from '../../src/library/types';
 import { dot } from '../../src/signals/embedding/drift';
@@ -18,9 +19,12 @@ const CLI = path.resolve(__dirname, '../../dist/cli/main.js');
 const V1 = 'kagami-descriptor-v1';
 const V2 = 'kagami-descriptor-v2';
 
-function kagami(args: string[], model: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/** The CLI with KAGAMI_MODEL set to `model`, or unset (undefined: the library's model, else the default). */
+function kagami(args: string[], model: string | undefined): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = { ...process.env, KAGAMI_MODEL: model };
+  if (model === undefined) delete env.KAGAMI_MODEL;
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, KAGAMI_MODEL: model } });
+    const p = spawn(process.execPath, [CLI, ...args], { env });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
@@ -100,9 +104,24 @@ test('a v1 library moves to v2: same vectors as registering under v2, old model 
   const after = await kagami(['scan', '--library', lib, '--json', clip], V2);
   expect(after.code).toBe(1);
   expect(JSON.parse(after.stdout).matches[0].characterId).toBe('hero-0');
+  // With KAGAMI_MODEL unset the CLI follows the library's model (v2 here, not the default).
+  const follow = await kagami(['scan', '--library', lib, '--json', clip], undefined);
+  expect(follow.code).toBe(1);
+  expect(JSON.parse(follow.stdout).model).toBe(V2);
   // Adding references with the old model is refused as well.
   expect((await kagami(['library', 'add', '--library', lib, '--character', 'hero-0', art[1]], V1)).code).toBe(2);
 }, 240_000);
+
+test('with KAGAMI_MODEL unset a new library gets the default model, and reembed without --model moves to it', async () => {
+  const lib3 = path.join(dir, 'lib3');
+  expect((await kagami(['library', 'add', '--library', lib3, '--character', 'hero-0', '--name', 'Hero 0', '--owner', 'studio', art[0]], V1)).code).toBe(0);
+  const r = await kagami(['library', 'reembed', '--library', lib3], undefined);
+  expect(r.code).toBe(0);
+  expect(r.stdout).toContain(`moved from ${V1} to ${DEFAULT_MODEL}`);
+  const scan = await kagami(['scan', '--library', lib3, '--json', clip], undefined);
+  expect(scan.code).toBe(1);
+  expect(JSON.parse(scan.stdout)).toMatchObject({ model: DEFAULT_MODEL, matches: [{ characterId: 'hero-0' }] });
+}, 120_000);
 
 test('reembed refuses an unknown model and a missing library, changing nothing', async () => {
   const unknown = await kagami(['library', 'reembed', '--library', lib, '--model', 'no-such-model'], V2);

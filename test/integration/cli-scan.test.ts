@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync,
 import os from 'node:os';
 import path from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
+import { DEFAULT_MODEL } from '../../src/config';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip, temporalIoU } from '../helpers/synthetic-video';
 
@@ -82,7 +83,7 @@ describe('library', () => {
     r = await kagami(['library', 'list', '--library', lib, '--json']);
     expect(r.code).toBe(0);
     const listed = JSON.parse(r.stdout);
-    expect(listed.model).toBe('kagami-descriptor-v2');
+    expect(listed.model).toBe(DEFAULT_MODEL); // KAGAMI_MODEL unset: a new library gets the default
     expect(listed.characters.map((c: { id: string; references: unknown[] }) => [c.id, c.references.length])).toEqual([
       ['hero-11', 1],
       ['hero-12', 2],

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { modelManifestPath, readEnv } from '../../src/config';
+import { modelFor, modelManifestPath, readEnv } from '../../src/config';
 import { cosineDrift, dot, neighbourAgreement } from '../../src/signals/embedding/drift';
 import { loadManifest } from '../../src/signals/embedding/manifest';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
@@ -17,7 +17,7 @@ const INT8 = 'kagami-descriptor-v2-int8';
 const FP32 = 'kagami-descriptor-v2';
 
 test('KAGAMI_MODEL selects the int8 manifest; its file matches its sha256 and it names the float model it came from', () => {
-  const m = loadManifest(modelManifestPath(readEnv({ KAGAMI_MODEL: INT8 }).KAGAMI_MODEL));
+  const m = loadManifest(modelManifestPath(modelFor(readEnv({ KAGAMI_MODEL: INT8 }))));
   const f = loadManifest(modelManifestPath(FP32));
   expect(m.id).toBe(INT8);
   expect(createHash('sha256').update(readFileSync(m.modelPath)).digest('hex')).toBe(m.sha256);

@@ -14,7 +14,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { modelManifestPath, readEnv } from '../../config';
+import { modelFor, modelManifestPath, readEnv } from '../../config';
 import { addReferences, openLibrary } from '../../library/library';
 import { sampleFrames } from '../../media/ffmpeg';
 import { ReferenceSet } from '../../scan/reference-set';
@@ -101,7 +101,7 @@ async function main(argv: string[]): Promise<void> {
     `${plan.registered.length} registered characters, ${plan.unregistered.length} unregistered (look-alikes / others); sources ${o.sources.join(', ')}`);
 
   // --- library, with the product's code
-  const embedder = await OnnxEmbedder.create(modelManifestPath(env.KAGAMI_MODEL), { threads: env.KAGAMI_THREADS });
+  const embedder = await OnnxEmbedder.create(modelManifestPath(modelFor(env)), { threads: env.KAGAMI_THREADS });
   const libDir = path.join(cache, `library-seed${plan.seed}-${quick ? 'quick' : 'full'}`);
   rmSync(libDir, { recursive: true, force: true });
   const lib = await openLibrary(libDir, { create: true });

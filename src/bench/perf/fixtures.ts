@@ -4,7 +4,7 @@
  */
 import { existsSync, renameSync } from 'node:fs';
 import path from 'node:path';
-import { modelManifestPath, readEnv } from '../../config';
+import { modelFor, modelManifestPath, readEnv } from '../../config';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { renderBackground, renderCharacter } from '../../synthetic/art';
 import { makeClip } from '../../synthetic/video';
@@ -52,8 +52,8 @@ export async function loadEmbedder(threads = 1): Promise<OnnxEmbedder> {
   return OnnxEmbedder.create(modelManifestPath(MODEL_ID), { threads });
 }
 
-/** The model the product scans with (KAGAMI_MODEL, default the trained descriptor), for end to end. */
-export const PRODUCT_MODEL_ID = readEnv().KAGAMI_MODEL;
+/** The model the product scans a new library with (KAGAMI_MODEL, else DEFAULT_MODEL), for end to end. */
+export const PRODUCT_MODEL_ID = modelFor(readEnv());
 export async function loadProductEmbedder(threads = 1): Promise<OnnxEmbedder> {
   return OnnxEmbedder.create(modelManifestPath(PRODUCT_MODEL_ID), { threads });
 }
