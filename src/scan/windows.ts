@@ -1,8 +1,8 @@
 /**
  * Where the likeness tier looks in a frame when its model describes one character at a time
  * (manifest `usage: "crop"`): square windows at a few sizes relative to the frame height, sliding
- * with half-window steps, so a character between ~25 % and ~80 % of the frame height falls mostly
- * inside some window. Pure functions; the crops are resampled in JS (bilinear), no sharp round trip.
+ * with half-window steps, so a character between ~15 % and ~90 % of the frame height (at the default
+ * sizes) falls mostly inside some window of a size the descriptor was trained for. Pure functions; the crops are resampled in JS (bilinear), no sharp round trip.
  */
 import type { RawImage } from '../media/types';
 

@@ -1,5 +1,8 @@
 import {
   averagePrecision,
+  boxIoU,
+  clipBox,
+  windowCoverage,
   hitsToIntervals,
   precisionRecallCurve,
   rateAtOrAbove,
@@ -91,4 +94,29 @@ describe('hitsToIntervals', () => {
 test('rateAtOrAbove', () => {
   expect(rateAtOrAbove([0.1, 0.6, 0.7, 0.2], 0.6)).toBe(0.5);
   expect(rateAtOrAbove([], 0.6)).toBe(0);
+});
+
+describe('proposal coverage (hand-computed)', () => {
+  test('boxIoU and clipBox', () => {
+    expect(boxIoU({ x: 0, y: 0, width: 10, height: 10 }, { x: 5, y: 0, width: 10, height: 10 })).toBeCloseTo(50 / 150, 10);
+    expect(boxIoU({ x: 0, y: 0, width: 10, height: 10 }, { x: 10, y: 0, width: 10, height: 10 })).toBe(0);
+    expect(clipBox({ x: -20, y: 10, width: 50, height: 100 }, 100, 60)).toEqual({ x: 0, y: 10, width: 30, height: 50 });
+    expect(clipBox({ x: 120, y: 0, width: 10, height: 10 }, 100, 60)).toBeUndefined();
+  });
+
+  test('a window is usable when it holds 80 % of the box and the box spans 40-100 % of its side', () => {
+    const box = { x: 100, y: 100, width: 40, height: 80 }; // long side 80
+    // A 100 px window around it: holds all of it, 80 % of the side.
+    expect(windowCoverage(box, [{ x: 80, y: 90, size: 100 }])).toEqual({ bestIoU: (40 * 80) / (100 * 100), usable: true });
+    // Too large a window: the box is 80 / 300 = 27 % of its side.
+    expect(windowCoverage(box, [{ x: 0, y: 0, size: 300 }]).usable).toBe(false);
+    // Too small: the box does not fit (long side 80 > 70).
+    expect(windowCoverage(box, [{ x: 90, y: 100, size: 70 }]).usable).toBe(false);
+    // Right size but shifted so that only 75 % of the box is inside.
+    expect(windowCoverage(box, [{ x: 100, y: 120, size: 100 }]).usable).toBe(false);
+    // Either window of a set will do; the best IoU is over all of them.
+    const r = windowCoverage(box, [{ x: 0, y: 0, size: 300 }, { x: 80, y: 90, size: 100 }]);
+    expect(r.usable).toBe(true);
+    expect(r.bestIoU).toBeCloseTo(0.32, 10);
+  });
 });

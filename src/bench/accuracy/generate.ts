@@ -294,6 +294,38 @@ async function preparedArt(art: ArtImage, t: ClipTransforms, frameHeight: number
   return buf;
 }
 
+/** Where a clip's character is overlaid: its box at the interval's start (plan pixels) and its drift (px/s, x only). */
+export interface ArtPlacement {
+  x0: number;
+  y0: number;
+  width: number;
+  height: number;
+  drift: number;
+  png: Buffer;
+}
+
+/** The overlay's placement, as renderClip draws it (undefined for a clip without a character). */
+export async function artPlacement(plan: Plan, clip: PlannedClip, art: ArtLookup): Promise<ArtPlacement | undefined> {
+  const { width: W, height: H } = plan;
+  const t = clip.transforms;
+  const artImg = clip.characterKey && clip.image ? art.character(clip.characterKey)[clip.image.set][clip.image.index] : undefined;
+  if (!artImg || !clip.interval) return undefined;
+  const png = await preparedArt(artImg, t, H);
+  const m = await sharp(png).metadata();
+  const aw = m.width!;
+  const ah = m.height!;
+  const dur = clip.interval.endSec - clip.interval.startSec;
+  // Start inside the free space; keep at least 60 % of the character in frame while it moves.
+  let drift = t.drift;
+  let x0 = Math.round(t.xFrac * Math.max(0, W - aw));
+  const x1 = x0 + drift * dur;
+  if (x1 < -0.4 * aw || x1 + aw > W + 0.4 * aw) drift = -drift;
+  if (x0 + drift * dur < -0.4 * aw || x0 + drift * dur + aw > W + 0.4 * aw) drift = 0;
+  x0 = Math.max(-Math.round(0.2 * aw), x0);
+  const y0 = Math.round(t.yFrac * Math.max(0, H - ah));
+  return { x0, y0, width: aw, height: ah, drift, png };
+}
+
 export interface RenderedClip {
   file: string;
   cached: boolean;
@@ -323,20 +355,9 @@ export async function renderClip(plan: Plan, clip: PlannedClip, art: ArtLookup, 
     const filters = [`[0:v]crop=${W}:${H}:x='min(t*${pan.toFixed(3)},iw-${W})':y=0,format=rgba[v0]`];
     let last = 'v0';
     let input = 1;
-    if (artImg && clip.interval) {
-      const png = await preparedArt(artImg, t, H);
-      const m = await sharp(png).metadata();
-      const aw = m.width!;
-      const ah = m.height!;
-      const dur = clip.interval.endSec - clip.interval.startSec;
-      // Start inside the free space; keep at least 60 % of the character in frame while it moves.
-      let drift = t.drift;
-      let x0 = Math.round(t.xFrac * Math.max(0, W - aw));
-      const x1 = x0 + drift * dur;
-      if (x1 < -0.4 * aw || x1 + aw > W + 0.4 * aw) drift = -drift;
-      if (x0 + drift * dur < -0.4 * aw || x0 + drift * dur + aw > W + 0.4 * aw) drift = 0;
-      x0 = Math.max(-Math.round(0.2 * aw), x0);
-      const y0 = Math.round(t.yFrac * Math.max(0, H - ah));
+    const placed = await artPlacement(plan, clip, art);
+    if (placed && clip.interval) {
+      const { x0, y0, drift, png } = placed;
       const f = path.join(tmp, 'art.png');
       await writeFile(f, png);
       args.push('-loop', '1', '-framerate', String(fps), '-i', f);

@@ -155,3 +155,48 @@ export function summarise(pairs: readonly ScoredPair[]): Summary {
 export function mean(xs: readonly number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
+
+export interface Box {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/** Intersection over union of two boxes (0 when either is empty). */
+export function boxIoU(a: Box, b: Box): number {
+  const w = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
+  const h = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
+  const inter = w * h;
+  const union = a.width * a.height + b.width * b.height - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+/** `box` cut to the frame (undefined when nothing of it is inside). */
+export function clipBox(box: Box, width: number, height: number): Box | undefined {
+  const x = Math.max(0, box.x);
+  const y = Math.max(0, box.y);
+  const w = Math.min(width, box.x + box.width) - x;
+  const h = Math.min(height, box.y + box.height) - y;
+  return w > 0 && h > 0 ? { x, y, width: w, height: h } : undefined;
+}
+
+/**
+ * How well a set of square proposal windows covers a character's (in-frame) box: the best IoU, and
+ * whether some window is *usable* by a crop descriptor trained on characters at 55–95 % of the crop
+ * side, partly cut: it holds at least 80 % of the box and the box's long side is 40–100 % of its side.
+ */
+export function windowCoverage(truth: Box, windows: readonly { x: number; y: number; size: number }[]): { bestIoU: number; usable: boolean } {
+  let bestIoU = 0;
+  let usable = false;
+  const area = truth.width * truth.height;
+  const long = Math.max(truth.width, truth.height);
+  for (const w of windows) {
+    const sq = { x: w.x, y: w.y, width: w.size, height: w.size };
+    bestIoU = Math.max(bestIoU, boxIoU(truth, sq));
+    const iw = Math.max(0, Math.min(truth.x + truth.width, w.x + w.size) - Math.max(truth.x, w.x));
+    const ih = Math.max(0, Math.min(truth.y + truth.height, w.y + w.size) - Math.max(truth.y, w.y));
+    if (area > 0 && (iw * ih) / area >= 0.8 && long >= 0.4 * w.size && long <= w.size) usable = true;
+  }
+  return { bestIoU, usable };
+}

@@ -19,9 +19,10 @@ import { addReferences, openLibrary } from '../../library/library';
 import { sampleFrames } from '../../media/ffmpeg';
 import { ReferenceSet } from '../../scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, Scanner } from '../../scan/scanner';
+import { slidingWindows } from '../../scan/windows';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
-import { artLookup, CLIP_KINDS, DEFAULT_MIX, describeTransforms, makePlan, renderClip, type ClipKind, type Plan, type PlannedClip } from './generate';
-import { hitsToIntervals, mean, rateAtOrAbove, summarise, temporalIoU, type Interval, type ScoredPair, type Summary } from './metrics';
+import { artLookup, artPlacement, CLIP_KINDS, DEFAULT_MIX, describeTransforms, makePlan, renderClip, type ClipKind, type Plan, type PlannedClip } from './generate';
+import { clipBox, hitsToIntervals, mean, rateAtOrAbove, summarise, temporalIoU, windowCoverage, type Interval, type ScoredPair, type Summary } from './metrics';
 import { frameHashes, phashScore, referenceHashes } from './phash';
 import { loadSources, MissingArtError, SOURCE_IDS, SOURCE_INFO, type SourceId } from './sources';
 
@@ -170,8 +171,10 @@ async function main(argv: string[]): Promise<void> {
 
   // --- evaluation
   const evalOut = evaluate(plan, results, registered);
+  const proposals = await proposalRecall(plan, results, art);
   const totalSec = (performance.now() - t0) / 1000;
   printTable(evalOut);
+  printProposals(proposals);
   const result = {
     when: new Date().toISOString(),
     host: { cpus: os.cpus().length, node: process.version },
@@ -181,7 +184,7 @@ async function main(argv: string[]): Promise<void> {
     runtime: { totalSec, scanLoopSec: loopSec, clipsGenerated: generated, meanScanSec: mean(results.map((r) => r.scanSec)), meanPhashSec: mean(results.map((r) => r.phashSec)), renderSec: (performance.now() - tGen) / 1000 },
     plan,
     skippedReferences: skipped,
-    metrics: evalOut,
+    metrics: { ...evalOut, proposals },
     clips: results.map((r) => ({
       id: r.clip.id,
       kind: r.clip.kind,
@@ -340,6 +343,64 @@ function printTable(e: ReturnType<typeof evaluate>): void {
   for (const f of e.kagami.failures.slice(0, 25)) {
     console.log(`  ${f.id} ${f.kind.padEnd(13)} ${f.score.toFixed(3)} rank ${String(f.rank).padEnd(3)} ${f.character.padEnd(28)} ${f.transforms}  [${f.image}]`);
   }
+}
+
+/** Window coverage of the positives' characters over the frames sampled while they are on screen. */
+interface ProposalRecall {
+  frames: number;
+  /** Fraction of those frames where some window has IoU ≥ 0.5 with the character's box. */
+  iou50: number;
+  /** Fraction where some window is usable by the crop descriptor (windowCoverage). */
+  usable: number;
+  medianBestIoU: number;
+  byHeight: Record<string, { frames: number; usable: number }>;
+}
+
+/**
+ * Proposal recall of the likeness tier's localisation (the scanner's sliding windows, at the
+ * default window sizes): for every positive clip and every sampled frame inside its interval, the
+ * overlaid character's box (as renderClip places it, cut to the frame) against the windows.
+ */
+async function proposalRecall(plan: Plan, results: ClipResult[], art: ReturnType<typeof artLookup>): Promise<ProposalRecall> {
+  const windows = slidingWindows(plan.width, plan.height, DEFAULT_SCAN_OPTIONS.windowSizes);
+  const rows: Array<{ iou: number; usable: boolean; band: string }> = [];
+  for (const r of results) {
+    const c = r.clip;
+    if (!c.truthCharacter || !c.interval) continue;
+    const placed = await artPlacement(plan, c, art);
+    if (!placed) continue;
+    const band = c.transforms.heightFrac < 0.3 ? 'height<30%' : c.transforms.heightFrac < 0.5 ? 'height 30-50%' : 'height>=50%';
+    for (const t of r.phash.frameTimes) {
+      if (t < c.interval.startSec || t > c.interval.endSec) continue;
+      const box = clipBox({ x: placed.x0 + (t - c.interval.startSec) * placed.drift, y: placed.y0, width: placed.width, height: placed.height }, plan.width, plan.height);
+      if (!box) continue;
+      const cov = windowCoverage(box, windows);
+      rows.push({ iou: cov.bestIoU, usable: cov.usable, band });
+    }
+  }
+  const frac = (xs: boolean[]) => (xs.length ? xs.filter(Boolean).length / xs.length : NaN);
+  const ious = rows.map((x) => x.iou).sort((a, b) => a - b);
+  const byHeight: ProposalRecall['byHeight'] = {};
+  for (const band of ['height<30%', 'height 30-50%', 'height>=50%']) {
+    const b = rows.filter((x) => x.band === band);
+    byHeight[band] = { frames: b.length, usable: frac(b.map((x) => x.usable)) };
+  }
+  return {
+    frames: rows.length,
+    iou50: frac(rows.map((x) => x.iou >= 0.5)),
+    usable: frac(rows.map((x) => x.usable)),
+    medianBestIoU: ious.length ? ious[ious.length >> 1] : NaN,
+    byHeight,
+  };
+}
+
+function printProposals(p: ProposalRecall): void {
+  console.log(
+    `
+proposal recall of the likeness windows (sizes ${DEFAULT_SCAN_OPTIONS.windowSizes.join(', ')} of the frame height), ${p.frames} positive frames: ` +
+      `usable window ${pct(p.usable)}, IoU≥0.5 ${pct(p.iou50)}, median best IoU ${f3(p.medianBestIoU)}`,
+  );
+  console.log(`  usable by character height: ${Object.entries(p.byHeight).map(([k, v]) => `${k} ${pct(v.usable)} (n=${v.frames})`).join(', ')}`);
 }
 
 function log(s: string): void {
