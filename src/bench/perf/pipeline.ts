@@ -219,8 +219,12 @@ async function benchQuantised(ctx: BenchContext): Promise<void> {
       int8: await OnnxEmbedder.create(modelManifestPath(pair.int8), { threads }),
     };
     const t: Record<'fp32' | 'int8', number[]> = { fp32: [], int8: [] };
-    await e.fp32.embed(batch);
-    await e.int8.embed(batch);
+    // Warm-up: onnxruntime's first two or three runs of a session are 1.5-2.5x slower (the int8 one's
+    // too: with a single warm-up run its 1-thread median read slower than fp32's in quick runs).
+    for (let w = 0; w < 3; w++) {
+      await e.fp32.embed(batch);
+      await e.int8.embed(batch);
+    }
     for (let r = 0; r < reps; r++) {
       for (const k of r % 2 ? (['int8', 'fp32'] as const) : (['fp32', 'int8'] as const)) {
         const t0 = now();
