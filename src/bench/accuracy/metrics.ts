@@ -11,6 +11,8 @@
  * Positives never retrieved add recall 0, so they lower AP. µAP is this AP over all pairs pooled.
  */
 
+import { iou, type Box } from '../../synthetic/art';
+
 export interface ScoredPair {
   score: number;
   positive: boolean;
@@ -156,21 +158,8 @@ export function mean(xs: readonly number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
 
-export interface Box {
-  x: number;
-  y: number;
-  width: number;
-  height: number;
-}
-
-/** Intersection over union of two boxes (0 when either is empty). */
-export function boxIoU(a: Box, b: Box): number {
-  const w = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
-  const h = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
-  const inter = w * h;
-  const union = a.width * a.height + b.width * b.height - inter;
-  return union > 0 ? inter / union : 0;
-}
+/** Intersection over union of two boxes: the synthetic art's own (0 when either is empty). */
+export { iou as boxIoU, type Box };
 
 /** `box` cut to the frame (undefined when nothing of it is inside). */
 export function clipBox(box: Box, width: number, height: number): Box | undefined {
@@ -193,7 +182,7 @@ export function windowCoverage(truth: Box, windows: readonly { x: number; y: num
   const long = Math.max(truth.width, truth.height);
   for (const w of windows) {
     const sq = { x: w.x, y: w.y, width: w.size, height: w.size };
-    bestIoU = Math.max(bestIoU, boxIoU(truth, sq));
+    bestIoU = Math.max(bestIoU, iou(truth, sq));
     const iw = Math.max(0, Math.min(truth.x + truth.width, w.x + w.size) - Math.max(truth.x, w.x));
     const ih = Math.max(0, Math.min(truth.y + truth.height, w.y + w.size) - Math.max(truth.y, w.y));
     if (area > 0 && (iw * ih) / area >= 0.8 && long >= 0.4 * w.size && long <= w.size) usable = true;
