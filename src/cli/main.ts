@@ -164,7 +164,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
   library
     .command('reembed')
     .description(
-        `move the library to another embedding model (--model, else KAGAMI_MODEL, else ${DEFAULT_MODEL}): embeds every reference's stored file again and switches the library's model in one transaction. ` +
+      `move the library to another embedding model (--model, else KAGAMI_MODEL, else ${DEFAULT_MODEL}): embeds every reference's stored file again and switches the library's model in one transaction. ` +
         'Stop the workers first, then start them again (with KAGAMI_MODEL unset they follow the library; ones still on the old model stop with model_mismatch).',
     )
     .addOption(libraryOption())
@@ -173,12 +173,13 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       const e = env();
       const target = o.model ?? modelFor(e);
       if (!existsSync(modelManifestPath(target))) throw new NotFoundError('model', `${target} (\`kagami models list\` shows the known ones)`);
-      const embedder = await loadEmbedder({ ...e, KAGAMI_MODEL: target });
       const lib = await openLibrary(o.library ?? e.KAGAMI_LIBRARY, { create: false, databaseUrl: e.DATABASE_URL, dataDir: e.KAGAMI_DATA_DIR });
       const bar = process.stderr.isTTY
         ? new cliProgress.SingleBar({ format: '{bar} {percentage}% | {value}/{total} references', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
         : undefined;
+      let embedder: OnnxEmbedder | undefined;
       try {
+        embedder = await loadEmbedder({ ...e, KAGAMI_MODEL: target });
         const r = await reembedLibrary(lib, embedder, {
           limits: { maxPixels: e.KAGAMI_MAX_IMAGE_PIXELS, minSide: 16 },
           onProgress: (done, total) => (done === 0 ? bar?.start(total, 0) : bar?.update(done)),
@@ -188,7 +189,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       } finally {
         bar?.stop();
         await lib.store.close();
-        await embedder.dispose();
+        await embedder?.dispose();
       }
     });
 

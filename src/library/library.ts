@@ -93,7 +93,7 @@ function embedderInput(image: RawImage, embedder: Embedder): Promise<RawImage> {
  * (keypoints do not depend on the model and stay), then the new vectors and the model are
  * written in one transaction (LibraryStore.replaceModel). Nothing changes if a file cannot be
  * read or the library changes meanwhile. Scanners still on the old model stop at their next
- * refresh with `model_mismatch` and must be restarted with the new KAGAMI_MODEL.
+ * refresh with `model_mismatch` and must be restarted (KAGAMI_MODEL unset follows the library).
  */
 export async function reembedLibrary(
   lib: Library,
