@@ -135,11 +135,5 @@ def extract(out_dir):
 
 
 if __name__ == '__main__':
-    import json, sys
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), 'data')
-    chars = extract(out)
-    json.dump({'licence': 'freedink-data (Dink Smallwood game data, Seth A. Robinson / RTsoft), zlib-style licence', 'characters': chars},
-              open(os.path.join(out, 'freedink.json'), 'w'), indent=1)
-    print('freedink:', len(chars), 'characters,', sum(len(c['frames']) for c in chars), 'frames')
-    for c in chars:
-        print(' ', c['key'], len(c['frames']), sorted({f['anim'] + str(f['dir']) for f in c['frames']}))
+    import art_index
+    art_index.main('freedink', 'freedink-data (Dink Smallwood game data, Seth A. Robinson / RTsoft), zlib-style licence', extract)

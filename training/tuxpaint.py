@@ -46,11 +46,5 @@ def extract(out_dir):
 
 
 if __name__ == '__main__':
-    import json, sys
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), 'data')
-    chars = extract(out)
-    json.dump({'licence': 'tuxpaint-stamps-default (Bill Kendrick and contributors), GPL-2', 'characters': chars},
-              open(os.path.join(out, 'tuxpaint.json'), 'w'), indent=1)
-    print('tuxpaint:', len(chars), 'characters,', len({c['family'] for c in chars}), 'families')
-    for c in chars:
-        print(' ', c['key'], c['family'])
+    import art_index
+    art_index.main('tuxpaint', 'tuxpaint-stamps-default (Bill Kendrick and contributors), GPL-2', extract)

@@ -101,12 +101,5 @@ def extract(out_dir):
 
 
 if __name__ == '__main__':
-    import json, sys
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), 'data')
-    chars = extract(out)
-    json.dump({'licence': 'widelands-data (Widelands Development Team), GPL-2+', 'characters': chars},
-              open(os.path.join(out, 'widelands.json'), 'w'), indent=1)
-    print('widelands:', len(chars), 'characters,', sum(len(c['frames']) for c in chars), 'frames,',
-          len({c['family'] for c in chars}), 'families')
-    for c in chars:
-        print(' ', c['key'], c['family'], len(c['frames']), sorted({f['anim'] + f['dir'] for f in c['frames']}))
+    import art_index
+    art_index.main('widelands', 'widelands-data (Widelands Development Team), GPL-2+', extract)

@@ -63,7 +63,7 @@ const manifest = {
     `(a box from keypoint verification or a region proposal), not a whole frame.`,
   training: {
     recipe: id === 'kagami-descriptor-v2' ? 'training/run.sh' : `ID=${id} training/run.sh`,
-    files: ['training/run.sh', 'training/train.py', 'training/mnv2.py', 'training/export-weights.js', 'training/render-synthetic.js', ...real.map((s) => `training/${s}.py`)],
+    files: ['training/run.sh', 'training/train.py', 'training/mnv2.py', 'training/export-weights.js', 'training/render-synthetic.js', ...real.map((s) => `training/${s}.py`), ...(real.length ? ['training/art_index.py'] : [])],
     data:
       real.map((s) => `${ART[s].name} (Debian; ${ART[s].licence}) ${ART[s].what}`).join(', ') +
       ", and Kagami's synthetic characters (seeds disjoint from tests and benchmarks); see training/README.md",

@@ -1,0 +1,17 @@
+"""The command line shared by the art extractors (freedink.py, widelands.py, tuxpaint.py, freeciv.py):
+`python3 training/<source>.py [OUT]` extracts into OUT (default training/data), writes OUT/<source>.json
+(the licence and the characters) and prints a summary, one line per character."""
+import json
+import os
+import sys
+
+
+def main(source, licence, extract):
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
+    chars = extract(out)
+    with open(os.path.join(out, source + '.json'), 'w') as f:
+        json.dump({'licence': licence, 'characters': chars}, f, indent=1)
+    print(f'{source}:', len(chars), 'characters,', sum(len(c['frames']) for c in chars), 'frames,',
+          len({c['family'] for c in chars}), 'families')
+    for c in chars:
+        print(' ', c['key'], c['family'], len(c['frames']), sorted({f['anim'] + str(f['dir']) for f in c['frames']}))
