@@ -413,21 +413,33 @@ async function proposalRecall(plan: Plan, results: ClipResult[], art: ReturnType
  * Bomb and Mr. Bomb. Found from the art, not listed by hand.
  */
 async function recolourLookalikes(plan: Plan, results: ClipResult[], art: ReturnType<typeof artLookup>): Promise<Array<{ clip: string; lookalike: string; of: string }>> {
-  const mask = async (png: Buffer) => {
-    const { data, info } = await sharp(png).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
-    const m = new Uint8Array(info.width * info.height);
-    for (let i = 0; i < m.length; i++) m[i] = data[i * 4 + 3] >= 128 ? 1 : 0;
-    return { w: info.width, h: info.height, m };
+  // Each character's first-reference silhouette, decoded once (a registered one is compared with every look-alike of its family).
+  const masks = new Map<string, Promise<{ w: number; h: number; m: Uint8Array }>>();
+  const mask = (key: string) => {
+    let p = masks.get(key);
+    if (!p) {
+      p = sharp(art.character(key).references[0].png)
+        .ensureAlpha()
+        .raw()
+        .toBuffer({ resolveWithObject: true })
+        .then(({ data, info }) => {
+          const m = new Uint8Array(info.width * info.height);
+          for (let i = 0; i < m.length; i++) m[i] = data[i * 4 + 3] >= 128 ? 1 : 0;
+          return { w: info.width, h: info.height, m };
+        });
+      masks.set(key, p);
+    }
+    return p;
   };
   const out: Array<{ clip: string; lookalike: string; of: string }> = [];
   for (const r of results) {
     const c = r.clip;
     if (c.kind !== 'lookalike' || !c.characterKey) continue;
     const look = art.character(c.characterKey);
-    const a = await mask(look.references[0].png);
+    const a = await mask(c.characterKey);
     for (const reg of plan.registered) {
       if (reg.family !== look.family) continue;
-      const b = await mask(art.character(reg.key).references[0].png);
+      const b = await mask(reg.key);
       if (a.w !== b.w || a.h !== b.h) continue;
       let inter = 0;
       let union = 0;
