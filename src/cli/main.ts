@@ -165,7 +165,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
     .command('reembed')
     .description(
       `move the library to another embedding model (--model, else KAGAMI_MODEL, else ${DEFAULT_MODEL}): embeds every reference's stored file again and switches the library's model in one transaction. ` +
-        'Stop the workers first, then start them again (with KAGAMI_MODEL unset they follow the library; ones still on the old model stop with model_mismatch).',
+        'Running workers with KAGAMI_MODEL unset follow the library at their next refresh; ones pinned to another model stop with model_mismatch.',
     )
     .addOption(libraryOption())
     .option('--model <id>', `target model id (default: KAGAMI_MODEL, else ${DEFAULT_MODEL})`)

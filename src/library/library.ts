@@ -93,7 +93,8 @@ function embedderInput(image: RawImage, embedder: Embedder): Promise<RawImage> {
  * (keypoints do not depend on the model and stay), then the new vectors and the model are
  * written in one transaction (LibraryStore.replaceModel). Nothing changes if a file cannot be
  * read or the library changes meanwhile. Scanners still on the old model stop at their next
- * refresh with `model_mismatch` and must be restarted (KAGAMI_MODEL unset follows the library).
+ * refresh: workers that follow the library load the new model (service/engine.ts), the CLI and
+ * pinned workers stop with `model_mismatch`.
  */
 export async function reembedLibrary(
   lib: Library,

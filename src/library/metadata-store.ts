@@ -72,8 +72,11 @@ export interface LibraryStore {
    * Stores the features of a pending reference and marks it ready (a change-log entry). Also works on
    * a failed or ready one (re-featured: only the newest `reference_ready` entry is reported by
    * changesSince). KagamiError `not_found` for an unknown id; `model_mismatch` as in addReferences.
+   * With `model` (the one the embedding was made with), the check and the write are one transaction:
+   * a library with no model records it, one holding another model (moved by replaceModel
+   * meanwhile) refuses with `model_mismatch` and nothing is written.
    */
-  setReferenceFeatures(id: string, features: ReferenceFeatures): Promise<void>;
+  setReferenceFeatures(id: string, features: ReferenceFeatures, model?: LibraryModel): Promise<void>;
   /**
    * Marks a reference failed with a reason, dropping its features; a reference that was ready gets a
    * `reference_removed` change-log entry. KagamiError `not_found` for an unknown id.

@@ -679,12 +679,17 @@ export class PostgresStore implements MetadataStore {
     return found.map(toRef);
   }
 
-  async setReferenceFeatures(id: string, features: ReferenceFeatures): Promise<void> {
+  async setReferenceFeatures(id: string, features: ReferenceFeatures, model?: LibraryModel): Promise<void> {
     await this.tx(
       async (c) => {
         const ref = await one<RefRow>(c, `SELECT * FROM refs WHERE id = $1`, [id]);
         if (!ref) throw new NotFoundError('reference', id);
-        checkFeatures(await this.modelOf(c), id, features);
+        if (model) {
+          await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO NOTHING`, [
+            JSON.stringify({ modelId: model.modelId, dimension: model.dimension }),
+          ]);
+        }
+        checkFeatures(await this.modelOf(c), id, features, model);
         const seq = await this.appendChange(c, 'reference_ready', ref.character_id, id);
         await c.query(`UPDATE refs SET status = 'ready', error = NULL, embedding = $1, keypoints = $2, ready_seq = $3 WHERE id = $4`, [
           encodeEmbedding(features.embedding),

@@ -593,11 +593,16 @@ export class SqliteStore implements MetadataStore {
     return rows.map(toRef);
   }
 
-  async setReferenceFeatures(id: string, features: ReferenceFeatures): Promise<void> {
+  async setReferenceFeatures(id: string, features: ReferenceFeatures, model?: LibraryModel): Promise<void> {
     this.write(() => {
       const ref = this.db.prepare(`SELECT * FROM refs WHERE id = ?`).get(id) as RefRow | undefined;
       if (!ref) throw new NotFoundError('reference', id);
-      checkFeatures(this.modelSync(), id, features);
+      let current = this.modelSync();
+      if (model && !current) {
+        this.db.prepare(`INSERT INTO meta (key, value) VALUES ('model', ?)`).run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
+        current = model;
+      }
+      checkFeatures(current, id, features, model);
       const seq = this.appendChange('reference_ready', ref.character_id, id);
       this.db
         .prepare(`UPDATE refs SET status = 'ready', error = NULL, embedding = ?, keypoints = ?, ready_seq = ? WHERE id = ?`)

@@ -104,7 +104,7 @@ export class ReferenceSet {
     // compare with: stop with a clear error instead of matching across two models.
     const model = await this.store.getModel();
     if (model && (model.modelId !== this.modelId || model.dimension !== this.dimension)) {
-      throw new LibraryError('model_mismatch', `library now holds ${model.modelId} embeddings but this Kagami uses ${this.modelId}: restart it (KAGAMI_MODEL unset, or =${model.modelId})`);
+      throw new LibraryError('model_mismatch', `library now holds ${model.modelId} embeddings but this Kagami uses ${this.modelId}: run it with KAGAMI_MODEL unset (it follows the library) or =${model.modelId}`);
     }
     let applied = 0;
     for (;;) {

@@ -15,7 +15,6 @@ import { resolveBinaries } from '../media/ffmpeg';
 import { queueBoard } from '../queue/board';
 import { JobQueues } from '../queue/job-queues';
 import { scanOptionsFromEnv } from '../scan/options';
-import type { Embedder } from '../signals/embedder';
 import { OnnxEmbedder } from '../signals/embedding/onnx-embedder';
 import { KagamiService } from './service';
 
@@ -41,16 +40,13 @@ export async function createRuntime(env: Env, opts: { queuePrefix?: string; logg
     webhookAttempts: env.KAGAMI_WEBHOOK_ATTEMPTS,
     webhookBackoffMs: env.KAGAMI_WEBHOOK_BACKOFF_MS,
   });
-  let embedder: Promise<Embedder> | undefined;
   const service = new KagamiService(
     {
       store,
       blobs,
       queues,
-      embedder: () =>
-        (embedder ??= store.getModel().then((m) =>
-          OnnxEmbedder.create(modelManifestPath(modelFor(env, m?.modelId)), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR }),
-        )),
+      modelFor: (libraryModel) => modelFor(env, libraryModel),
+      loadEmbedder: (modelId) => OnnxEmbedder.create(modelManifestPath(modelId), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR }),
       log: (level, msg, extra) => log[level](extra ?? {}, msg),
     },
     {

@@ -7,7 +7,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import sharp, { type Metadata } from 'sharp';
-import { KagamiError, NotFoundError, ValidationError } from '../errors';
+import { isKagamiError, KagamiError, NotFoundError, ValidationError } from '../errors';
 import { FsBlobStore, putFile } from '../library/blob-store';
 import { checkSameRole, prepareReference, referenceId, validateCharacterId } from '../library/library';
 import type { MetadataStore } from '../library/metadata-store';
@@ -16,10 +16,11 @@ import { cropToPng, decodeReference, type Region } from '../media/image';
 import { probeVideo } from '../media/ffmpeg';
 import type { Frame } from '../media/types';
 import type { JobContext, JobQueues } from '../queue/job-queues';
-import { negativeKey, negativeOf, ReferenceSet } from '../scan/reference-set';
-import { Scanner, type ScanOptions, type ScanReport } from '../scan/scanner';
+import { negativeKey, negativeOf, type ReferenceSet } from '../scan/reference-set';
+import type { ScanOptions, ScanReport } from '../scan/scanner';
 import type { Embedder } from '../signals/embedder';
 import { collectVideos } from '../media/videos';
+import { Engines } from './engine';
 
 export class ForbiddenError extends KagamiError {
   constructor(message: string) {
@@ -43,8 +44,10 @@ export interface ServiceDeps {
   store: MetadataStore;
   blobs: FsBlobStore;
   queues: JobQueues;
-  /** Loads the embedding model; only workers (and reference checks) need it, so it is lazy. */
-  embedder: () => Promise<Embedder>;
+  /** The model to use on a library whose vectors are of `libraryModel` (undefined: none yet). */
+  modelFor: (libraryModel: string | undefined) => string;
+  /** Loads an embedding model; only workers need one, loaded at their first job. */
+  loadEmbedder: (modelId: string) => Promise<Embedder>;
   log?: (level: 'info' | 'warn' | 'error', msg: string, extra?: Record<string, unknown>) => void;
 }
 
@@ -111,14 +114,22 @@ const canScan = (t: TenantRecord) => t.role === 'platform' || t.role === 'admin'
 const ownsCharacters = (t: TenantRecord) => t.role === 'rightsholder' || t.role === 'admin';
 
 export class KagamiService {
-  private refs: ReferenceSet | undefined;
-  private scanner: Scanner | undefined;
-  private lastRefresh = 0;
+  /** The model, references and scanner the worker's jobs use (loaded at the first job). */
+  private readonly engines: Engines;
 
   constructor(
     private readonly deps: ServiceDeps,
     readonly opts: ServiceOptions,
-  ) {}
+  ) {
+    this.engines = new Engines({
+      store: deps.store,
+      modelFor: deps.modelFor,
+      loadEmbedder: deps.loadEmbedder,
+      scan: opts.scan,
+      refreshMs: opts.refreshMs,
+      log: deps.log,
+    });
+  }
 
   get store(): MetadataStore {
     return this.deps.store;
@@ -250,24 +261,34 @@ export class KagamiService {
   async processReference(refId: string): Promise<void> {
     const r = await this.store.getReference(refId);
     if (!r || r.status !== 'pending') return;
-    const embedder = await this.deps.embedder();
-    try {
-      const bytes = await this.deps.blobs.get(r.sha256);
-      const p = await prepareReference({ name: r.fileName, bytes }, embedder, { maxPixels: this.opts.maxReferencePixels, minSide: 16 });
-      await this.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
-      const warnings = await this.referenceWarnings(r, bytes, p.embedding, embedder.calibration?.ceil).catch((e: unknown) => {
-        this.log('warn', 'reference quality check failed', { referenceId: refId, err: (e as Error).message });
-        return [] as string[];
-      });
-      await this.store.setReferenceWarnings(refId, warnings);
-      await this.store.setReferenceFeatures(refId, { referenceId: refId, characterId: r.characterId, embedding: p.embedding, keypoints: p.keypoints });
-    } catch (e) {
-      if (e instanceof KagamiError) {
-        await this.store.failReference(refId, e.message);
-        return;
-      }
-      throw e;
-    }
+    // Fresh references: a library just moved to another model is followed before this one is embedded.
+    await this.engines.use(
+      async ({ embedder, refs }) => {
+        try {
+          const bytes = await this.deps.blobs.get(r.sha256);
+          const p = await prepareReference({ name: r.fileName, bytes }, embedder, { maxPixels: this.opts.maxReferencePixels, minSide: 16 });
+          const warnings = await this.referenceWarnings(r, bytes, p.embedding, refs, embedder.calibration?.ceil).catch((e: unknown) => {
+            this.log('warn', 'reference quality check failed', { referenceId: refId, err: (e as Error).message });
+            return [] as string[];
+          });
+          await this.store.setReferenceWarnings(refId, warnings);
+          // The vector's model is checked (or recorded, in a new library) in the same write.
+          const model = { modelId: embedder.modelId, dimension: embedder.dimension };
+          await this.store.setReferenceFeatures(refId, { referenceId: refId, characterId: r.characterId, embedding: p.embedding, keypoints: p.keypoints }, model);
+        } catch (e) {
+          if (isKagamiError(e) && e.code === 'model_mismatch' && (await this.engines.movedFrom(embedder.modelId))) {
+            // Moved by `library reembed` while this reference was embedded: the job's retry embeds it with the new model.
+            throw new Error(`the library moved to another embedding model while reference ${refId} was embedded; it is embedded again`);
+          }
+          if (e instanceof KagamiError) {
+            await this.store.failReference(refId, e.message);
+            return;
+          }
+          throw e;
+        }
+      },
+      { fresh: true },
+    );
   }
 
   /**
@@ -275,7 +296,7 @@ export class KagamiService {
    * background, mostly background, or a duplicate of another character's reference (the same file,
    * or a near-identical embedding). Another owner's character is not named.
    */
-  private async referenceWarnings(r: ReferenceRecord, bytes: Buffer, embedding: Float32Array, sameImageCosine = REFERENCE_QUALITY.duplicateCosine): Promise<string[]> {
+  private async referenceWarnings(r: ReferenceRecord, bytes: Buffer, embedding: Float32Array, refs: ReferenceSet, sameImageCosine = REFERENCE_QUALITY.duplicateCosine): Promise<string[]> {
     const q = REFERENCE_QUALITY;
     const out: string[] = [];
     const decoded = await decodeReference(r.fileName, bytes, { maxPixels: this.opts.maxReferencePixels, minSide: 1 });
@@ -297,8 +318,7 @@ export class KagamiService {
     if (same) {
       out.push(`duplicate: the same image is registered for ${await describe(same.characterId)}`);
     } else {
-      await this.currentScanner(); // loads (or refreshes) the in-memory references
-      const near = (this.refs?.vectors.search([embedding], 5)[0] ?? []).filter((h) => h.id !== r.id);
+      const near = refs.vectors.search([embedding], 5)[0].filter((h) => h.id !== r.id);
       // The character's own references vs its negatives: a pair as alike as the model's "same image"
       // cosine (its calibration ceiling) would cancel out wherever either is seen.
       const own = r.negative ? r.characterId : negativeKey(r.characterId);
@@ -435,32 +455,14 @@ export class KagamiService {
     return this.deps.blobs.get(r.sha256);
   }
 
-  private async currentScanner(): Promise<Scanner> {
-    const embedder = await this.deps.embedder();
-    if (!this.refs) {
-      this.refs = await ReferenceSet.load(this.store, embedder);
-      this.scanner = new Scanner(embedder, this.refs, this.opts.scan);
-      this.lastRefresh = Date.now();
-    } else if (Date.now() - this.lastRefresh >= this.opts.refreshMs) {
-      await this.refs.refresh();
-      this.lastRefresh = Date.now();
-    }
-    return this.scanner!;
-  }
-
-  /** Ends the scanner's keypoint threads (the process's stores and queues are closed by their owner). */
+  /** Ends the model's inference thread and the scanner's keypoint threads (stores and queues are closed by their owner). */
   async close(): Promise<void> {
-    const s = this.scanner;
-    this.scanner = undefined;
-    this.refs = undefined;
-    await s?.dispose();
+    await this.engines.close();
   }
 
-  /** Keeps the worker's in-memory references current between scans. */
+  /** Keeps the worker's in-memory references current between scans, and follows a library moved to another model. */
   async refreshReferences(): Promise<void> {
-    if (!this.refs) return;
-    await this.refs.refresh();
-    this.lastRefresh = Date.now();
+    await this.engines.refresh();
   }
 
   /** Job: scan the video, record report and matches, notify. Runs again safely after a crash. */
@@ -469,12 +471,11 @@ export class KagamiService {
     if (!s || s.status === 'done' || s.status === 'failed') return;
     await this.store.updateScan(scanId, { status: 'running', startedAt: s.startedAt ?? new Date().toISOString(), progress: 0 });
     const file = s.source.kind === 'blob' ? this.deps.blobs.pathOf(s.source.key) : s.source.path;
-    const scanner = await this.currentScanner();
     const frames = new Map<string, Frame>();
     let lastProgress = 0;
     let report: ScanReport;
     try {
-      report = await scanner.scan({
+      report = await this.engines.use(({ scanner }) => scanner.scan({
         file,
         minScore: this.opts.scan.aggregate.thresholds.review,
         top: 50,
@@ -487,7 +488,7 @@ export class KagamiService {
           void ctx.progress(frac).catch(() => undefined);
         },
         onEvidenceFrame: (cid, frame) => frames.set(cid, frame),
-      });
+      }));
     } catch (e) {
       if (e instanceof KagamiError) {
         await this.finishScan(s, { status: 'failed', error: e.message });

@@ -24,4 +24,6 @@ export interface Embedder {
   backgroundBank?(): Promise<BackgroundBank>;
   /** One vector per image, in order. */
   embed(images: RawImage[]): Promise<Float32Array[]>;
+  /** Frees what it holds (an inference thread); it is not used afterwards. */
+  dispose?(): Promise<void>;
 }

@@ -119,6 +119,20 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
         expect((await store.getReference('r1'))!.status).toBe('pending');
       });
 
+      it('setReferenceFeatures with the model it was made with: records it on a new library, refuses another one', async () => {
+        await store.upsertCharacter({ id: 'c1', name: 'One', owner: 'acme' });
+        await store.addReferences([{ ref: ref('r1', 'c1') }, { ref: ref('r2', 'c1') }]);
+        await store.setReferenceFeatures('r1', features('r1', 'c1', 1), { modelId: 'm1', dimension: DIM });
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: DIM });
+        expect((await store.getReference('r1'))!.status).toBe('ready');
+        // Same dimension, other model (a vector made before the library moved): nothing written.
+        await expectCode(store.setReferenceFeatures('r2', features('r2', 'c1', 2), { modelId: 'm0', dimension: DIM }), 'model_mismatch');
+        expect((await store.getReference('r2'))!.status).toBe('pending');
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: DIM });
+        await store.setReferenceFeatures('r2', features('r2', 'c1', 2), { modelId: 'm1', dimension: DIM });
+        expect((await store.loadFeatures()).features.map((f) => f.referenceId)).toEqual(['r1', 'r2']);
+      });
+
       it('replaceModel swaps every ready embedding and the model in one go; keypoints and pending references stay', async () => {
         await seedLibrary();
         await store.addReferences([{ ref: ref('r2', 'c2'), features: features('r2', 'c2', 2) }, { ref: ref('r3', 'c2') }]);
