@@ -113,8 +113,10 @@ def colour_jitter(im, rng, k):
     return out
 
 
-def view(sprite, rng, bgs, S=128, strong=True):
-    """One augmented crop around the character: S x S RGB uint8."""
+def view(sprite, rng, bgs, S=128, strong=True, window=False):
+    """One augmented crop around the character: S x S RGB uint8. `window`: framed as the scanner's
+    sliding windows see a character (40-105 % of the window side, off-centre by up to a quarter of
+    it, so at times cut by the window's edge) instead of roughly centred at 55-95 %."""
     k = 1.0 if strong else 0.5
     im = sprite
     if rng.random() < 0.5:
@@ -124,12 +126,12 @@ def view(sprite, rng, bgs, S=128, strong=True):
     if abs(rot) > 1:
         im = im.rotate(rot, resample=Image.BILINEAR, expand=True)
     w, h = im.size
-    side = S * rng.uniform(0.55, 0.95)
+    side = S * (rng.uniform(0.4, 1.05) if window else rng.uniform(0.55, 0.95))
     sc = side / max(w, h)
     nw, nh = max(4, round(w * sc)), max(4, round(h * sc))
     im = im.resize((nw, nh), Image.NEAREST if rng.random() < 0.3 else Image.BILINEAR)
     canvas = background(rng, bgs, S)
-    j = 0.12 * k * S
+    j = 0.25 * S if window else 0.12 * k * S
     x = int((S - nw) / 2 + rng.uniform(-j, j))
     y = int((S - nh) / 2 + rng.uniform(-j, j))
     canvas.paste(im, (x, y), im)
@@ -336,6 +338,7 @@ def main():
     ap.add_argument('--onnx', default=os.path.join(HERE, '..', 'models', 'kagami-descriptor-v1.onnx'))
     ap.add_argument('--sources', default='freedink', help='real art sources to use besides synthetic (comma-separated: ' + ','.join(REAL_SOURCES) + ')')
     ap.add_argument('--real-frac', type=float, default=1 / 3, help='share of each batch taken from the real art sources')
+    ap.add_argument('--window-frac', type=float, default=0.0, help='share of training views framed as sliding windows frame a character (see view())')
     ap.add_argument('--compare', default='', help='comma-separated manifests of committed descriptors to evaluate on the same queries')
     args = ap.parse_args()
     real = [s for s in args.sources.split(',') if s]
@@ -417,7 +420,7 @@ def main():
     pair_of = []  # pair index -> character index
     pool = []
     chunk = []
-    cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}.pt')
+    cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}{f"-w{args.window_frac}" if args.window_frac else ""}.pt')
 
     def flush():
         with torch.no_grad():
@@ -434,8 +437,9 @@ def main():
         for ci, c in enumerate(train):
             for _ in range(args.pairs):
                 f = rng.choice(c['frames'])
-                chunk.append(view(f['img'], rng, train_bgs, args.size))
-                chunk.append(view(f['img'], rng, train_bgs, args.size))
+                for _ in range(2):
+                    w = args.window_frac > 0 and rng.random() < args.window_frac
+                    chunk.append(view(f['img'], rng, train_bgs, args.size, window=w))
                 if len(chunk) >= 128:
                     flush()
         if chunk:
