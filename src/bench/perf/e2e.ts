@@ -9,7 +9,7 @@
  * look-alike / unrelated distractors), built once into .cache/bench/e2e-lib/.
  */
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { readEnv } from '../../config';
 import { addReferences, openLibrary } from '../../library/library';
@@ -193,5 +193,3 @@ async function runChildren(libDir: string, procs: number, conc: number, threads:
   return ms;
 }
 
-void copyFileSync;
-void mkdirSync;
