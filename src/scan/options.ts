@@ -14,6 +14,7 @@ export function scanOptionsFromEnv(env: Env, fps?: number): ScanOptions {
     },
     maxKeypoints: env.KAGAMI_FRAME_KEYPOINTS,
     scanThreads: env.KAGAMI_SCAN_THREADS,
+    windows: env.KAGAMI_WINDOWS ?? DEFAULT_SCAN_OPTIONS.windows,
     aggregate: { ...DEFAULT_SCAN_OPTIONS.aggregate, thresholds: { match: env.KAGAMI_MATCH_THRESHOLD, review: env.KAGAMI_REVIEW_THRESHOLD } },
   };
 }

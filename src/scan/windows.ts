@@ -12,6 +12,22 @@ export interface Window {
   size: number;
 }
 
+/** A window size (side as a fraction of the frame height) and the sampled frames it is slid over: every `frameStep`-th. */
+export interface WindowScale {
+  size: number;
+  frameStep: number;
+}
+
+/** The windows of sampled frame `index`: those of the scales whose frameStep divides it. */
+export function frameWindows(width: number, height: number, scales: readonly WindowScale[], index: number): Window[] {
+  return slidingWindows(width, height, scales.filter((s) => index % s.frameStep === 0).map((s) => s.size));
+}
+
+/** Windows per sampled frame on average (each scale's windows over its frameStep). */
+export function meanWindowsPerFrame(width: number, height: number, scales: readonly WindowScale[]): number {
+  return scales.reduce((n, s) => n + slidingWindows(width, height, [s.size]).length / s.frameStep, 0);
+}
+
 /** Square windows of side `f`·height for each f in `sizes`, stepping half a window, covering the frame. */
 export function slidingWindows(width: number, height: number, sizes: number[]): Window[] {
   const out: Window[] = [];

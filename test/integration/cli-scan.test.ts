@@ -270,6 +270,15 @@ describe('bad input: clear message, exit 2, library untouched', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/between 0 and 1/);
   });
+
+  test('a bad KAGAMI_WINDOWS is a clear configuration error (2), and a good one still finds the character', async () => {
+    const bad = await kagami(['scan', '--library', lib, clips.a], { KAGAMI_WINDOWS: '0.35/2,huge' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/KAGAMI_WINDOWS: 'huge' is not size\/frameStep/);
+    const good = await kagami(['scan', '--library', lib, '--json', clips.a], { KAGAMI_WINDOWS: '0.35/2,0.6/2,0.9/2' });
+    expect(good.code).toBe(1);
+    expect(JSON.parse(good.stdout).matches.find((x: { characterId: string }) => x.characterId === 'hero-11')).toMatchObject({ verdict: 'match' });
+  });
 });
 
 /** A grey PNG with the given header size whose pixel data is a few zero rows, deflated. */

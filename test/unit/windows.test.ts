@@ -1,4 +1,4 @@
-import { cropResize, slidingWindows, type Window } from '../../src/scan/windows';
+import { cropResize, frameWindows, meanWindowsPerFrame, slidingWindows, type Window } from '../../src/scan/windows';
 import { mulberry32 } from '../../src/synthetic/art';
 
 const iou = (a: { x: number; y: number; w: number; h: number }, b: Window) => {
@@ -43,6 +43,26 @@ describe('slidingWindows', () => {
     console.log('window proposal recall at IoU 0.5 by character height:', recall);
     expect(recall['25-50%']).toBeGreaterThan(0.6);
     expect(recall['50-80%']).toBeGreaterThan(0.6);
+  });
+});
+
+describe('window scales with their own frame steps', () => {
+  const scales = [
+    { size: 0.25, frameStep: 4 },
+    { size: 0.35, frameStep: 2 },
+  ];
+
+  test('a sampled frame gets the windows of the scales whose step divides its index', () => {
+    const small = slidingWindows(960, 540, [0.25]).length;
+    const mid = slidingWindows(960, 540, [0.35]).length;
+    expect(small).toBe(14 * 7); // 135 px windows every 68 px, plus the ones flush with the edges
+    expect(frameWindows(960, 540, scales, 0)).toEqual(slidingWindows(960, 540, [0.25, 0.35]));
+    expect(frameWindows(960, 540, scales, 2)).toEqual(slidingWindows(960, 540, [0.35]));
+    expect(frameWindows(960, 540, scales, 4)).toHaveLength(small + mid);
+    expect(frameWindows(960, 540, scales, 1)).toEqual([]);
+    expect(frameWindows(960, 540, scales, 3)).toEqual([]);
+    // Over a cycle of four frames: (98 + 50, 0, 50, 0) / 4 per frame.
+    expect(meanWindowsPerFrame(960, 540, scales)).toBeCloseTo(small / 4 + mid / 2, 10);
   });
 });
 

@@ -375,7 +375,7 @@ interface ProposalRecall {
  * overlaid character's box (as renderClip places it, cut to the frame) against the windows.
  */
 async function proposalRecall(plan: Plan, results: ClipResult[], art: ReturnType<typeof artLookup>): Promise<ProposalRecall> {
-  const windows = slidingWindows(plan.width, plan.height, DEFAULT_SCAN_OPTIONS.windowSizes);
+  const windows = slidingWindows(plan.width, plan.height, DEFAULT_SCAN_OPTIONS.windows.map((w) => w.size));
   const rows: Array<{ iou: number; usable: boolean; band: string }> = [];
   for (const r of results) {
     const c = r.clip;
@@ -456,7 +456,7 @@ async function recolourLookalikes(plan: Plan, results: ClipResult[], art: Return
 function printProposals(p: ProposalRecall): void {
   console.log(
     `
-proposal recall of the likeness windows (sizes ${DEFAULT_SCAN_OPTIONS.windowSizes.join(', ')} of the frame height), ${p.frames} positive frames: ` +
+proposal recall of the likeness windows (sizes ${DEFAULT_SCAN_OPTIONS.windows.map((w) => w.size).join(', ')} of the frame height, on every frame), ${p.frames} positive frames: ` +
       `usable window ${pct(p.usable)}, IoU≥0.5 ${pct(p.iou50)}, median best IoU ${f3(p.medianBestIoU)}`,
   );
   console.log(`  usable by character height: ${Object.entries(p.byHeight).map(([k, v]) => `${k} ${pct(v.usable)} (n=${v.frames})`).join(', ')}`);

@@ -1,0 +1,33 @@
+import { readEnv } from '../../src/config';
+import { KagamiError } from '../../src/errors';
+import { scanOptionsFromEnv } from '../../src/scan/options';
+import { DEFAULT_SCAN_OPTIONS } from '../../src/scan/scanner';
+
+describe('KAGAMI_WINDOWS', () => {
+  test('unset: the scanner default (small windows on every fourth frame included)', () => {
+    const o = scanOptionsFromEnv(readEnv({} as NodeJS.ProcessEnv));
+    expect(o.windows).toEqual(DEFAULT_SCAN_OPTIONS.windows);
+    expect(o.windows).toContainEqual({ size: 0.25, frameStep: 4 });
+  });
+
+  test('size/frameStep pairs replace the default', () => {
+    const o = scanOptionsFromEnv(readEnv({ KAGAMI_WINDOWS: '0.35/2, 0.6 / 2,0.9/3' } as NodeJS.ProcessEnv));
+    expect(o.windows).toEqual([
+      { size: 0.35, frameStep: 2 },
+      { size: 0.6, frameStep: 2 },
+      { size: 0.9, frameStep: 3 },
+    ]);
+  });
+
+  test.each(['0.35', '0/2', '1.5/2', '0.35/0', '0.35/2,,0.6/2', 'big/2'])('%p is refused with invalid_config naming the variable', (spec) => {
+    let err: unknown;
+    try {
+      readEnv({ KAGAMI_WINDOWS: spec } as NodeJS.ProcessEnv);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(KagamiError);
+    expect((err as KagamiError).code).toBe('invalid_config');
+    expect((err as KagamiError).message).toMatch(/KAGAMI_WINDOWS: .* is not size\/frameStep/);
+  });
+});
