@@ -261,34 +261,39 @@ export class KagamiService {
   async processReference(refId: string): Promise<void> {
     const r = await this.store.getReference(refId);
     if (!r || r.status !== 'pending') return;
-    // Fresh references: a library just moved to another model is followed before this one is embedded.
-    await this.engines.use(
-      async ({ embedder, refs }) => {
-        try {
-          const bytes = await this.deps.blobs.get(r.sha256);
-          const p = await prepareReference({ name: r.fileName, bytes }, embedder, { maxPixels: this.opts.maxReferencePixels, minSide: 16 });
-          const warnings = await this.referenceWarnings(r, bytes, p.embedding, refs, embedder.calibration?.ceil).catch((e: unknown) => {
-            this.log('warn', 'reference quality check failed', { referenceId: refId, err: (e as Error).message });
-            return [] as string[];
-          });
-          await this.store.setReferenceWarnings(refId, warnings);
-          // The vector's model is checked (or recorded, in a new library) in the same write.
-          const model = { modelId: embedder.modelId, dimension: embedder.dimension };
-          await this.store.setReferenceFeatures(refId, { referenceId: refId, characterId: r.characterId, embedding: p.embedding, keypoints: p.keypoints }, model);
-        } catch (e) {
-          if (isKagamiError(e) && e.code === 'model_mismatch' && (await this.engines.movedFrom(embedder.modelId))) {
-            // Moved by `library reembed` while this reference was embedded: the job's retry embeds it with the new model.
-            throw new Error(`the library moved to another embedding model while reference ${refId} was embedded; it is embedded again`);
+    try {
+      // Fresh references: a library just moved to another model is followed before this one is embedded.
+      await this.engines.use(
+        async ({ embedder, refs }) => {
+          try {
+            const bytes = await this.deps.blobs.get(r.sha256);
+            const p = await prepareReference({ name: r.fileName, bytes }, embedder, { maxPixels: this.opts.maxReferencePixels, minSide: 16 });
+            const warnings = await this.referenceWarnings(r, bytes, p.embedding, refs, embedder.calibration?.ceil).catch((e: unknown) => {
+              this.log('warn', 'reference quality check failed', { referenceId: refId, err: (e as Error).message });
+              return [] as string[];
+            });
+            await this.store.setReferenceWarnings(refId, warnings);
+            // The vector's model is checked (or recorded, in a new library) in the same write.
+            const model = { modelId: embedder.modelId, dimension: embedder.dimension };
+            await this.store.setReferenceFeatures(refId, { referenceId: refId, characterId: r.characterId, embedding: p.embedding, keypoints: p.keypoints }, model);
+          } catch (e) {
+            if (isKagamiError(e) && e.code === 'model_mismatch' && (await this.engines.movedFrom(embedder.modelId))) {
+              // Moved by `library reembed` while this reference was embedded: the job's retry embeds it with the new model.
+              throw new Error(`the library moved to another embedding model while reference ${refId} was embedded; it is embedded again`);
+            }
+            throw e;
           }
-          if (e instanceof KagamiError) {
-            await this.store.failReference(refId, e.message);
-            return;
-          }
-          throw e;
-        }
-      },
-      { fresh: true },
-    );
+        },
+        { fresh: true },
+      );
+    } catch (e) {
+      // The file's or the library's own problem (a pinned model that is not the library's included): final.
+      if (e instanceof KagamiError) {
+        await this.store.failReference(refId, e.message);
+        return;
+      }
+      throw e;
+    }
   }
 
   /**
