@@ -538,10 +538,19 @@ export class PostgresStore implements MetadataStore {
   }
 
   async setModel(model: LibraryModel): Promise<void> {
-    await this.q(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO NOTHING`, [
+    try {
+      await this.setModelOn(this.pool, model);
+    } catch (e) {
+      throw translate(e);
+    }
+  }
+
+  /** setModel on `c` (the pool, or a transaction's client). */
+  private async setModelOn(c: Queryable, model: LibraryModel): Promise<void> {
+    await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO NOTHING`, [
       JSON.stringify({ modelId: model.modelId, dimension: model.dimension }),
     ]);
-    const current = (await this.modelOf(this.pool))!;
+    const current = (await this.modelOf(c))!;
     if (current.modelId !== model.modelId || current.dimension !== model.dimension) throw modelMismatch(current, model);
   }
 
@@ -684,12 +693,8 @@ export class PostgresStore implements MetadataStore {
       async (c) => {
         const ref = await one<RefRow>(c, `SELECT * FROM refs WHERE id = $1`, [id]);
         if (!ref) throw new NotFoundError('reference', id);
-        if (model) {
-          await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO NOTHING`, [
-            JSON.stringify({ modelId: model.modelId, dimension: model.dimension }),
-          ]);
-        }
-        checkFeatures(await this.modelOf(c), id, features, model);
+        if (model) await this.setModelOn(c, model);
+        checkFeatures(await this.modelOf(c), id, features);
         const seq = await this.appendChange(c, 'reference_ready', ref.character_id, id);
         await c.query(`UPDATE refs SET status = 'ready', error = NULL, embedding = $1, keypoints = $2, ready_seq = $3 WHERE id = $4`, [
           encodeEmbedding(features.embedding),

@@ -475,15 +475,18 @@ export class SqliteStore implements MetadataStore {
   }
 
   async setModel(model: LibraryModel): Promise<void> {
-    this.write(() => {
-      const current = this.modelSync();
-      if (current && (current.modelId !== model.modelId || current.dimension !== model.dimension)) throw modelMismatch(current, model);
-      if (!current) {
-        this.db
-          .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?)`)
-          .run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
-      }
-    });
+    this.write(() => this.setModelSync(model));
+  }
+
+  /** setModel inside the caller's write. */
+  private setModelSync(model: LibraryModel): void {
+    const current = this.modelSync();
+    if (current && (current.modelId !== model.modelId || current.dimension !== model.dimension)) throw modelMismatch(current, model);
+    if (!current) {
+      this.db
+        .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?)`)
+        .run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
+    }
   }
 
   async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void> {
@@ -597,12 +600,8 @@ export class SqliteStore implements MetadataStore {
     this.write(() => {
       const ref = this.db.prepare(`SELECT * FROM refs WHERE id = ?`).get(id) as RefRow | undefined;
       if (!ref) throw new NotFoundError('reference', id);
-      let current = this.modelSync();
-      if (model && !current) {
-        this.db.prepare(`INSERT INTO meta (key, value) VALUES ('model', ?)`).run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
-        current = model;
-      }
-      checkFeatures(current, id, features, model);
+      if (model) this.setModelSync(model);
+      checkFeatures(this.modelSync(), id, features);
       const seq = this.appendChange('reference_ready', ref.character_id, id);
       this.db
         .prepare(`UPDATE refs SET status = 'ready', error = NULL, embedding = ?, keypoints = ?, ready_seq = ? WHERE id = ?`)

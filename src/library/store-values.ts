@@ -84,9 +84,7 @@ export function checkReplacement(model: LibraryModel, readyIds: readonly string[
   }
 }
 
-/** A reference's features fit the library's model (and are of `of`, the model they were made with, when given). */
-export function checkFeatures(model: LibraryModel | undefined, refId: string, f: ReferenceFeatures, of?: LibraryModel): void {
-  if (model && of && (of.modelId !== model.modelId || of.dimension !== model.dimension)) throw modelMismatch(model, of);
+export function checkFeatures(model: LibraryModel | undefined, refId: string, f: ReferenceFeatures): void {
   if (model && f.embedding.length !== model.dimension) {
     throw new LibraryError(
       'model_mismatch',
