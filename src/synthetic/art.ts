@@ -447,11 +447,16 @@ export async function composite(
   return { png: encoded, raw, boxes };
 }
 
-/** Intersection over union of two boxes. */
-export function iou(a: Box, b: Box): number {
+/** Area of the overlap of two boxes (0 when they do not overlap). */
+export function intersectionArea(a: Box, b: Box): number {
   const ix = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
   const iy = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
-  const inter = ix * iy;
+  return ix * iy;
+}
+
+/** Intersection over union of two boxes. */
+export function iou(a: Box, b: Box): number {
+  const inter = intersectionArea(a, b);
   const uni = a.width * a.height + b.width * b.height - inter;
   return uni > 0 ? inter / uni : 0;
 }

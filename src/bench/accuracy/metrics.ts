@@ -11,7 +11,7 @@
  * Positives never retrieved add recall 0, so they lower AP. µAP is this AP over all pairs pooled.
  */
 
-import { iou, type Box } from '../../synthetic/art';
+import { intersectionArea, iou, type Box } from '../../synthetic/art';
 
 export interface ScoredPair {
   score: number;
@@ -183,9 +183,7 @@ export function windowCoverage(truth: Box, windows: readonly { x: number; y: num
   for (const w of windows) {
     const sq = { x: w.x, y: w.y, width: w.size, height: w.size };
     bestIoU = Math.max(bestIoU, iou(truth, sq));
-    const iw = Math.max(0, Math.min(truth.x + truth.width, w.x + w.size) - Math.max(truth.x, w.x));
-    const ih = Math.max(0, Math.min(truth.y + truth.height, w.y + w.size) - Math.max(truth.y, w.y));
-    if (area > 0 && (iw * ih) / area >= 0.8 && long >= 0.4 * w.size && long <= w.size) usable = true;
+    if (area > 0 && intersectionArea(truth, sq) / area >= 0.8 && long >= 0.4 * w.size && long <= w.size) usable = true;
   }
   return { bestIoU, usable };
 }
