@@ -168,7 +168,6 @@ export async function addReferences(
   const existing = await lib.store.listReferences(character.id);
   for (const { f, p } of prepared) checkSameRole(existing, character.id, p.sha256, negative, f.name);
 
-  await lib.store.setModel({ modelId: embedder.modelId, dimension: embedder.dimension });
   const rec = await lib.store.upsertCharacter({ id: character.id, name, owner, franchise: character.franchise });
   const before = new Set(existing.map((r) => r.id));
   for (const { f } of prepared) await lib.blobs.put(f.bytes);
@@ -180,6 +179,9 @@ export async function addReferences(
         features: { referenceId: id, characterId: character.id, embedding: p.embedding, keypoints: p.keypoints },
       };
     }),
+    // Recorded (a new library) or checked in the same transaction as the write, so a `reembed`
+    // moving the library meanwhile cannot leave vectors of the old model in it.
+    { modelId: embedder.modelId, dimension: embedder.dimension },
   );
   return { character: rec, references: refs, added: refs.filter((r) => !before.has(r.id)).length };
 }

@@ -64,8 +64,14 @@ export interface LibraryStore {
    * Throws KagamiError `not_found` for an unknown character, `conflict` for an id already used by
    * another (characterId, sha256), LibraryError `model_mismatch` for an embedding whose length is
    * not the recorded model's dimension; nothing is stored then.
+   * With `model` (the one the features were made with), it is recorded or checked in the same
+   * transaction, as in setReferenceFeatures: a library moved to another model meanwhile refuses
+   * with `model_mismatch` and nothing is stored.
    */
-  addReferences(items: Array<{ ref: Omit<ReferenceRecord, 'createdAt' | 'status'> & { status?: ReferenceStatus }; features?: ReferenceFeatures }>): Promise<ReferenceRecord[]>;
+  addReferences(
+    items: Array<{ ref: Omit<ReferenceRecord, 'createdAt' | 'status'> & { status?: ReferenceStatus }; features?: ReferenceFeatures }>,
+    model?: LibraryModel,
+  ): Promise<ReferenceRecord[]>;
   getReference(id: string): Promise<ReferenceRecord | undefined>;
   listReferences(characterId?: string): Promise<ReferenceRecord[]>;
   /**

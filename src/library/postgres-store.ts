@@ -627,9 +627,11 @@ export class PostgresStore implements MetadataStore {
 
   async addReferences(
     items: Array<{ ref: Omit<ReferenceRecord, 'createdAt' | 'status'> & { status?: ReferenceStatus }; features?: ReferenceFeatures }>,
+    libraryModel?: LibraryModel,
   ): Promise<ReferenceRecord[]> {
     return this.tx(
       async (c) => {
+        if (libraryModel) await this.setModelOn(c, libraryModel);
         const model = await this.modelOf(c);
         const createdAt = now();
         const out: ReferenceRecord[] = [];

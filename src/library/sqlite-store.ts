@@ -542,6 +542,7 @@ export class SqliteStore implements MetadataStore {
 
   async addReferences(
     items: Array<{ ref: Omit<ReferenceRecord, 'createdAt' | 'status'> & { status?: ReferenceStatus }; features?: ReferenceFeatures }>,
+    libraryModel?: LibraryModel,
   ): Promise<ReferenceRecord[]> {
     const findByKey = this.db.prepare(`SELECT * FROM refs WHERE character_id = ? AND sha256 = ?`);
     const findById = this.db.prepare(`SELECT * FROM refs WHERE id = ?`);
@@ -552,6 +553,7 @@ export class SqliteStore implements MetadataStore {
     );
     const setReadySeq = this.db.prepare(`UPDATE refs SET ready_seq = ? WHERE id = ?`);
     return this.write(() => {
+      if (libraryModel) this.setModelSync(libraryModel);
       const model = this.modelSync();
       const createdAt = now();
       return items.map(({ ref, features }) => {

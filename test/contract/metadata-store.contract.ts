@@ -119,6 +119,18 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
         expect((await store.getReference('r1'))!.status).toBe('pending');
       });
 
+      it('addReferences with the model its features were made with: records it on a new library, refuses another one', async () => {
+        await store.upsertCharacter({ id: 'c1', name: 'One', owner: 'acme' });
+        await store.addReferences([{ ref: ref('r1', 'c1'), features: features('r1', 'c1', 1) }], { modelId: 'm1', dimension: DIM });
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: DIM });
+        // Same dimension, other model (made before the library moved): nothing stored.
+        await expectCode(store.addReferences([{ ref: ref('r2', 'c1'), features: features('r2', 'c1', 2) }], { modelId: 'm0', dimension: DIM }), 'model_mismatch');
+        expect((await store.listReferences()).map((r) => r.id)).toEqual(['r1']);
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: DIM });
+        await store.addReferences([{ ref: ref('r2', 'c1'), features: features('r2', 'c1', 2) }], { modelId: 'm1', dimension: DIM });
+        expect((await store.loadFeatures()).features.map((f) => f.referenceId)).toEqual(['r1', 'r2']);
+      });
+
       it('setReferenceFeatures with the model it was made with: records it on a new library, refuses another one', async () => {
         await store.upsertCharacter({ id: 'c1', name: 'One', owner: 'acme' });
         await store.addReferences([{ ref: ref('r1', 'c1') }, { ref: ref('r2', 'c1') }]);
