@@ -67,6 +67,8 @@ export interface PlannedClip {
   characterKey?: string;
   /** The registered character that is there (positives only). */
   truthCharacter?: string;
+  /** Set when the character shown is an unregistered recolour of truthCharacter (same silhouette). */
+  recolourOf?: string;
   /** Which image: reference or rendition, by index. */
   image?: { set: 'references' | 'renditions'; index: number; label: string };
   interval?: { startSec: number; endSec: number };
