@@ -6,6 +6,7 @@
 #
 #   ID=kagami-descriptor-v3 training/run.sh   # v3 experiment: v2's data + Freeciv, 1,500 steps (not shipped: training/README.md)
 #   ID=kagami-descriptor-v4 training/run.sh   # v4 experiment: v2 with half the views framed as sliding windows (not shipped)
+#   ID=kagami-descriptor-v5 training/run.sh   # v5: v2 taught that a recolour is the same character (hue rotations, recolour pairs)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -24,6 +25,7 @@ case "$ID" in
   kagami-descriptor-v2) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5 ;;
   kagami-descriptor-v3) DEF_SOURCES=freedink,widelands,tuxpaint,freeciv; DEF_STEPS=1500; DEF_REAL=0.5 ;;
   kagami-descriptor-v4) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5; DEF_WINDOW=0.5 ;;
+  kagami-descriptor-v5) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5; DEF_HUE=0.3; DEF_RECOLOURS=--recolours-same ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
@@ -31,6 +33,8 @@ STEPS=${STEPS:-$DEF_STEPS}
 REAL_FRAC=${REAL_FRAC:-$DEF_REAL} # share of each batch from the real art
 PAIRS=${PAIRS:-24}
 WINDOW_FRAC=${WINDOW_FRAC:-${DEF_WINDOW:-0}}  # share of training views framed as the scanner's sliding windows frame a character
+HUE_PROB=${HUE_PROB:-${DEF_HUE:-0}}  # share of training views recoloured by a hue rotation of 20-180 degrees
+RECOLOURS=${RECOLOURS-${DEF_RECOLOURS:-}}  # --recolours-same: a recolour of one body (same silhouette) is the same character
 ONNX=${ONNX:-models/$ID.onnx}     # where the model (and its manifest, .json) go
 case "$ID" in
   kagami-descriptor-v1) DEF_COMPARE= ;;
@@ -69,7 +73,7 @@ node training/check-onnx.js models/mobilenetv2-block10-gem3x3.json training/out/
 
 # 5. train, evaluate (before/after), export ONNX
 $PY training/train.py --threads "$THREADS" --steps "$STEPS" --pairs "$PAIRS" --max-minutes "$MAX_MINUTES" --seed 1234 \
-  --sources "$SOURCES" --real-frac "$REAL_FRAC" --window-frac "$WINDOW_FRAC" --compare "$COMPARE" --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
+  --sources "$SOURCES" --real-frac "$REAL_FRAC" --window-frac "$WINDOW_FRAC" --hue-prob "$HUE_PROB" $RECOLOURS --compare "$COMPARE" --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
 
 # 6. the exported graph simplified (pads folded into the convs: same outputs, faster on CPU),
 #    manifest (sha256), and the product's OnnxEmbedder gives torch's vectors

@@ -71,6 +71,41 @@ def load_data(data, sources):
     return chars, bgs
 
 
+def recolour_identities(chars):
+    """Sets c['identity'] for each character: the key of the first member of its look-alike family
+    drawn with the same silhouette (same size, alpha masks at IoU >= 0.95 on their first frames), that
+    is, a recolour of one body (freedink's knight-blue/-red/..., gnome colours); its own key otherwise."""
+    masks = {}
+    for c in chars:
+        a = np.asarray(c['frames'][0]['img'].getchannel('A')) >= 128
+        masks[c['key']] = a
+        c['identity'] = c['key']
+    heads = {}
+    for c in chars:
+        for h in heads.get(c['family'], []):
+            a, b = masks[c['key']], masks[h]
+            if a.shape == b.shape and (a & b).sum() >= 0.95 * max(1, (a | b).sum()):
+                c['identity'] = h
+                break
+        else:
+            heads.setdefault(c['family'], []).append(c['key'])
+    return sum(c['identity'] != c['key'] for c in chars)
+
+
+def merge_recolours(chars):
+    """One training character per identity: a recolour's frames join its head's, so pose pairs can
+    join two colours of one body and recolours are no longer in-batch negatives of each other."""
+    out, by_id = [], {}
+    for c in chars:
+        h = by_id.get(c['identity'])
+        if h is None:
+            by_id[c['identity']] = h = dict(c, frames=list(c['frames']))
+            out.append(h)
+        else:
+            h['frames'] += c['frames']
+    return out
+
+
 def references(c):
     """Reference frames: synthetic the normal drawing; game art the first frame of its first two pose groups."""
     if c['source'] == 'synthetic':
@@ -97,13 +132,15 @@ def background(rng, bgs, S):
     return Image.fromarray(g.astype(np.uint8))
 
 
-def colour_jitter(im, rng, k):
+def colour_jitter(im, rng, k, recolour=False):
+    """Brightness, contrast, saturation, and a hue shift: small (+-7 degrees) by default, or with
+    `recolour` a rotation of 20-180 degrees either way (the whole sprite recoloured)."""
     rgb, alpha = im.convert('RGB'), im.getchannel('A')
     rgb = ImageEnhance.Brightness(rgb).enhance(rng.uniform(1 - 0.25 * k, 1 + 0.25 * k))
     rgb = ImageEnhance.Contrast(rgb).enhance(rng.uniform(1 - 0.25 * k, 1 + 0.25 * k))
     rgb = ImageEnhance.Color(rgb).enhance(rng.uniform(1 - 0.3 * k, 1 + 0.3 * k))
-    # Only a small hue shift: recolours of one body are different characters.
-    shift = int(round(rng.uniform(-5, 5) * k))
+    # PIL's hue channel runs 0-255 for 360 degrees.
+    shift = int(round(rng.uniform(14, 128))) * rng.choice((-1, 1)) if recolour else int(round(rng.uniform(-5, 5) * k))
     if shift:
         h, s, v = rgb.convert('HSV').split()
         h = h.point(lambda p: (p + shift) % 256)
@@ -113,15 +150,16 @@ def colour_jitter(im, rng, k):
     return out
 
 
-def view(sprite, rng, bgs, S=128, strong=True, window=False):
+def view(sprite, rng, bgs, S=128, strong=True, window=False, recolour=False):
     """One augmented crop around the character: S x S RGB uint8. `window`: framed as the scanner's
     sliding windows see a character (40-105 % of the window side, off-centre by up to a quarter of
-    it, so at times cut by the window's edge) instead of roughly centred at 55-95 %."""
+    it, so at times cut by the window's edge) instead of roughly centred at 55-95 %. `recolour`: a
+    large hue rotation (colour_jitter)."""
     k = 1.0 if strong else 0.5
     im = sprite
     if rng.random() < 0.5:
         im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    im = colour_jitter(im, rng, k)
+    im = colour_jitter(im, rng, k, recolour)
     rot = rng.uniform(-12, 12) * k
     if abs(rot) > 1:
         im = im.rotate(rot, resample=Image.BILINEAR, expand=True)
@@ -218,21 +256,25 @@ def koleo(z):
 
 def eval_set(chars, bgs, seed, S=224):
     """Fixed, seeded queries: per held-out character its reference views, 3 augmented copies of each
-    reference (near copies) and up to 8 other frames / renditions, augmented (new poses)."""
+    reference (near copies), up to 8 other frames / renditions, augmented (new poses), and one copy
+    of each reference recoloured by a hue rotation of 20-180 degrees (its own random stream, so the
+    other queries are the same as before it was added)."""
     rng = random.Random(seed)
-    refs, near, new = [], [], []
+    rrng = random.Random(seed + 7919)
+    refs, near, new, recol = [], [], [], []
     for ci, c in enumerate(chars):
         rf = references(c)
         for f in rf:
             refs.append((ci, reference_view(f['img'], S)))
             for _ in range(3):
                 near.append((ci, view(f['img'], rng, bgs, S, strong=False)))
+            recol.append((ci, view(f['img'], rrng, bgs, S, strong=False, recolour=True)))
         others = [f for f in c['frames'] if all(f is not r for r in rf)]
         if len(others) > 8:
             others = [others[int(i * len(others) / 8)] for i in range(8)]
         for f in others:
             new.append((ci, view(f['img'], rng, bgs, S, strong=False)))
-    return refs, near, new
+    return refs, near, new, recol
 
 
 @torch.no_grad()
@@ -253,8 +295,11 @@ def top1(fn, size, refs, queries, chars, sources):
     per_char = torch.full((len(queries), n), -9.0)
     for j in range(n):
         per_char[:, j] = sim[:, rc == j].max(dim=1).values
-    pred = per_char.argmax(dim=1)
-    qc = torch.tensor([c for c, _ in queries])
+    # Right when the best character is the query's own or, with --recolours-same, a recolour of it.
+    ident = {}
+    ids = torch.tensor([ident.setdefault(c.get('identity', c['key']), len(ident)) for c in chars])
+    pred = ids[per_char.argmax(dim=1)]
+    qc = ids[torch.tensor([c for c, _ in queries])]
     ok = (pred == qc).float()
     res = {'all': (ok.mean().item(), len(queries))}
     for s in sources:
@@ -282,7 +327,7 @@ def cosines(fn, size, ev, chars):
     """Cosine distributions on the held-out queries (percentiles PCTS): a query and the best reference
     of its own character (near copies, new poses); the best reference of an unrelated character
     (another look-alike family) and any reference of one (all pairs)."""
-    refs, near, new = ev
+    refs, near, new, _ = ev
     R = embed(fn, [im for _, im in refs], size)
     rfam = np.array([chars[c]['family'] for c, _ in refs])
     rc = np.array([c for c, _ in refs])
@@ -302,18 +347,19 @@ def cosines(fn, size, ev, chars):
 
 
 def evaluate(name, fn, size, ev, chars, sources):
-    refs, near, new = ev
-    a, b = top1(fn, size, refs, near, chars, sources), top1(fn, size, refs, new, chars, sources)
-    return {'model': name, 'near': a, 'new': b}
+    refs, near, new, recol = ev
+    return {'model': name, 'near': top1(fn, size, refs, near, chars, sources), 'new': top1(fn, size, refs, new, chars, sources),
+            'recoloured': top1(fn, size, refs, recol, chars, sources)}
 
 
 def print_table(rows, n_chars, sources, log):
     cols = ['all'] + sources
     log(f'known-box top-1 among {n_chars} held-out characters (queries per cell in brackets)')
-    log('| model | ' + ' | '.join(f'near copies: {c}' for c in cols) + ' | ' + ' | '.join(f'new poses: {c}' for c in cols) + ' |')
-    log('|---' * (1 + 2 * len(cols)) + '|')
+    kinds = (('near', 'near copies'), ('new', 'new poses'), ('recoloured', 'recoloured copies'))
+    log('| model | ' + ' | '.join(f'{t}: {c}' for _, t in kinds for c in cols) + ' |')
+    log('|---' * (1 + len(kinds) * len(cols)) + '|')
     for r in rows:
-        cells = [f"{100 * r[k][c][0]:.1f} % ({r[k][c][1]})" if c in r[k] else '-' for k in ('near', 'new') for c in cols]
+        cells = [f"{100 * r[k][c][0]:.1f} % ({r[k][c][1]})" if c in r[k] else '-' for k, _ in kinds for c in cols]
         log(f"| {r['model']} | " + ' | '.join(cells) + ' |')
 
 
@@ -339,6 +385,8 @@ def main():
     ap.add_argument('--sources', default='freedink', help='real art sources to use besides synthetic (comma-separated: ' + ','.join(REAL_SOURCES) + ')')
     ap.add_argument('--real-frac', type=float, default=1 / 3, help='share of each batch taken from the real art sources')
     ap.add_argument('--window-frac', type=float, default=0.0, help='share of training views framed as sliding windows frame a character (see view())')
+    ap.add_argument('--hue-prob', type=float, default=0.0, help='share of training views recoloured by a hue rotation of 20-180 degrees')
+    ap.add_argument('--recolours-same', action='store_true', help='a recolour of one body (same silhouette) is the same character: trained as one, and right in the evaluation')
     ap.add_argument('--compare', default='', help='comma-separated manifests of committed descriptors to evaluate on the same queries')
     args = ap.parse_args()
     real = [s for s in args.sources.split(',') if s]
@@ -358,8 +406,12 @@ def main():
 
     sources = ['synthetic'] + real
     chars, bgs = load_data(args.data, sources)
+    if args.recolours_same:
+        log(f'recolours: {recolour_identities(chars)} characters are a recolour of another of their family (one identity each)')
     train = [c for c in chars if not heldout(c)]
     test = [c for c in chars if heldout(c)]
+    if args.recolours_same:
+        train = merge_recolours(train)
     # Backgrounds: every 4th one is kept for evaluation only.
     train_bgs = [b for i, b in enumerate(bgs) if i % 4]
     test_bgs = [b for i, b in enumerate(bgs) if i % 4 == 0]
@@ -420,7 +472,8 @@ def main():
     pair_of = []  # pair index -> character index
     pool = []
     chunk = []
-    cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}{f"-w{args.window_frac}" if args.window_frac else ""}.pt')
+    cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}{f"-w{args.window_frac}" if args.window_frac else ""}'
+                         f'{f"-h{args.hue_prob}" if args.hue_prob else ""}{"-rs" if args.recolours_same else ""}.pt')
 
     def flush():
         with torch.no_grad():
@@ -439,7 +492,8 @@ def main():
                 f = rng.choice(c['frames'])
                 for _ in range(2):
                     w = args.window_frac > 0 and rng.random() < args.window_frac
-                    chunk.append(view(f['img'], rng, train_bgs, args.size, window=w))
+                    h = args.hue_prob > 0 and rng.random() < args.hue_prob
+                    chunk.append(view(f['img'], rng, train_bgs, args.size, window=w, recolour=h))
                 if len(chunk) >= 128:
                     flush()
         if chunk:
