@@ -25,7 +25,7 @@ import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { artLookup, artPlacement, CLIP_KINDS, DEFAULT_MIX, describeTransforms, makePlan, renderClip, type ClipKind, type Plan, type PlannedClip } from './generate';
 import { clipBox, hitsToIntervals, mean, rateAtOrAbove, summarise, temporalIoU, windowCoverage, type Interval, type ScoredPair, type Summary } from './metrics';
 import { frameHashes, phashScore, referenceHashes } from './phash';
-import { loadSources, MissingArtError, SOURCE_IDS, SOURCE_INFO, type SourceId } from './sources';
+import { loadSources, MissingArtError, SOURCE_IDS, SOURCE_INFO, syntheticDistractors, type SourceId } from './sources';
 
 interface Options {
   quick?: boolean;
@@ -33,6 +33,7 @@ interface Options {
   seed: number;
   sources: SourceId[];
   cache: string;
+  library?: number;
 }
 
 /** One clip's outcome for both methods: per registered character, score and predicted segments. */
@@ -69,6 +70,7 @@ async function main(argv: string[]): Promise<void> {
     .option('--seed <s>', 'plan seed', int, 1)
     .option('--sources <list>', `art sources, comma-separated (${SOURCE_IDS.join(',')})`, parseSources, [...SOURCE_IDS])
     .option('--cache <dir>', 'where clips, the library and the result go', '.cache/bench')
+    .option('--library <n>', 'registered characters in all: the plan\'s, then characters never shown (unshown look-alike candidates, then synthetic ones) up to n', int)
     .parse(argv);
   const o = program.opts<Options>();
   const t0 = performance.now();
@@ -129,9 +131,24 @@ async function main(argv: string[]): Promise<void> {
     }
     if (!files.length) skipped.push(`${reg.key}: no usable reference, not registered`);
   }
+  // Characters registered but never shown: a library nearer the size of a real one (the held-out
+  // benchmark registers 150), so every clip is scored against more characters that are not there.
+  const shown = new Set(plan.clips.map((c) => c.characterKey).filter((k): k is string => !!k));
+  const extra = Math.max(0, (o.library ?? 0) - plan.registered.length);
+  const unshown = plan.unregistered.filter((k) => !shown.has(k)).map((k) => art.character(k));
+  const distractors = [...unshown, ...(await syntheticDistractors(Math.max(0, extra - unshown.length)))].slice(0, extra);
+  for (const c of distractors) {
+    try {
+      const files = c.references.map((ref, i) => ({ name: `${c.key}-ref${i}.png`, bytes: ref.png }));
+      await addReferences(lib, embedder, { id: c.key, name: c.name, owner: c.source }, files);
+      for (const f of files) refHashes.set(c.key, [...(refHashes.get(c.key) ?? []), ...(await referenceHashes(f.name, f.bytes))]);
+    } catch (e) {
+      skipped.push(`${c.key} (never shown): ${(e as Error).message}`);
+    }
+  }
   const refs = await ReferenceSet.load(lib.store, embedder);
   const registered = [...refs.characters.keys()].sort();
-  log(`library: ${registered.length} characters, ${refs.references.size} references in ${sec(tLib)}${skipped.length ? `; skipped:\n  ${skipped.join('\n  ')}` : ''}`);
+  log(`library: ${registered.length} characters (${distractors.length} never shown), ${refs.references.size} references in ${sec(tLib)}${skipped.length ? `; skipped:\n  ${skipped.join('\n  ')}` : ''}`);
   const scanner = new Scanner(embedder, refs, DEFAULT_SCAN_OPTIONS);
 
   // --- clips: render two ahead of the scanner (ffmpeg runs beside the scan)
@@ -195,7 +212,7 @@ look-alike clips that are a registered character recoloured (same silhouette), c
   const result = {
     when: new Date().toISOString(),
     host: { cpus: os.cpus().length, node: process.version },
-    options: { quick, seed: plan.seed, clips: plan.clips.length, sources: o.sources },
+    options: { quick, seed: plan.seed, clips: plan.clips.length, sources: o.sources, library: registered.length, neverShown: distractors.map((c) => c.key) },
     licences: Object.fromEntries(o.sources.map((s) => [s, SOURCE_INFO[s]])),
     model: embedder.modelId,
     runtime: { totalSec, scanLoopSec: loopSec, clipsGenerated: generated, meanScanSec: mean(results.map((r) => r.scanSec)), meanPhashSec: mean(results.map((r) => r.phashSec)), renderSec: (performance.now() - tGen) / 1000 },

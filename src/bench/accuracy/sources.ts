@@ -330,6 +330,28 @@ async function synthetic(families = 5, perFamily = 3): Promise<ArtSource> {
   return { id: 'synthetic', packages: [], licence: SOURCE_INFO.synthetic.licence, characters, backgrounds };
 }
 
+/**
+ * Synthetic characters that are registered but never shown (`bench:accuracy --library N`): families
+ * of three on styles 60 and up and character seeds 6000 and up, apart from the plan's (styles
+ * 40-44), the perf bench's and the demo's (seeds < 1000), and training's (styleSeed 20000+).
+ */
+export async function syntheticDistractors(count: number): Promise<SourceCharacter[]> {
+  const out: SourceCharacter[] = [];
+  for (let i = 0; i < count; i++) {
+    const style = 60 + Math.floor(i / 3);
+    const seed = 6000 + i;
+    out.push({
+      key: `synthetic.s${style}-c${seed}`,
+      source: 'synthetic',
+      name: `Synthetic ${seed} (style ${style})`,
+      family: `synthetic.style${style}`,
+      references: [{ label: `renderCharacter(${seed}, 400, {styleSeed: ${style}})`, png: await renderCharacter(seed, 400, { styleSeed: style }) }],
+      renditions: [],
+    });
+  }
+  return out;
+}
+
 export async function loadSources(ids: readonly SourceId[]): Promise<ArtSource[]> {
   for (const id of ids) if (!SOURCE_IDS.includes(id)) throw new Error(`unknown source '${id}': use ${SOURCE_IDS.join(', ')}`);
   for (const id of ids) if (id !== 'synthetic') requirePackage(id); // fail fast, before any work
