@@ -308,20 +308,7 @@ async function synthetic(families = 5, perFamily = 3): Promise<ArtSource> {
   const characters: SourceCharacter[] = [];
   for (let f = 0; f < families; f++) {
     const style = 40 + f;
-    for (let m = 0; m < perFamily; m++) {
-      const seed = 1000 + f * 10 + m;
-      characters.push({
-        key: `synthetic.s${style}-c${seed}`,
-        source: 'synthetic',
-        name: `Synthetic ${seed} (style ${style})`,
-        family: `synthetic.style${style}`,
-        references: [{ label: `renderCharacter(${seed}, 400, {styleSeed: ${style}})`, png: await renderCharacter(seed, 400, { styleSeed: style }) }],
-        renditions: [
-          { label: `renderCharacter(${seed}, 400, {styleSeed: ${style}, outline: 3.4})`, png: await renderCharacter(seed, 400, { styleSeed: style, outline: 3.4 }) },
-          { label: `renderCharacter(${seed}, 400, {styleSeed: ${style}, outline: 0.8})`, png: await renderCharacter(seed, 400, { styleSeed: style, outline: 0.8 }) },
-        ],
-      });
-    }
+    for (let m = 0; m < perFamily; m++) characters.push(await syntheticCharacter(style, 1000 + f * 10 + m, [3.4, 0.8]));
   }
   const backgrounds = [];
   for (const [i, style] of (['busy', 'gradient', 'busy', 'plain'] as const).entries()) {
@@ -337,19 +324,26 @@ async function synthetic(families = 5, perFamily = 3): Promise<ArtSource> {
  */
 export async function syntheticDistractors(count: number): Promise<SourceCharacter[]> {
   const out: SourceCharacter[] = [];
-  for (let i = 0; i < count; i++) {
-    const style = 60 + Math.floor(i / 3);
-    const seed = 6000 + i;
-    out.push({
-      key: `synthetic.s${style}-c${seed}`,
-      source: 'synthetic',
-      name: `Synthetic ${seed} (style ${style})`,
-      family: `synthetic.style${style}`,
-      references: [{ label: `renderCharacter(${seed}, 400, {styleSeed: ${style}})`, png: await renderCharacter(seed, 400, { styleSeed: style }) }],
-      renditions: [],
-    });
-  }
+  for (let i = 0; i < count; i++) out.push(await syntheticCharacter(60 + Math.floor(i / 3), 6000 + i, []));
   return out;
+}
+
+/** A synthetic character: its normal drawing as the reference, re-inked with each outline weight as renditions. */
+async function syntheticCharacter(style: number, seed: number, outlines: number[]): Promise<SourceCharacter> {
+  const drawing = async (outline?: number): Promise<ArtImage> => ({
+    label: `renderCharacter(${seed}, 400, {styleSeed: ${style}${outline !== undefined ? `, outline: ${outline}` : ''}})`,
+    png: await renderCharacter(seed, 400, outline !== undefined ? { styleSeed: style, outline } : { styleSeed: style }),
+  });
+  const renditions: ArtImage[] = [];
+  for (const o of outlines) renditions.push(await drawing(o));
+  return {
+    key: `synthetic.s${style}-c${seed}`,
+    source: 'synthetic',
+    name: `Synthetic ${seed} (style ${style})`,
+    family: `synthetic.style${style}`,
+    references: [await drawing()],
+    renditions,
+  };
 }
 
 export async function loadSources(ids: readonly SourceId[]): Promise<ArtSource[]> {
