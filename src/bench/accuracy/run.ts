@@ -194,7 +194,7 @@ async function main(argv: string[]): Promise<void> {
   const evalOut = evaluate(plan, results, registered);
   const proposals = await proposalRecall(plan, results, art);
   // The figures above count a recolour of a registered character as that character; also reported
-  // with them as look-alikes (negatives), as the plan first draws them (and as before this change).
+  // with them as look-alikes (negatives), as the plan draws them.
   const strictClips = new Map(strictPlan.clips.map((c) => [c.id, c]));
   const strict = recolours.length ? evaluate(strictPlan, results.map((r) => ({ ...r, clip: strictClips.get(r.clip.id)! })), registered).kagami : undefined;
   const totalSec = (performance.now() - t0) / 1000;
