@@ -84,6 +84,7 @@ export function checkReplacement(model: LibraryModel, readyIds: readonly string[
   }
 }
 
+/** A reference's embedding has the library model's dimension (`model_mismatch` otherwise; anything goes in a library with no model yet). */
 export function checkFeatures(model: LibraryModel | undefined, refId: string, f: ReferenceFeatures): void {
   if (model && f.embedding.length !== model.dimension) {
     throw new LibraryError(

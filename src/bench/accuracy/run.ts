@@ -112,7 +112,10 @@ async function main(argv: string[]): Promise<void> {
   const libDir = path.join(cache, `library-seed${plan.seed}-${quick ? 'quick' : 'full'}`);
   rmSync(libDir, { recursive: true, force: true });
   const lib = await openLibrary(libDir, { create: true });
+  // The pHash peer's references: every registered image's hashes, by character.
   const refHashes = new Map<string, bigint[]>();
+  const hashReference = async (key: string, name: string, png: Buffer) =>
+    refHashes.set(key, [...(refHashes.get(key) ?? []), ...(await referenceHashes(name, png))]);
   const skipped: string[] = [];
   const tLib = performance.now();
   for (const reg of plan.registered) {
@@ -124,7 +127,7 @@ async function main(argv: string[]): Promise<void> {
         // Each file alone first: a file with too little detail is reported and left out.
         await addReferences(lib, embedder, { id: reg.key, name: reg.name, owner: reg.source }, [{ name, bytes: ref.png }]);
         files.push(ref);
-        refHashes.set(reg.key, [...(refHashes.get(reg.key) ?? []), ...(await referenceHashes(name, ref.png))]);
+        await hashReference(reg.key, name, ref.png);
       } catch (e) {
         skipped.push(`${reg.key} ${ref.label}: ${(e as Error).message}`);
       }
@@ -141,7 +144,7 @@ async function main(argv: string[]): Promise<void> {
     try {
       const files = c.references.map((ref, i) => ({ name: `${c.key}-ref${i}.png`, bytes: ref.png }));
       await addReferences(lib, embedder, { id: c.key, name: c.name, owner: c.source }, files);
-      for (const f of files) refHashes.set(c.key, [...(refHashes.get(c.key) ?? []), ...(await referenceHashes(f.name, f.bytes))]);
+      for (const f of files) await hashReference(c.key, f.name, f.bytes);
     } catch (e) {
       skipped.push(`${c.key} (never shown): ${(e as Error).message}`);
     }
