@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os';
 import { checkMediaFile, probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
 import { InvalidMediaError } from '../errors';
 import type { Frame } from '../media/types';
-import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
+import { aggregateClip, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
 import { calibrateCosine } from '../matching/fuse';
 import type { Box, FrameObservation, Verdict } from '../matching/types';
 import type { Embedder } from '../signals/embedder';
@@ -367,9 +367,7 @@ export class Scanner {
     await flush(pending);
 
     const tAgg = performance.now();
-    const results = [...this.refs.characters.keys()].map((cid) =>
-      aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, clipSec, this.opts.aggregate),
-    );
+    const results = aggregateClip(this.refs.characters.keys(), observations, frameTimes, clipSec, this.opts.aggregate);
     results.sort((a, b) => b.score - a.score || a.characterId.localeCompare(b.characterId));
     if (req.onEvidenceFrame) {
       for (const r of results) {

@@ -1,4 +1,4 @@
-import { aggregateCharacter, clipVerdict, DEFAULT_AGGREGATE, toSegments, verdictFor } from '../../src/matching/aggregate';
+import { aggregateCharacter, aggregateClip, clipVerdict, DEFAULT_AGGREGATE, toSegments, verdictFor } from '../../src/matching/aggregate';
 import { calibrateCosine, fuseFrame } from '../../src/matching/fuse';
 import type { FrameObservation } from '../../src/matching/types';
 
@@ -151,4 +151,52 @@ test('clipVerdict takes the most serious', () => {
   expect(clipVerdict([])).toBe('clear');
   expect(clipVerdict([{ verdict: 'clear' }, { verdict: 'review' }])).toBe('review');
   expect(clipVerdict([{ verdict: 'review' }, { verdict: 'match' }, { verdict: 'clear' }])).toBe('match');
+});
+
+describe('aggregateClip: likeness rivalry', () => {
+  const times = Array.from({ length: 41 }, (_, i) => i * 0.5); // 0 … 20 s at 2 fps
+  const at = (cid: string, t: number, k?: number, e?: number): FrameObservation => ({
+    frameIndex: times.indexOf(t),
+    timeSec: t,
+    characterId: cid,
+    ...(k !== undefined ? { keypoints: kp(k) } : {}),
+    ...(e !== undefined ? { embedding: emb(e) } : {}),
+  });
+  const run = (obs: FrameObservation[], p = DEFAULT_AGGREGATE) => {
+    const byChar = new Map<string, FrameObservation[]>();
+    for (const o of obs) byChar.set(o.characterId, [...(byChar.get(o.characterId) ?? []), o]);
+    return Object.fromEntries(aggregateClip(['a', 'b', 'c'], byChar, times, 20, p).map((r) => [r.characterId, r]));
+  };
+  const off = { ...DEFAULT_AGGREGATE, rivalry: { spanSec: 3, weight: 0 } };
+
+  test('a weaker likeness at the same time loses weight × its shortfall; the stronger keeps its score', () => {
+    const r = run([at('a', 5, undefined, 0.9), at('b', 5, undefined, 0.6)]);
+    const w = DEFAULT_AGGREGATE.rivalry.weight;
+    expect(r.a.score).toBeCloseTo(0.3 * 0.9, 6);
+    expect(r.b.score).toBeCloseTo(0.3 * 0.6 - w * 0.3 * (0.9 - 0.6), 6);
+    expect(r.b.reason).toContain("trails a's");
+    expect(r.a.reason).not.toContain('trails');
+    // without rivalry both keep their own likeness
+    const plain = run([at('a', 5, undefined, 0.9), at('b', 5, undefined, 0.6)], off);
+    expect(plain.b.score).toBeCloseTo(0.3 * 0.6, 6);
+    expect(r.c.score).toBe(0);
+  });
+
+  test('verified keypoints never lose, and characters further apart than the span do not compete', () => {
+    const r = run([at('a', 5, undefined, 1), at('b', 5, 0.2, 0.2), at('c', 15, undefined, 0.5)]);
+    expect(r.b.score).toBeCloseTo(1 - 0.8 * (1 - 0.3 * 0.2), 6);
+    expect(r.c.score).toBeCloseTo(0.3 * 0.5, 6);
+  });
+
+  test('a character keeps its best frame where no stronger rival is near', () => {
+    // b trails a at 5 s but is alone at 12 s with a weaker likeness: 12 s carries its score.
+    const r = run([at('a', 5, undefined, 1), at('b', 5, undefined, 0.6), at('b', 12, undefined, 0.5)]);
+    expect(r.b.score).toBeCloseTo(0.3 * 0.5, 6);
+    expect(r.b.evidence.timeSec).toBe(12);
+  });
+
+  test('the shortfall never takes a score below zero', () => {
+    const r = run([at('a', 5, undefined, 1), at('b', 5, undefined, 0.05)], { ...DEFAULT_AGGREGATE, rivalry: { spanSec: 3, weight: 10 } });
+    expect(r.b.score).toBe(0);
+  });
 });
