@@ -28,7 +28,7 @@ export interface ScanOptions {
   maxKeypoints: number;
   /** Frames embedded per inference call. */
   batchSize: number;
-  /** References retrieved per frame (or per window) by the embedding index. */
+  /** References retrieved per frame (or per window; 1 with windowWinnerOnly and no background margin) by the embedding index. */
   embeddingTopK: number;
   /**
    * For models that describe crops: window sides, as fractions of the frame height, each slid over
@@ -219,6 +219,10 @@ export class Scanner {
     }
     const bank = this.refs.background;
     const margin = this.embedder.calibration?.background;
+    // A window that counts for its nearest reference's character only needs that reference (the
+    // character's other references among the nearest score no higher), unless a background margin
+    // may rank them otherwise. An approximate index answers k = 1 far sooner than k = 64.
+    const kw = this.opts.windowWinnerOnly && !(bank && margin) ? 1 : k;
     const out: LikenessHit[][] = [];
     for (const frame of batch) {
       const windows = frameWindows(frame.width, frame.height, this.opts.windows, frame.index);
@@ -230,7 +234,7 @@ export class Scanner {
       const hits: LikenessHit[] = [];
       for (let i = 0; i < crops.length; i += 64) {
         const vectors = await timed(st, 'inference', () => this.embedder.embed(crops.slice(i, i + 64)));
-        const found = timedSync(st, 'windowSearch', () => this.refs.vectors.search(vectors, k));
+        const found = timedSync(st, 'windowSearch', () => this.refs.vectors.search(vectors, kw));
         for (let j = 0; j < vectors.length; j++) {
           const w = windows[i + j];
           const box = { x: w.x, y: w.y, width: w.size, height: w.size };
