@@ -88,7 +88,8 @@ export function aggregateCharacter(
       (evidence.kind === 'copy' ? `${evidence.inliers} geometrically consistent keypoints` : 'appearance similarity only') +
       `), ${hits.length} frame(s) at or above the review threshold ${p.thresholds.review}` +
       (hinted ? `; the segments mark the ${segmentTimes.length} frame(s) within ${Math.round(p.hintFraction * 100)} % of its best` : '') +
-      (best?.rival ? `; its likeness there trails ${best.rival.characterId}'s ${best.rival.score.toFixed(3)} nearby, so it was lowered` : '');
+      // The rival is not named: reports reach rightsholders, who see only their own characters.
+      (best?.rival ? `; lowered because another character's likeness scored ${best.rival.score.toFixed(3)} within ${p.rivalry.spanSec} s` : '');
   return { characterId, score, verdict, kind: evidence.kind, framesMatched: hits.length, segments, evidence, reason };
 }
 

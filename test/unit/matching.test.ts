@@ -174,8 +174,8 @@ describe('aggregateClip: likeness rivalry', () => {
     const w = DEFAULT_AGGREGATE.rivalry.weight;
     expect(r.a.score).toBeCloseTo(0.3 * 0.9, 6);
     expect(r.b.score).toBeCloseTo(0.3 * 0.6 - w * 0.3 * (0.9 - 0.6), 6);
-    expect(r.b.reason).toContain("trails a's");
-    expect(r.a.reason).not.toContain('trails');
+    expect(r.b.reason).toContain("lowered because another character's likeness scored 0.270");
+    expect(r.a.reason).not.toContain('lowered');
     // without rivalry both keep their own likeness
     const plain = run([at('a', 5, undefined, 0.9), at('b', 5, undefined, 0.6)], off);
     expect(plain.b.score).toBeCloseTo(0.3 * 0.6, 6);
