@@ -27,8 +27,11 @@ import { AnnVectorIndex, ANN_THRESHOLD } from '../../signals/embedding/ann-index
 import { PRODUCT_MODEL_ID } from './fixtures';
 import { cacheDir, fmt, gaussian, now, out, p50, p95, section, table, type BenchContext } from './util';
 
+const MANIFEST = JSON.parse(readFileSync(modelManifestPath(PRODUCT_MODEL_ID), 'utf8')) as { output: { dimension: number }; calibration?: { background?: unknown } };
 /** The product model's embedding dimension, from its manifest. */
-const DIM = (JSON.parse(readFileSync(modelManifestPath(PRODUCT_MODEL_ID), 'utf8')) as { output: { dimension: number } }).output.dimension;
+const DIM = MANIFEST.output.dimension;
+/** References a scan asks for per window (Scanner.likeness): its nearest only when a window counts for its winner alone. */
+const WINDOW_K = DEFAULT_SCAN_OPTIONS.windowWinnerOnly && !MANIFEST.calibration?.background ? 1 : DEFAULT_SCAN_OPTIONS.embeddingTopK;
 /** Windows of one 960x540 frame (the scan's frame size for 16:9 video) at every default window size. */
 const FRAME_WINDOWS = slidingWindows(960, 540, DEFAULT_SCAN_OPTIONS.windows.map((w) => w.size)).length;
 /** Windows a sampled frame gets on average (each size on every frameStep-th frame). */
@@ -185,9 +188,9 @@ export async function benchSearch(ctx: BenchContext): Promise<void> {
         ctx.summary.recall10 = recall;
       }
     }
-    // One frame of a scan: its windows as one batch, embeddingTopK each (default ef, 1 thread).
+    // One frame of a scan: its windows as one batch, WINDOW_K each (default ef, 1 thread).
     ann.expansionSearch = 128;
-    const k = DEFAULT_SCAN_OPTIONS.embeddingTopK;
+    const k = WINDOW_K;
     const frameMs: number[] = [];
     const frames = ctx.quick ? 10 : 30;
     for (let f = 0; f < frames; f++) {
