@@ -221,7 +221,8 @@ export class Scanner {
     const margin = this.embedder.calibration?.background;
     // A window that counts for its nearest reference's character only needs that reference (the
     // character's other references among the nearest score no higher), unless a background margin
-    // may rank them otherwise. An approximate index answers k = 1 far sooner than k = 64.
+    // may rank them otherwise: one hit a window to build and filter instead of 64 (with HNSW the
+    // search beam, not k, sets the cost of the search itself).
     const kw = this.opts.windowWinnerOnly && !(bank && margin) ? 1 : k;
     const out: LikenessHit[][] = [];
     for (const frame of batch) {
