@@ -37,6 +37,25 @@ describe('AnnVectorIndex', () => {
     for (const h of got[0]) expect(h.similarity).toBeCloseTo(ex.get(h.id)!, 4);
   });
 
+  test('expansionSearch sets the beam: a beam of 1 finds fewer true nearest neighbours than 128', () => {
+    const dim = 64;
+    const refs = vectors(5000, dim, 3, 500);
+    const exact = new ExactVectorIndex('m', dim);
+    const ann = new AnnVectorIndex('m', dim);
+    refs.forEach((v, i) => exact.add(`r${i}`, `c${i}`, v));
+    ann.addMany(refs.map((_, i) => `r${i}`), refs.map((_, i) => `c${i}`), refs);
+    const queries = vectors(200, dim, 4, 500);
+    const truth = exact.search(queries, 1).map((h) => h[0].id);
+    const top1 = (ef: number) => {
+      ann.expansionSearch = ef;
+      return ann.search(queries, 1).filter((h, i) => h[0]?.id === truth[i]).length / queries.length;
+    };
+    const narrow = top1(1);
+    const wide = top1(128);
+    expect(wide).toBeGreaterThanOrEqual(0.95);
+    expect(narrow).toBeLessThan(wide - 0.05);
+  });
+
   test('add / replace / remove / keys / model checks', () => {
     const ann = new AnnVectorIndex('m', 3);
     ann.add('a', 'ka', new Float32Array([1, 0, 0]));

@@ -77,7 +77,10 @@ export class AnnVectorIndex implements VectorIndex {
       quantization: q,
       connectivity: this.opts.connectivity,
       expansion_add: this.opts.expansionAdd,
-      expansion_search: this.opts.expansionSearch,
+      // usearch searches with a beam of max(its expansion_search, the count asked for), and its JS
+      // binding cannot change expansion_search later; 1 leaves the beam to search()'s count, so
+      // the expansionSearch setter takes effect (with 128 fixed here, smaller beams ran at 128).
+      expansion_search: 1,
       multi: false,
     });
   }
