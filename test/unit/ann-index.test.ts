@@ -54,6 +54,11 @@ describe('AnnVectorIndex', () => {
     const wide = top1(128);
     expect(wide).toBeGreaterThanOrEqual(0.95);
     expect(narrow).toBeLessThan(wide - 0.05);
+    // A search's own beam overrides the index's (the scanner's windows pass ScanOptions.windowBeam).
+    ann.expansionSearch = 1;
+    const perCall = ann.search(queries, 1, 128).filter((h, i) => h[0]?.id === truth[i]).length / queries.length;
+    expect(perCall).toBeCloseTo(wide, 2);
+    expect(() => ann.search(queries, 1, 0)).toThrow(/bad beam/);
   });
 
   test('add / replace / remove / keys / model checks', () => {

@@ -193,7 +193,7 @@ export async function benchSearch(ctx: BenchContext): Promise<void> {
     const k = WINDOW_K;
     const frames = ctx.quick ? 10 : 30;
     const share = MEAN_WINDOWS / FRAME_WINDOWS;
-    for (const ef of ctx.quick ? [32, 128] : [16, 32, 64, 128]) {
+    for (const ef of [...new Set([...(ctx.quick ? [32, 128] : [16, 32, 64, 128]), DEFAULT_SCAN_OPTIONS.windowBeam])].sort((a, b) => a - b)) {
       ann.expansionSearch = ef;
       const frameMs: number[] = [];
       let top1 = 0;
@@ -208,7 +208,7 @@ export async function benchSearch(ctx: BenchContext): Promise<void> {
           if (r[0]?.id === `r${gt![qi[j]][0]}`) top1++;
         });
       }
-      rows.push([n, `hnsw ef=${ef}: frame of ${FRAME_WINDOWS} windows, k=${k}`, p50(frameMs), p95(frameMs), `${fmt(top1 / asked)} (top-1)`, '-']);
+      rows.push([n, `hnsw ef=${ef}${ef === DEFAULT_SCAN_OPTIONS.windowBeam ? ' (scan default)' : ''}: frame of ${FRAME_WINDOWS} windows, k=${k}`, p50(frameMs), p95(frameMs), `${fmt(top1 / asked)} (top-1)`, '-']);
       rows.push([n, `  per sampled frame (${fmt(MEAN_WINDOWS)} windows on average)`, p50(frameMs) * share, p95(frameMs) * share, '-', '-']);
     }
     ann.expansionSearch = 128;

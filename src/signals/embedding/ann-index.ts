@@ -27,7 +27,8 @@ export interface VectorIndex {
   add(id: string, key: string, vec: Float32Array): void;
   addTagged(modelId: string, id: string, key: string, vec: Float32Array): void;
   remove(id: string): boolean;
-  search(queries: Float32Array[], k: number): SearchHit[][];
+  /** The k most similar references of each query; `beam` widens or narrows an approximate index's search (exact ignores it). */
+  search(queries: Float32Array[], k: number, beam?: number): SearchHit[][];
 }
 
 export interface AnnIndexOptions {
@@ -156,13 +157,14 @@ export class AnnVectorIndex implements VectorIndex {
     return true;
   }
 
-  search(queries: Float32Array[], k: number): SearchHit[][] {
+  search(queries: Float32Array[], k: number, beam = this.opts.expansionSearch): SearchHit[][] {
     if (!Number.isInteger(k) || k < 0) throw new Error(`bad k ${k}`);
+    if (!Number.isInteger(beam) || beam < 1) throw new Error(`bad beam ${beam}`);
     const qs = queries.map((v, i) => normalised(v, this.dimension, `query ${i}`));
     if (qs.length === 0) return [];
     const kk = Math.min(k, this.size);
     if (kk === 0) return qs.map(() => []);
-    const wide = Math.min(this.size, Math.max(kk, this.opts.expansionSearch));
+    const wide = Math.min(this.size, Math.max(kk, beam));
     const out: SearchHit[][] = [];
     const res = this.index.search(qs, wide, this.opts.threads) as BatchMatches | Matches;
     for (let i = 0; i < qs.length; i++) {

@@ -92,7 +92,7 @@ export class ExactVectorIndex {
   }
 
   /** The k most similar references for each query (best first); fewer when the index is smaller. */
-  search(queries: Float32Array[], k: number): SearchHit[][] {
+  search(queries: Float32Array[], k: number, _beam?: number): SearchHit[][] {
     const m = queries.length;
     const n = this.ids.length;
     const d = this.dimension;
