@@ -75,9 +75,10 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   // (seed 1) and 0.676 → 0.689 (seed 2); with the plans' 22 characters 0.787 either way (seed 1),
   // 0.794 → 0.780 (seed 2). Real libraries are larger than 22 characters.
   windowWinnerOnly: true,
-  // Real descriptors (6,000 synthetic characters' references by v2-int8, 600 window crops): the
-  // nearest reference equals exact search's for 96.5 % of windows at beam 16, 99.5 % at 32, 100 %
-  // at 64 and 128; perf bench, a frame's 169 windows at 100 k references: 32 ms at 32, 117 ms at 128.
+  // `npm run bench -- --only search`: on v2-int8's vectors (6,000 synthetic characters' references,
+  // 600 window crops) the nearest reference equals exact search's for 96.5 % of windows at beam 16,
+  // 99.5 % at 32, 100 % at 64 and 128; a frame's 169 windows at 100 k references: 32 ms at 32,
+  // 117 ms at 128.
   windowBeam: 64,
 };
 

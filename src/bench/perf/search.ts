@@ -12,9 +12,10 @@
  * (rebuilt when missing).
  *
  * A crop model queries once per sliding window: one frame of the scan is a batch of windows
- * (slidingWindows on a 960x540 frame, every window size) searched for embeddingTopK each; the
+ * (slidingWindows on a 960x540 frame, every window size) searched for the scanner's k each; the
  * sizes are slid over every n-th sampled frame only, so a sampled frame costs that batch's time
- * scaled by the windows it gets on average.
+ * scaled by the windows it gets on average. Last, the windows' search beam on the product model's
+ * own vectors (realWindowBeams): how often HNSW's nearest reference is exact search's.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -22,9 +23,11 @@ import { exactSearch, MetricKind, type BatchMatches } from 'usearch';
 import { modelManifestPath } from '../../config';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
 import { meanWindowsPerFrame, slidingWindows } from '../../scan/windows';
+import { referenceViews, windowCrops } from '../../synthetic/crops';
+import type { RawImage } from '../../media/types';
 import { ExactVectorIndex } from '../../signals/embedding/exact-index';
 import { AnnVectorIndex, ANN_THRESHOLD } from '../../signals/embedding/ann-index';
-import { PRODUCT_MODEL_ID } from './fixtures';
+import { loadProductEmbedder, PRODUCT_MODEL_ID } from './fixtures';
 import { cacheDir, fmt, gaussian, now, out, p50, p95, section, table, type BenchContext } from './util';
 
 const MANIFEST = JSON.parse(readFileSync(modelManifestPath(PRODUCT_MODEL_ID), 'utf8')) as { output: { dimension: number }; calibration?: { background?: unknown } };
@@ -224,6 +227,60 @@ export async function benchSearch(ctx: BenchContext): Promise<void> {
     table(header, rows);
   }
   out(`  ANN_THRESHOLD (exact below, HNSW above) = ${ANN_THRESHOLD} references`);
+  await realWindowBeams();
+}
+
+/**
+ * The windows' beam on the product model's own vectors: 6,000 synthetic characters' reference
+ * views as the library and 600 sliding-window crops of 2,000 of them as queries (seeds disjoint
+ * from tests and training), embedded once and cached in .cache/bench/ann-real/. Reported: how often
+ * HNSW's nearest reference is exact search's, by beam (a window counts for its nearest only).
+ */
+async function realWindowBeams(): Promise<void> {
+  const nRefs = 6000;
+  const nCrops = 600;
+  const file = path.join(cacheDir('ann-real'), `${PRODUCT_MODEL_ID}-${nRefs}x${nCrops}-v1.f32`);
+  const chars = Array.from({ length: nRefs }, (_, i) => 90000 + i);
+  const styleOf = (s: number) => 91000 + Math.floor((s - 90000) / 6);
+  if (!existsSync(file)) {
+    const embedder = await loadProductEmbedder(2);
+    try {
+      const embedAll = async (imgs: RawImage[]) => {
+        const out: Float32Array[] = [];
+        for (let i = 0; i < imgs.length; i += 64) out.push(...(await embedder.embed(imgs.slice(i, i + 64))));
+        return out;
+      };
+      const refs = await embedAll(await referenceViews(chars, styleOf, embedder.inputWidth));
+      const crops = await windowCrops({ count: nCrops, seed: 92000, characters: chars.slice(0, 2000), styleOf, backgroundSeed: 93000, backgrounds: 16, size: embedder.inputWidth });
+      const queries = await embedAll(crops.map((c) => c.image));
+      const flat = new Float32Array((nRefs + nCrops) * DIM);
+      [...refs, ...queries].forEach((v, i) => flat.set(v, i * DIM));
+      writeFileSync(file + '.tmp', Buffer.from(flat.buffer));
+      renameSync(file + '.tmp', file);
+    } finally {
+      await embedder.dispose();
+    }
+  }
+  const buf = readFileSync(file);
+  const all = split(new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4), nRefs + nCrops);
+  const refs = all.slice(0, nRefs);
+  const queries = all.slice(nRefs);
+  const exact = new ExactVectorIndex('bench', DIM);
+  refs.forEach((v, i) => exact.add(`r${i}`, `c${i}`, v));
+  const ann = new AnnVectorIndex('bench', DIM);
+  ann.addMany(refs.map((_, i) => `r${i}`), refs.map((_, i) => `c${i}`), refs);
+  ann.threads = 1;
+  const truth = exact.search(queries, 1).map((h) => h[0].id);
+  const rows: Array<Array<string | number>> = [];
+  for (const beam of [16, 32, 64, 128]) {
+    const t0 = now();
+    const got = ann.search(queries, 1, beam);
+    const us = ((now() - t0) * 1000) / queries.length;
+    const same = got.filter((h, i) => h[0]?.id === truth[i]).length / queries.length;
+    rows.push([beam === DEFAULT_SCAN_OPTIONS.windowBeam ? `${beam} (scan default)` : String(beam), same, us]);
+  }
+  out(`  ${PRODUCT_MODEL_ID} vectors: ${nRefs} synthetic characters' references, ${nCrops} window crops as queries (HNSW f32, 1 thread)`);
+  table(['window beam', 'nearest = exact', 'us/query'], rows);
 }
 
 function normalise(v: Float32Array): Float32Array {
