@@ -62,8 +62,10 @@ export function aggregateCharacter(
   durationSec: number,
   p: AggregateParams = DEFAULT_AGGREGATE,
   rivals?: RivalScores,
+  /** The observations' frame scores (frameScores), when the caller has them already. */
+  frames: Array<{ o: Neighbourly; s: number }> = frameScores(observations, p),
 ): CharacterResult {
-  const scored = frameScores(observations, p).map(({ o, s }) => {
+  const scored = frames.map(({ o, s }) => {
     if (!rivals || !(p.rivalry.weight > 0) || (o.keypoints?.score ?? 0) > 0) return { o, s };
     const r = rivals.best(characterId, o.timeSec, p.rivalry.spanSec);
     if (!r || r.score <= s) return { o, s };
@@ -109,9 +111,11 @@ export function aggregateClip(
   durationSec: number,
   p: AggregateParams = DEFAULT_AGGREGATE,
 ): CharacterResult[] {
+  // Each character's frame scores once: they feed the rivals and its own result.
+  const frames = new Map([...observations].map(([cid, obs]) => [cid, frameScores(obs, p)] as const));
   const rivals = p.rivalry.weight > 0 ? new RivalScores() : undefined;
-  if (rivals) for (const [cid, obs] of observations) for (const { o, s } of frameScores(obs, p)) rivals.add(cid, o.timeSec, s);
-  return [...characterIds].map((cid) => aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, durationSec, p, rivals));
+  if (rivals) for (const [cid, scored] of frames) for (const { o, s } of scored) rivals.add(cid, o.timeSec, s);
+  return [...characterIds].map((cid) => aggregateCharacter(cid, observations.get(cid) ?? [], frameTimes, durationSec, p, rivals, frames.get(cid)));
 }
 
 /** One character's frame scores: each observation fused with the nearby likeness (withNearbyLikeness). */
