@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { InvalidMediaError, KagamiError, LibraryError, ValidationError } from '../errors';
-import { decodeReference, resizeRaw, type DecodeLimits, DEFAULT_DECODE_LIMITS } from '../media/image';
+import { decodeReference, resizeCentred, type DecodeLimits, DEFAULT_DECODE_LIMITS } from '../media/image';
 import type { Embedder } from '../signals/embedder';
 import type { RawImage } from '../media/types';
 import { extractReferenceFeatures } from '../signals/keypoints';
@@ -73,7 +73,7 @@ export async function prepareReference(file: ReferenceFile, embedder: Embedder, 
   if (kp.normal.count < 8) {
     throw new InvalidMediaError(file.name, `too little detail to recognise (${kp.normal.count} keypoints): use larger or sharper art`);
   }
-  const [embedding] = await embedder.embed([await embedderInput(decoded.image, embedder)]);
+  const embedding = meanOfViews(await embedder.embed(await embedderInputs(decoded.image, embedder)));
   return {
     sha256: sha256Hex(file.bytes),
     width: decoded.originalWidth,
@@ -83,9 +83,34 @@ export async function prepareReference(file: ReferenceFile, embedder: Embedder, 
   };
 }
 
-/** A decoded reference image as the embedder takes it: the whole picture fitted into its input. */
-function embedderInput(image: RawImage, embedder: Embedder): Promise<RawImage> {
-  return resizeRaw(image, embedder.inputWidth, embedder.inputHeight, 'contain');
+/**
+ * Crop models: the sizes, as fractions of the model's input side, at which a reference picture is
+ * embedded, centred on grey; the reference's vector is the mean of these views (re-normalised). A
+ * sliding window sees a character at 40-105 % of its side, not always filling it as the reference
+ * picture does. 200-clip accuracy bench, seed 1, 150 characters: µAP 0.732 → 0.750, temporal IoU
+ * 0.663 → 0.688 (the three views as separate index rows: 0.736 / 0.685, for three times the vectors).
+ */
+export const REFERENCE_VIEW_SCALES: readonly number[] = [1, 0.7, 0.5];
+
+/**
+ * A decoded reference image as the embedder takes it: the whole picture fitted into its input,
+ * centred on grey, and for crop models also at the smaller REFERENCE_VIEW_SCALES.
+ */
+function embedderInputs(image: RawImage, embedder: Embedder): Promise<RawImage[]> {
+  const scales = embedder.usage === 'crop' ? REFERENCE_VIEW_SCALES : [1];
+  return Promise.all(scales.map((s) => resizeCentred(image, embedder.inputWidth, embedder.inputHeight, s)));
+}
+
+/** The L2-normalised mean of a reference's view vectors (the one vector it is indexed by). */
+export function meanOfViews(vectors: Float32Array[]): Float32Array {
+  if (vectors.length === 1) return vectors[0];
+  const out = new Float32Array(vectors[0].length);
+  for (const v of vectors) for (let i = 0; i < out.length; i++) out[i] += v[i];
+  let norm = 0;
+  for (let i = 0; i < out.length; i++) norm += out[i] * out[i];
+  norm = Math.sqrt(norm);
+  if (norm > 0) for (let i = 0; i < out.length; i++) out[i] /= norm;
+  return out;
 }
 
 /**
@@ -108,7 +133,8 @@ export async function reembedLibrary(
   opts.onProgress?.(0, ready.length);
   for (let i = 0; i < ready.length; i += batch) {
     const part = ready.slice(i, i + batch);
-    const inputs = [];
+    const inputs: RawImage[] = [];
+    const views: number[] = [];
     for (const r of part) {
       let bytes: Buffer;
       try {
@@ -117,10 +143,16 @@ export async function reembedLibrary(
         throw new LibraryError('blob_missing', `reference ${r.id}: its stored file ${r.sha256} cannot be read (${(e as Error).message}); nothing was changed`);
       }
       const decoded = await decodeReference(r.fileName, bytes, opts.limits ?? DEFAULT_DECODE_LIMITS);
-      inputs.push(await embedderInput(decoded.image, embedder));
+      const own = await embedderInputs(decoded.image, embedder);
+      inputs.push(...own);
+      views.push(own.length);
     }
     const vectors = await embedder.embed(inputs);
-    part.forEach((r, k) => embeddings.push({ referenceId: r.id, embedding: vectors[k] }));
+    let at = 0;
+    part.forEach((r, k) => {
+      embeddings.push({ referenceId: r.id, embedding: meanOfViews(vectors.slice(at, at + views[k])) });
+      at += views[k];
+    });
     opts.onProgress?.(embeddings.length, ready.length);
   }
   await lib.store.replaceModel({ modelId: embedder.modelId, dimension: embedder.dimension }, embeddings);

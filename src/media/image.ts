@@ -127,6 +127,26 @@ export function trimCanvas(img: RawImage, tolerance = 24): RawImage {
   return { width: cw, height: ch, channels: 4, data: out };
 }
 
+/**
+ * A picture fitted (aspect kept, cubic) into `scale`·w × `scale`·h and centred on a w×h canvas of
+ * `background` (RGBA flattened onto it first). Scale 1 is resizeRaw(…, 'contain').
+ */
+export async function resizeCentred(img: RawImage, w: number, h: number, scale: number, background = { r: 128, g: 128, b: 128 }): Promise<RawImage> {
+  const sw = Math.max(1, Math.round(w * scale));
+  const sh = Math.max(1, Math.round(h * scale));
+  if (sw >= w && sh >= h) return resizeRaw(img, w, h, 'contain', background);
+  const [px, py] = [w - sw, h - sh];
+  let s = sharp(img.data, { raw: { width: img.width, height: img.height, channels: img.channels } });
+  if (img.channels === 4) s = s.flatten({ background });
+  const out = await s
+    .resize(sw, sh, { fit: 'contain', background, kernel: 'cubic' })
+    .extend({ top: py >> 1, bottom: py - (py >> 1), left: px >> 1, right: px - (px >> 1), background })
+    .removeAlpha()
+    .raw()
+    .toBuffer();
+  return { width: w, height: h, channels: 3, data: out };
+}
+
 /** Resizes raw pixels (RGB or RGBA) to exactly w×h; RGBA is flattened onto `background` first. */
 export async function resizeRaw(
   img: RawImage,
