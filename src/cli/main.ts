@@ -165,6 +165,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
     .command('reembed')
     .description(
       `move the library to another embedding model (--model, else KAGAMI_MODEL, else ${DEFAULT_MODEL}): embeds every reference's stored file again and switches the library's model in one transaction. ` +
+        'With the library\'s own model it embeds the references again (e.g. to pick up new reference views). ' +
         'Running workers with KAGAMI_MODEL unset follow the library at their next refresh; ones pinned to another model stop with model_mismatch.',
     )
     .addOption(libraryOption())
@@ -185,7 +186,8 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
           onProgress: (done, total) => (done === 0 ? bar?.start(total, 0) : bar?.update(done)),
         });
         bar?.stop();
-        process.stdout.write(`library moved from ${r.from ?? '(no model yet)'} to ${r.to}: ${r.references} reference(s) embedded again\n`);
+        const what = r.from === r.to ? `library kept on ${r.to}` : `library moved from ${r.from ?? '(no model yet)'} to ${r.to}`;
+        process.stdout.write(`${what}: ${r.references} reference(s) embedded again\n`);
       } finally {
         bar?.stop();
         await lib.store.close();

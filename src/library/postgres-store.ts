@@ -562,9 +562,15 @@ export class PostgresStore implements MetadataStore {
         checkReplacement(model, ready, embeddings);
         for (let i = 0; i < embeddings.length; i += 500) {
           const part = embeddings.slice(i, i + 500);
+          // A new reference_ready entry per reference (in the order given) carries the new vector
+          // to scanners on the same model.
           await c.query(
-            `UPDATE refs SET embedding = v.embedding FROM unnest($1::text[], $2::bytea[]) AS v(id, embedding) WHERE refs.id = v.id`,
-            [part.map((e) => e.referenceId), part.map((e) => encodeEmbedding(e.embedding))],
+            `WITH v AS (SELECT * FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS v(id, embedding, n)),
+                  ch AS (INSERT INTO library_changes (kind, reference_id, character_id, created_at)
+                         SELECT 'reference_ready', r.id, r.character_id, $3 FROM v JOIN refs r ON r.id = v.id ORDER BY v.n
+                         RETURNING seq, reference_id)
+             UPDATE refs SET embedding = v.embedding, ready_seq = ch.seq FROM v JOIN ch ON ch.reference_id = v.id WHERE refs.id = v.id`,
+            [part.map((e) => e.referenceId), part.map((e) => encodeEmbedding(e.embedding)), now()],
           );
         }
         await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [

@@ -491,10 +491,14 @@ export class SqliteStore implements MetadataStore {
 
   async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void> {
     this.write(() => {
-      const ready = (this.db.prepare(`SELECT id FROM refs WHERE status = 'ready'`).all() as Array<{ id: string }>).map((r) => r.id);
-      checkReplacement(model, ready, embeddings);
-      const update = this.db.prepare(`UPDATE refs SET embedding = ? WHERE id = ?`);
-      for (const e of embeddings) update.run(encodeEmbedding(e.embedding), e.referenceId);
+      const ready = this.db.prepare(`SELECT id, character_id FROM refs WHERE status = 'ready'`).all() as Array<{ id: string; character_id: string }>;
+      checkReplacement(model, ready.map((r) => r.id), embeddings);
+      const characterOf = new Map(ready.map((r) => [r.id, r.character_id]));
+      const update = this.db.prepare(`UPDATE refs SET embedding = ?, ready_seq = ? WHERE id = ?`);
+      for (const e of embeddings) {
+        const seq = this.appendChange('reference_ready', characterOf.get(e.referenceId)!, e.referenceId);
+        update.run(encodeEmbedding(e.embedding), seq, e.referenceId);
+      }
       this.db
         .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
         .run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));

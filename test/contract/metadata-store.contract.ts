@@ -166,6 +166,30 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
         await store.setReferenceFeatures('r3', features('r3', 'c2', 3, DIM * 2));
       });
 
+      it('replaceModel logs every re-embedded reference as ready again, so scanners on the same model take the new vectors', async () => {
+        await seedLibrary();
+        await store.addReferences([{ ref: ref('r2', 'c2'), features: features('r2', 'c2', 2) }, { ref: ref('r3', 'c2') }]);
+        const before = await store.loadFeatures();
+        const next = [
+          { referenceId: 'r2', embedding: embedding(12) },
+          { referenceId: 'r1', embedding: embedding(11) },
+        ];
+        await store.replaceModel({ modelId: 'm1', dimension: DIM }, next); // the same model: new reference views
+        const changes = await store.changesSince(before.seq);
+        expect(changes.map(summary)).toEqual(['ready c2/r2', 'ready c1/r1']);
+        expect(changes[0].seq).toBeGreaterThan(before.seq);
+        expect(changes[1].seq).toBeGreaterThan(changes[0].seq);
+        for (const [i, c] of changes.entries()) {
+          if (c.kind !== 'reference_ready') throw new Error(c.kind);
+          const old = before.features.find((f) => f.referenceId === next[i].referenceId)!;
+          expectSameFeatures(c.features, { ...old, embedding: next[i].embedding });
+        }
+        // Only the newest entry of a reference is live: a reader from the start sees each once.
+        const all = (await store.changesSince(0)).filter((c) => c.kind === 'reference_ready');
+        expect(all.map(summary)).toEqual(['ready c2/r2', 'ready c1/r1']);
+        expect((await store.loadFeatures()).seq).toBe(changes[1].seq);
+      });
+
       it('replaceModel writes nothing when the ready references are not exactly the ones given', async () => {
         await seedLibrary();
         await store.addReferences([{ ref: ref('r2', 'c2'), features: features('r2', 'c2', 2) }]);

@@ -121,6 +121,10 @@ test('with KAGAMI_MODEL unset a new library gets the default model, and reembed 
   const scan = await kagami(['scan', '--library', lib3, '--json', clip], undefined);
   expect(scan.code).toBe(1);
   expect(JSON.parse(scan.stdout)).toMatchObject({ model: DEFAULT_MODEL, matches: [{ characterId: 'hero-0' }] });
+  // Again with its own model (e.g. after an upgrade that changed how references are embedded).
+  const again = await kagami(['library', 'reembed', '--library', lib3], undefined);
+  expect(again.code).toBe(0);
+  expect(again.stdout).toContain(`library kept on ${DEFAULT_MODEL}: 1 reference(s) embedded again`);
 }, 120_000);
 
 test('reembed refuses an unknown model and a missing library, changing nothing', async () => {

@@ -1,15 +1,17 @@
 /**
  * A crop model's reference is embedded at several sizes (REFERENCE_VIEW_SCALES: the whole picture
  * fitted into the input, then at 70 % and 50 % of it, centred on grey) and indexed by the
- * re-normalised mean of those views: one vector of the model's dimension, as before. Real
- * descriptor model, SQLite library on disk.
+ * re-normalised mean of those views: one vector of the model's dimension, as before. A library
+ * registered before the views is brought up to date by re-embedding it with its own model, which a
+ * running scanner picks up at its next refresh. Real descriptor model, SQLite library on disk.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
-import { addReferences, meanOfViews, openLibrary, REFERENCE_VIEW_SCALES, type Library } from '../../src/library/library';
+import { addReferences, meanOfViews, openLibrary, reembedLibrary, REFERENCE_VIEW_SCALES, type Library } from '../../src/library/library';
 import { decodeReference, resizeCentred, resizeRaw } from '../../src/media/image';
+import { ReferenceSet } from '../../src/scan/reference-set';
 import { dot } from '../../src/signals/embedding/drift';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
 import { renderCharacter } from '../../src/synthetic/art';
@@ -69,4 +71,35 @@ test('meanOfViews leaves a single vector as it is and normalises a sum', () => {
   expect(meanOfViews([a])).toBe(a);
   const m = meanOfViews([Float32Array.from([1, 0]), Float32Array.from([0, 1])]);
   expect(Array.from(m).map((v) => +v.toFixed(6))).toEqual([0.707107, 0.707107]);
+});
+
+test('re-embedding with the library\'s own model replaces one-view vectors, and a loaded ReferenceSet takes them at its next refresh', async () => {
+  // A library registered before the views: each reference indexed by its whole picture only.
+  const model = { modelId: embedder.modelId, dimension: embedder.dimension };
+  const ids = (await lib.store.loadFeatures()).features.map((f) => f.referenceId);
+  const refs = await Promise.all(ids.map((id) => lib.store.getReference(id)));
+  const single = await Promise.all(
+    refs.map(async (r) => {
+      const { image } = await decodeReference(r!.fileName, await lib.blobs.get(r!.sha256));
+      return { referenceId: r!.id, embedding: (await embedder.embed([await resizeCentred(image, 128, 128, 1)]))[0] };
+    }),
+  );
+  await lib.store.replaceModel(model, single);
+  const set = await ReferenceSet.load(lib.store, embedder);
+  const nearest = () => single.map((s) => set.vectors.search([s.embedding], 1)[0][0]);
+  expect(nearest().map((h) => [h.id, +h.similarity.toFixed(4)])).toEqual(single.map((s) => [s.referenceId, 1]));
+
+  expect(await reembedLibrary(lib, embedder)).toEqual({ from: model.modelId, to: model.modelId, references: 2 });
+  const stored = new Map((await lib.store.loadFeatures()).features.map((f) => [f.referenceId, f.embedding]));
+  for (const s of single) expect(dot(stored.get(s.referenceId)!, s.embedding)).toBeLessThan(0.999);
+  // Before its refresh the set still holds the one-view vectors; after it, the stored means.
+  expect(nearest().every((h) => h.similarity > 0.9999)).toBe(true);
+  expect(await set.refresh()).toBe(2);
+  for (const s of single) {
+    const [hit] = set.vectors.search([stored.get(s.referenceId)!], 1)[0];
+    expect(hit.id).toBe(s.referenceId);
+    expect(hit.similarity).toBeGreaterThan(0.9999);
+  }
+  expect(nearest().every((h) => h.similarity < 0.999)).toBe(true);
+  expect(set.vectors.size).toBe(2);
 });
