@@ -13,7 +13,7 @@ export interface AggregateParams {
   hintFraction: number;
   /**
    * Likeness rivalry: a frame whose evidence for a character is likeness alone (no verified
-   * keypoints) loses `weight` times how far its score trails the best frame score of any other
+   * keypoints; keypoints whose outline did not verify are likeness evidence) loses `weight` times how far its score trails the best frame score of any other
    * character within `spanSec` (see aggregateClip). Weight 0 turns it off.
    */
   rivalry: { spanSec: number; weight: number };
@@ -66,7 +66,7 @@ export function aggregateCharacter(
   frames: Array<{ o: Neighbourly; s: number }> = frameScores(observations, p),
 ): CharacterResult {
   const scored = frames.map(({ o, s }) => {
-    if (!rivals || !(p.rivalry.weight > 0) || (o.keypoints?.score ?? 0) > 0) return { o, s };
+    if (!rivals || !(p.rivalry.weight > 0) || ((o.keypoints?.score ?? 0) > 0 && o.keypoints!.verified !== false)) return { o, s };
     const r = rivals.best(characterId, o.timeSec, p.rivalry.spanSec);
     if (!r || r.score <= s) return { o, s };
     return { o, s: Math.max(0, s - p.rivalry.weight * (r.score - s)), rival: r };
@@ -87,7 +87,11 @@ export function aggregateCharacter(
   const reason = !best
     ? 'no frame resembled any reference'
     : `${verdict}: best frame at ${evidence.timeSec.toFixed(2)} s scored ${score.toFixed(3)} (` +
-      (evidence.kind === 'copy' ? `${evidence.inliers} geometrically consistent keypoints` : 'appearance similarity only') +
+      (evidence.kind === 'copy'
+        ? `${evidence.inliers} geometrically consistent keypoints`
+        : best.o.keypoints?.verified === false
+          ? `${best.o.embedding ? 'appearance similarity and ' : ''}${best.o.keypoints.inliers} keypoints agreeing on one transform, outline not verified`
+          : 'appearance similarity only') +
       `), ${hits.length} frame(s) at or above the review threshold ${p.thresholds.review}` +
       (hinted ? `; the segments mark the ${segmentTimes.length} frame(s) within ${Math.round(p.hintFraction * 100)} % of its best` : '') +
       // The rival is not named: reports reach rightsholders, who see only their own characters.
@@ -100,8 +104,8 @@ export function aggregateCharacter(
  * the likeness rivalry between them (`p.rivalry`). Likeness says which registered character a
  * region resembles most; when another character scores higher around the same time, the weaker
  * resemblance is more likely the same thing resembling two library characters than a second
- * character, so a frame seen by likeness alone loses weight × its shortfall. Frames with verified
- * keypoints never lose; the clip's strongest character never loses to a weaker one; characters
+ * character, so a frame seen by likeness alone loses weight × its shortfall (keypoints whose
+ * outline did not verify count as likeness here). Frames with verified keypoints never lose; the clip's strongest character never loses to a weaker one; characters
  * far apart in time (beyond spanSec) do not compete, so a long video's scenes stay independent.
  */
 export function aggregateClip(
@@ -184,7 +188,7 @@ export function withNearbyLikeness(observations: FrameObservation[], spanSec: nu
 
 function evidenceOf(o: Neighbourly, s: number): Evidence {
   const kp = o.keypoints;
-  const copy = !!kp && kp.score > 0 && kp.score >= (o.embedding?.score ?? 0) * DEFAULT_FUSION.embeddingWeight;
+  const copy = !!kp && kp.verified !== false && kp.score > 0 && kp.score >= (o.embedding?.score ?? 0) * DEFAULT_FUSION.embeddingWeight;
   if (copy && kp) {
     return { frameIndex: o.frameIndex, timeSec: o.timeSec, referenceId: kp.referenceId, similarity: s, kind: 'copy', inliers: kp.inliers, mirrored: kp.mirrored, box: kp.box };
   }

@@ -3,8 +3,12 @@ export interface FrameObservation {
   frameIndex: number;
   timeSec: number;
   characterId: string;
-  /** Verification tier: local features that agree on one geometric transform. */
-  keypoints?: { score: number; inliers: number; referenceId: string; mirrored: boolean; box: Box };
+  /**
+   * Verification tier: local features that agree on one geometric transform. `verified: false`
+   * when the silhouette under the transform did not agree (a capped shape score: likeness
+   * evidence, not a copy); absent means verified.
+   */
+  keypoints?: { score: number; inliers: number; referenceId: string; mirrored: boolean; box: Box; verified?: boolean };
   /** Likeness tier: calibrated embedding similarity in [0,1], the nearest reference and, for crop models, the window. */
   embedding?: { score: number; cosine: number; referenceId: string; box?: Box };
 }

@@ -319,7 +319,7 @@ export class Scanner {
         for (const h of unlessNegated(hits, (x) => x.characterId, (x) => x.score)) {
           const o = get(h.characterId);
           if (!o.keypoints || h.score > o.keypoints.score) {
-            o.keypoints = { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box };
+            o.keypoints = { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box, ...(h.verified ? {} : { verified: false }) };
           }
         }
         for (const o of perChar.values()) {

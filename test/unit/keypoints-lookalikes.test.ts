@@ -17,7 +17,7 @@
  * Set KP_EVAL_VERBOSE=1 to print every case.
  */
 import sharp from 'sharp';
-import { KeypointIndex, extractFrameFeatures, extractReferenceFeatures, getCv, type KeypointHit } from '../../src/signals/keypoints';
+import { KeypointIndex, QUERY_DEFAULTS, extractFrameFeatures, extractReferenceFeatures, getCv, type KeypointHit } from '../../src/signals/keypoints';
 import type { RawImage } from '../../src/media/types';
 import { composite, decodeToRaw, mulberry32, renderBackground, renderCharacter, type Placement } from '../helpers/synthetic-art';
 
@@ -270,5 +270,21 @@ describe('open-set look-alikes (appearance verification)', () => {
 
   it('every hit that survives carries an appearance figure', () => {
     for (const r of rows) for (const h of r.after) expect(h.appearance).toBeDefined();
+  });
+
+  it('keeps hits the appearance check rejects only as unverified shape evidence, weighted below review', () => {
+    const w = QUERY_DEFAULTS.unverifiedWeight;
+    expect(w).toBeLessThan(REVIEW);
+    const all = rows.flatMap((r) => r.after.map((h) => ({ r, h, before: r.before.find((b) => b.referenceId === h.referenceId && b.mirrored === h.mirrored) })));
+    const unverified = all.filter(({ h }) => !h.verified);
+    for (const { h, before } of unverified) {
+      expect(h.appearance!).toBeLessThanOrEqual(QUERY_DEFAULTS.minAppearance);
+      // the inlier-only score of the same hit, weighted by unverifiedWeight
+      expect(h.score).toBeCloseTo(w * before!.score, 9);
+    }
+    // Look-alikes sharing parts with a registered character are what the check turns away: they
+    // are here, as unverified hits, and none of them is verified.
+    expect(unverified.some(({ r }) => r.kind === 'look-alike')).toBe(true);
+    for (const { h } of all) if (h.verified) expect(h.appearance!).toBeGreaterThan(QUERY_DEFAULTS.minAppearance);
   });
 });

@@ -91,6 +91,23 @@ describe('aggregateCharacter', () => {
     expect(r.reason).toMatch(/36 geometrically consistent keypoints/);
   });
 
+  test('keypoints whose outline did not verify add to the likeness but make a likeness, not a copy', () => {
+    const unverified = { ...kp(0.2, 15), verified: false };
+    const r = aggregateCharacter('c', [{ ...obs(1, undefined, 0.8), keypoints: unverified }], times, 3);
+    expect(r.score).toBeCloseTo(1 - 0.8 * (1 - 0.3 * 0.8), 6);
+    expect(r.kind).toBe('likeness');
+    expect(r.evidence).toMatchObject({ kind: 'likeness', referenceId: 'r2' });
+    expect(r.evidence).not.toHaveProperty('inliers');
+    expect(r.reason).toContain('appearance similarity and 15 keypoints agreeing on one transform, outline not verified');
+    // Verified keypoints scoring as much as the likeness weighs make a copy.
+    const v = aggregateCharacter('c', [{ ...obs(1, undefined, 0.8), keypoints: kp(0.3, 15) }], times, 3);
+    expect(v.kind).toBe('copy');
+    // Alone (no likeness in reach) the reason says so.
+    const alone = aggregateCharacter('c', [{ ...obs(1), keypoints: unverified }], times, 3);
+    expect(alone.reason).toMatch(/\(15 keypoints agreeing on one transform, outline not verified\)/);
+    expect(alone.verdict).toBe('clear');
+  });
+
   test('likeness alone never reaches a match', () => {
     const r = aggregateCharacter('c', times.map((t) => obs(t, undefined, 1)), times, 3);
     expect(r.kind).toBe('likeness');
@@ -186,6 +203,17 @@ describe('aggregateClip: likeness rivalry', () => {
     const r = run([at('a', 5, undefined, 1), at('b', 5, 0.2, 0.2), at('c', 15, undefined, 0.5)]);
     expect(r.b.score).toBeCloseTo(1 - 0.8 * (1 - 0.3 * 0.2), 6);
     expect(r.c.score).toBeCloseTo(0.3 * 0.5, 6);
+  });
+
+  test('keypoints whose outline did not verify are likeness evidence: such a frame still loses to a stronger rival', () => {
+    const unverified = { ...at('b', 5, undefined, 0.6), keypoints: { ...kp(0.1), verified: false } };
+    const own = 1 - 0.9 * (1 - 0.3 * 0.6);
+    const r = run([at('a', 5, undefined, 1), unverified]);
+    expect(r.b.score).toBeCloseTo(own - (0.3 - own), 6);
+    expect(r.b.reason).toContain('lowered');
+    // verified, the same keypoints keep it out of the rivalry
+    const v = run([at('a', 5, undefined, 1), { ...unverified, keypoints: kp(0.1) }]);
+    expect(v.b.score).toBeCloseTo(own, 6);
   });
 
   test('a character keeps its best frame where no stronger rival is near', () => {
