@@ -5,7 +5,7 @@ export interface FrameObservation {
   characterId: string;
   /**
    * Verification tier: local features that agree on one geometric transform. `verified: false`
-   * when the silhouette under the transform did not agree (a capped shape score: likeness
+   * when the silhouette under the transform did not agree (a down-weighted shape score: likeness
    * evidence, not a copy); absent means verified.
    */
   keypoints?: { score: number; inliers: number; referenceId: string; mirrored: boolean; box: Box; verified?: boolean };
