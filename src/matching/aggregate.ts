@@ -13,8 +13,9 @@ export interface AggregateParams {
   hintFraction: number;
   /**
    * Likeness rivalry: a frame whose evidence for a character is likeness alone (no verified
-   * keypoints; keypoints whose outline did not verify are likeness evidence) loses `weight` times how far its score trails the best frame score of any other
-   * character within `spanSec` (see aggregateClip). Weight 0 turns it off.
+   * keypoints; keypoints whose outline did not verify are likeness evidence) loses `weight` times
+   * how far its score trails the best frame score of any other character within `spanSec` (see
+   * aggregateClip). Weight 0 turns it off.
    */
   rivalry: { spanSec: number; weight: number };
 }
@@ -66,7 +67,7 @@ export function aggregateCharacter(
   frames: Array<{ o: Neighbourly; s: number }> = frameScores(observations, p),
 ): CharacterResult {
   const scored = frames.map(({ o, s }) => {
-    if (!rivals || !(p.rivalry.weight > 0) || ((o.keypoints?.score ?? 0) > 0 && o.keypoints!.verified !== false)) return { o, s };
+    if (!rivals || !(p.rivalry.weight > 0) || verifiedScore(o) > 0) return { o, s };
     const r = rivals.best(characterId, o.timeSec, p.rivalry.spanSec);
     if (!r || r.score <= s) return { o, s };
     return { o, s: Math.max(0, s - p.rivalry.weight * (r.score - s)), rival: r };
@@ -105,8 +106,9 @@ export function aggregateCharacter(
  * region resembles most; when another character scores higher around the same time, the weaker
  * resemblance is more likely the same thing resembling two library characters than a second
  * character, so a frame seen by likeness alone loses weight × its shortfall (keypoints whose
- * outline did not verify count as likeness here). Frames with verified keypoints never lose; the clip's strongest character never loses to a weaker one; characters
- * far apart in time (beyond spanSec) do not compete, so a long video's scenes stay independent.
+ * outline did not verify count as likeness here). Frames with verified keypoints never lose; the
+ * clip's strongest character never loses to a weaker one; characters far apart in time (beyond
+ * spanSec) do not compete, so a long video's scenes stay independent.
  */
 export function aggregateClip(
   characterIds: Iterable<string>,
@@ -186,9 +188,14 @@ export function withNearbyLikeness(observations: FrameObservation[], spanSec: nu
   });
 }
 
+/** The frame's keypoint score when its keypoints verified (a copy's evidence), else 0. */
+function verifiedScore(o: FrameObservation): number {
+  return o.keypoints && o.keypoints.verified !== false ? o.keypoints.score : 0;
+}
+
 function evidenceOf(o: Neighbourly, s: number): Evidence {
   const kp = o.keypoints;
-  const copy = !!kp && kp.verified !== false && kp.score > 0 && kp.score >= (o.embedding?.score ?? 0) * DEFAULT_FUSION.embeddingWeight;
+  const copy = verifiedScore(o) > 0 && kp!.score >= (o.embedding?.score ?? 0) * DEFAULT_FUSION.embeddingWeight;
   if (copy && kp) {
     return { frameIndex: o.frameIndex, timeSec: o.timeSec, referenceId: kp.referenceId, similarity: s, kind: 'copy', inliers: kp.inliers, mirrored: kp.mirrored, box: kp.box };
   }
