@@ -79,6 +79,34 @@ describe('reference features', () => {
     expect(agree / mW.length).toBeGreaterThan(0.97);
   });
 
+  it('blends a semi-transparent drop shadow into the appearance template as it shows on screen', async () => {
+    // The character over a black shadow band at alpha 160 (inside the silhouette mask: alpha >= 128).
+    const art = (await decodeToRaw(pngA, 4)) as RawImage;
+    const d = Uint8Array.from(art.data);
+    const w = art.width;
+    const box = featsA.normal.bbox!;
+    const y0 = box.y + box.height;
+    const band = { y0: Math.min(art.height - 24, y0), y1: Math.min(art.height, y0 + 24) };
+    for (let y = band.y0; y < band.y1; y++) {
+      for (let x = box.x; x < box.x + box.width; x++) {
+        const o = (y * w + x) * 4;
+        if (d[o + 3] > 0) continue;
+        d.set([0, 0, 0, 160], o);
+      }
+    }
+    const t = (await extractReferenceFeatures({ ...art, data: d })).normal.template!;
+    // Template rows wholly inside the band, mid-width: grey 128 blended with black at 160/255.
+    const ty = ((band.y0 + band.y1) / 2 - t.y0) * t.k;
+    const row = Math.floor(ty);
+    const values: number[] = [];
+    for (let x = Math.floor(t.width * 0.3); x < Math.floor(t.width * 0.7); x++) if (t.mask[row * t.width + x]) values.push(t.gray[row * t.width + x]);
+    expect(values.length).toBeGreaterThan(5);
+    const expected = Math.round((128 * (255 - 160)) / 255); // 48, where the shadow used to be stored as black (0)
+    // (Where the band meets the character's own pixels the template averages both.)
+    expect(values.filter((v) => Math.abs(v - expected) <= 4).length / values.length).toBeGreaterThan(0.6);
+    expect(Math.min(...values)).toBeGreaterThan(30);
+  });
+
   it('upscales tiny references and maps coordinates back', async () => {
     const tiny = await decodeToRaw(await renderCharacter(SEED_A, 96, { styleSeed: STYLE_AB }), 4);
     const f = await extractReferenceFeatures(tiny);

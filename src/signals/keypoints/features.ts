@@ -349,7 +349,7 @@ export async function extractReferenceFeatures(
   const filled = new Uint8Array(w * h);
   toGray(img, filled);
   for (let i = 0; i < w * h; i++) if (!mask[i]) filled[i] = fill;
-  const template = buildTemplate(filled, mask, w, h, box);
+  const template = buildTemplate(img.channels === 4 ? blendOverFill(filled, img, mask, fill) : filled, mask, w, h, box);
 
   const [rawN, rawM] = withMats((track) => {
     const gray0 = track(new c.Mat(h, w, c.CV_8UC1));
@@ -390,6 +390,21 @@ export async function extractReferenceFeatures(
   normal.template = template;
   mirrored.template = mirrorTemplate(template, w);
   return { normal, mirrored };
+}
+
+/**
+ * The appearance template's luma: the silhouette's semi-transparent pixels (a sprite's drop shadow,
+ * anti-aliased edges; alpha 128-254 is inside the mask) blended over the fill grey by their alpha, as
+ * they show when the sprite is drawn over a background, instead of at full strength.
+ */
+function blendOverFill(gray: Uint8Array, img: RawImage, mask: Uint8Array, fill: number): Uint8Array {
+  const out = new Uint8Array(gray);
+  for (let i = 0; i < out.length; i++) {
+    if (!mask[i]) continue;
+    const a = img.data[i * 4 + 3];
+    if (a < 255) out[i] = Math.round((gray[i] * a + fill * (255 - a)) / 255);
+  }
+  return out;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
