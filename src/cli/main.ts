@@ -164,8 +164,8 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
   library
     .command('reembed')
     .description(
-      `move the library to another embedding model (--model, else KAGAMI_MODEL, else ${DEFAULT_MODEL}): embeds every reference's stored file again and switches the library's model in one transaction. ` +
-        'With the library\'s own model it embeds the references again (e.g. to pick up new reference views). ' +
+      `move the library to another embedding model (--model, else KAGAMI_MODEL, else ${DEFAULT_MODEL}): embeds every reference's stored file again, extracts its keypoints again and switches the library's model in one transaction. ` +
+        'With the library\'s own model it computes the references\' features again (e.g. to pick up new reference views or appearance templates). ' +
         'Running workers with KAGAMI_MODEL unset follow the library at their next refresh; ones pinned to another model stop with model_mismatch.',
     )
     .addOption(libraryOption())
@@ -187,7 +187,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         });
         bar?.stop();
         const what = r.from === r.to ? `library kept on ${r.to}` : `library moved from ${r.from ?? '(no model yet)'} to ${r.to}`;
-        process.stdout.write(`${what}: ${r.references} reference(s) embedded again\n`);
+        process.stdout.write(`${what}: ${r.references} reference(s) embedded and their keypoints extracted again\n`);
       } finally {
         bar?.stop();
         await lib.store.close();

@@ -13,7 +13,7 @@ import { packKeypoints } from './keypoint-pack';
 import { FsBlobStore, sha256Hex, type BlobStore } from './blob-store';
 import type { MetadataStore } from './metadata-store';
 import { openStore } from './open-store';
-import type { CharacterRecord, ReferenceRecord } from './types';
+import type { CharacterRecord, ReferenceRecord, ReferenceReplacement } from './types';
 
 /** A library: its metadata (SQLite or PostgreSQL) and its blobs (the registered files). */
 export interface Library {
@@ -114,9 +114,10 @@ export function meanOfViews(vectors: Float32Array[]): Float32Array {
 }
 
 /**
- * Moves a library to `embedder`'s model: every ready reference's stored file is embedded again
- * (keypoints do not depend on the model and stay), then the new vectors and the model are
- * written in one transaction (LibraryStore.replaceModel). Nothing changes if a file cannot be
+ * Moves a library to `embedder`'s model: every ready reference's stored file is embedded again and
+ * its keypoints extracted again (they do not depend on the model, but their extraction and the
+ * appearance template stored with them may have improved since the reference was added), then
+ * the new features and the model are written in one transaction (LibraryStore.replaceModel). Nothing changes if a file cannot be
  * read or the library changes meanwhile. Scanners still on the old model stop at their next
  * refresh: workers that follow the library load the new model (service/engine.ts), the CLI and
  * pinned workers stop with `model_mismatch`.
@@ -129,12 +130,13 @@ export async function reembedLibrary(
   const from = (await lib.store.getModel())?.modelId;
   const ready = (await lib.store.listReferences()).filter((r) => r.status === 'ready');
   const batch = opts.batch ?? 32;
-  const embeddings: Array<{ referenceId: string; embedding: Float32Array }> = [];
+  const embeddings: ReferenceReplacement[] = [];
   opts.onProgress?.(0, ready.length);
   for (let i = 0; i < ready.length; i += batch) {
     const part = ready.slice(i, i + batch);
     const inputs: RawImage[] = [];
     const views: number[] = [];
+    const keypoints: Buffer[] = [];
     for (const r of part) {
       let bytes: Buffer;
       try {
@@ -143,6 +145,8 @@ export async function reembedLibrary(
         throw new LibraryError('blob_missing', `reference ${r.id}: its stored file ${r.sha256} cannot be read (${(e as Error).message}); nothing was changed`);
       }
       const decoded = await decodeReference(r.fileName, bytes, opts.limits ?? DEFAULT_DECODE_LIMITS);
+      const kp = await extractReferenceFeatures(decoded.image);
+      keypoints.push(packKeypoints(kp.normal, kp.mirrored));
       const own = await embedderInputs(decoded.image, embedder);
       inputs.push(...own);
       views.push(own.length);
@@ -150,7 +154,7 @@ export async function reembedLibrary(
     const vectors = await embedder.embed(inputs);
     let at = 0;
     part.forEach((r, k) => {
-      embeddings.push({ referenceId: r.id, embedding: meanOfViews(vectors.slice(at, at + views[k])) });
+      embeddings.push({ referenceId: r.id, embedding: meanOfViews(vectors.slice(at, at + views[k])), keypoints: keypoints[k] });
       at += views[k];
     });
     opts.onProgress?.(embeddings.length, ready.length);

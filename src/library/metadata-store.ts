@@ -10,6 +10,7 @@ import type {
   MatchRecord,
   ReferenceFeatures,
   ReferenceRecord,
+  ReferenceReplacement,
   ReferenceStatus,
   ScanRecord,
   ScanStatus,
@@ -33,7 +34,8 @@ export interface LibraryStore {
   setModel(model: LibraryModel): Promise<void>;
   /**
    * Moves the library to another model in one transaction: every ready reference gets the
-   * embedding given for it (keypoints stay) and the recorded model becomes `model`. LibraryError
+   * embedding given for it (and its keypoints, when given; else they stay) and the recorded model
+   * becomes `model`. LibraryError
    * `library_changed` when the ready references are not exactly those given (one was added,
    * removed or became ready meanwhile); nothing is written then. Every re-embedded reference gets
    * a new `reference_ready` change-log entry, so scanners on the same model take the new vectors at
@@ -41,7 +43,7 @@ export interface LibraryStore {
    * holding another model's vectors stop with `model_mismatch` (workers that follow the library
    * reload instead: service/engine.ts).
    */
-  replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void>;
+  replaceModel(model: LibraryModel, embeddings: ReadonlyArray<ReferenceReplacement>): Promise<void>;
 
   /**
    * Creates the character or updates its name/owner/franchise (an omitted franchise keeps the stored

@@ -35,6 +35,7 @@ import type {
   PlatformDecision,
   ReferenceFeatures,
   ReferenceRecord,
+  ReferenceReplacement,
   ReferenceStatus,
   ScanRecord,
   ScanStatus,
@@ -554,7 +555,7 @@ export class PostgresStore implements MetadataStore {
     if (current.modelId !== model.modelId || current.dimension !== model.dimension) throw modelMismatch(current, model);
   }
 
-  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void> {
+  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<ReferenceReplacement>): Promise<void> {
     await this.tx(
       async (c) => {
         // The change-log lock (library: true) keeps references from being added or becoming ready meanwhile.
@@ -565,12 +566,13 @@ export class PostgresStore implements MetadataStore {
           // A new reference_ready entry per reference (in the order given) carries the new vector
           // to scanners on the same model.
           await c.query(
-            `WITH v AS (SELECT * FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS v(id, embedding, n)),
+            `WITH v AS (SELECT * FROM unnest($1::text[], $2::bytea[], $4::bytea[]) WITH ORDINALITY AS v(id, embedding, keypoints, n)),
                   ch AS (INSERT INTO library_changes (kind, reference_id, character_id, created_at)
                          SELECT 'reference_ready', r.id, r.character_id, $3 FROM v JOIN refs r ON r.id = v.id ORDER BY v.n
                          RETURNING seq, reference_id)
-             UPDATE refs SET embedding = v.embedding, ready_seq = ch.seq FROM v JOIN ch ON ch.reference_id = v.id WHERE refs.id = v.id`,
-            [part.map((e) => e.referenceId), part.map((e) => encodeEmbedding(e.embedding)), now()],
+             UPDATE refs SET embedding = v.embedding, keypoints = COALESCE(v.keypoints, refs.keypoints), ready_seq = ch.seq
+             FROM v JOIN ch ON ch.reference_id = v.id WHERE refs.id = v.id`,
+            [part.map((e) => e.referenceId), part.map((e) => encodeEmbedding(e.embedding)), now(), part.map((e) => e.keypoints ?? null)],
           );
         }
         await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [

@@ -30,6 +30,7 @@ import type {
   PlatformDecision,
   ReferenceFeatures,
   ReferenceRecord,
+  ReferenceReplacement,
   ReferenceStatus,
   ScanRecord,
   ScanStatus,
@@ -489,15 +490,15 @@ export class SqliteStore implements MetadataStore {
     }
   }
 
-  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): Promise<void> {
+  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<ReferenceReplacement>): Promise<void> {
     this.write(() => {
       const ready = this.db.prepare(`SELECT id, character_id FROM refs WHERE status = 'ready'`).all() as Array<{ id: string; character_id: string }>;
       checkReplacement(model, ready.map((r) => r.id), embeddings);
       const characterOf = new Map(ready.map((r) => [r.id, r.character_id]));
-      const update = this.db.prepare(`UPDATE refs SET embedding = ?, ready_seq = ? WHERE id = ?`);
+      const update = this.db.prepare(`UPDATE refs SET embedding = ?, keypoints = COALESCE(?, keypoints), ready_seq = ? WHERE id = ?`);
       for (const e of embeddings) {
         const seq = this.appendChange('reference_ready', characterOf.get(e.referenceId)!, e.referenceId);
-        update.run(encodeEmbedding(e.embedding), seq, e.referenceId);
+        update.run(encodeEmbedding(e.embedding), e.keypoints ?? null, seq, e.referenceId);
       }
       this.db
         .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`)

@@ -1,7 +1,7 @@
 /** Value conversions and checks shared by the SQLite and PostgreSQL stores, so both behave alike. */
 import { endianness } from 'node:os';
 import { LibraryError, ValidationError } from '../errors';
-import type { LibraryModel, MatchDecision, ReferenceFeatures, ScanStatus } from './types';
+import type { LibraryModel, MatchDecision, ReferenceFeatures, ReferenceReplacement, ScanStatus } from './types';
 
 /** How many entries changesSince returns when no limit is given. */
 export const DEFAULT_CHANGES_LIMIT = 500;
@@ -66,7 +66,7 @@ export function modelMismatch(current: LibraryModel, model: LibraryModel): Libra
 }
 
 /** replaceModel's precondition: the embeddings cover exactly the ready references, each with the model's dimension. */
-export function checkReplacement(model: LibraryModel, readyIds: readonly string[], embeddings: ReadonlyArray<{ referenceId: string; embedding: Float32Array }>): void {
+export function checkReplacement(model: LibraryModel, readyIds: readonly string[], embeddings: ReadonlyArray<ReferenceReplacement>): void {
   const given = new Set(embeddings.map((e) => e.referenceId));
   const ready = new Set(readyIds);
   const added = readyIds.filter((id) => !given.has(id)).length;

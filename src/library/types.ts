@@ -45,6 +45,13 @@ export interface ReferenceFeatures {
   keypoints: Buffer;
 }
 
+/** A ready reference's features computed again (MetadataStore.replaceModel): its new embedding and, when given, new keypoints. */
+export interface ReferenceReplacement {
+  referenceId: string;
+  embedding: Float32Array;
+  keypoints?: Buffer;
+}
+
 /** The embedding model a library's vectors were made with; a library never mixes two. */
 export interface LibraryModel {
   modelId: string;

@@ -166,6 +166,24 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
         await store.setReferenceFeatures('r3', features('r3', 'c2', 3, DIM * 2));
       });
 
+      it('replaceModel replaces the keypoints of the references it is given new ones for, and keeps the others', async () => {
+        await seedLibrary();
+        await store.addReferences([{ ref: ref('r2', 'c2'), features: features('r2', 'c2', 2) }]);
+        const before = await store.loadFeatures();
+        const fresh = Buffer.from('new keypoints of r2');
+        const next = [
+          { referenceId: 'r1', embedding: embedding(11) },
+          { referenceId: 'r2', embedding: embedding(12), keypoints: fresh },
+        ];
+        await store.replaceModel({ modelId: 'm1', dimension: DIM }, next);
+        const after = await store.loadFeatures();
+        expectSameFeatures(after.features[0], { ...before.features[0], embedding: next[0].embedding });
+        expectSameFeatures(after.features[1], { ...before.features[1], embedding: next[1].embedding, keypoints: fresh });
+        const changed = (await store.changesSince(before.seq)).find((c) => c.kind === 'reference_ready' && c.features.referenceId === 'r2');
+        if (changed?.kind !== 'reference_ready') throw new Error('no reference_ready entry for r2');
+        expect(Buffer.from(changed.features.keypoints).equals(fresh)).toBe(true);
+      });
+
       it('replaceModel logs every re-embedded reference as ready again, so scanners on the same model take the new vectors', async () => {
         await seedLibrary();
         await store.addReferences([{ ref: ref('r2', 'c2'), features: features('r2', 'c2', 2) }, { ref: ref('r3', 'c2') }]);

@@ -80,9 +80,9 @@ test('a v1 library moves to v2: same vectors as registering under v2, old model 
   const r = await kagami(['library', 'reembed', '--library', lib, '--model', V2], V1);
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
-  expect(r.stdout).toMatch(new RegExp(`moved from ${V1} to ${V2}: 2 reference\\(s\\) embedded again`));
+  expect(r.stdout).toMatch(new RegExp(`moved from ${V1} to ${V2}: 2 reference\\(s\\) embedded and their keypoints extracted again`));
 
-  // Keypoints kept; each vector is what v2 gives the stored file (registering it anew under v2).
+  // Each reference's features are what registering the stored file anew under v2 gives.
   const v2 = await features(lib);
   expect(v2.map((f) => f.referenceId)).toEqual(v1.map((f) => f.referenceId));
   const fresh = path.join(dir, 'fresh');
@@ -92,7 +92,7 @@ test('a v1 library moves to v2: same vectors as registering under v2, old model 
   const direct = await features(fresh);
   for (const [i, f] of v2.entries()) {
     expect(f.embedding).toHaveLength(direct[i].embedding.length);
-    expect(Buffer.from(f.keypoints).equals(Buffer.from(v1[i].keypoints))).toBe(true);
+    expect(Buffer.from(f.keypoints).equals(Buffer.from(direct[i].keypoints))).toBe(true);
     expect(dot(f.embedding, direct[i].embedding)).toBeGreaterThan(0.9999);
     expect(dot(f.embedding, v1[i].embedding)).toBeLessThan(0.99); // really another model's vector
   }
@@ -121,10 +121,21 @@ test('with KAGAMI_MODEL unset a new library gets the default model, and reembed 
   const scan = await kagami(['scan', '--library', lib3, '--json', clip], undefined);
   expect(scan.code).toBe(1);
   expect(JSON.parse(scan.stdout)).toMatchObject({ model: DEFAULT_MODEL, matches: [{ characterId: 'hero-0' }] });
-  // Again with its own model (e.g. after an upgrade that changed how references are embedded).
+  // Again with its own model (e.g. after an upgrade that changed how references are embedded or
+  // their appearance templates are built): keypoints stored by an older version are replaced.
+  const current = await features(lib3);
+  const stale = await openLibrary(lib3, { create: false });
+  try {
+    await stale.store.replaceModel({ modelId: DEFAULT_MODEL, dimension: current[0].embedding.length }, [
+      { referenceId: current[0].referenceId, embedding: current[0].embedding, keypoints: Buffer.from('keypoints of an older version') },
+    ]);
+  } finally {
+    await stale.store.close();
+  }
   const again = await kagami(['library', 'reembed', '--library', lib3], undefined);
   expect(again.code).toBe(0);
-  expect(again.stdout).toContain(`library kept on ${DEFAULT_MODEL}: 1 reference(s) embedded again`);
+  expect(again.stdout).toContain(`library kept on ${DEFAULT_MODEL}: 1 reference(s) embedded and their keypoints extracted again`);
+  expect(Buffer.from((await features(lib3))[0].keypoints).equals(Buffer.from(current[0].keypoints))).toBe(true);
 }, 120_000);
 
 test('reembed refuses an unknown model and a missing library, changing nothing', async () => {
