@@ -35,9 +35,8 @@ export interface LibraryStore {
   /**
    * Moves the library to another model in one transaction: every ready reference gets the
    * embedding given for it (and its keypoints, when given; else they stay) and the recorded model
-   * becomes `model`. LibraryError
-   * `library_changed` when the ready references are not exactly those given (one was added,
-   * removed or became ready meanwhile); nothing is written then. Every re-embedded reference gets
+   * becomes `model`. LibraryError `library_changed` when the ready references are not exactly
+   * those given (one was added, removed or became ready meanwhile); nothing is written then. Every re-embedded reference gets
    * a new `reference_ready` change-log entry, so scanners on the same model take the new vectors at
    * their next refresh (a same-model re-embed, e.g. to pick up new reference views); scanners
    * holding another model's vectors stop with `model_mismatch` (workers that follow the library
