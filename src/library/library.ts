@@ -118,9 +118,9 @@ export function meanOfViews(vectors: Float32Array[]): Float32Array {
  * its keypoints extracted again (they do not depend on the model, but their extraction and the
  * appearance template stored with them may have improved since the reference was added), then
  * the new features and the model are written in one transaction (LibraryStore.replaceModel).
- * Nothing changes if a file cannot be read or the library changes meanwhile. Scanners still on the old model stop at their next
- * refresh: workers that follow the library load the new model (service/engine.ts), the CLI and
- * pinned workers stop with `model_mismatch`.
+ * Nothing changes if a file cannot be read or the library changes meanwhile. Scanners still on
+ * the old model stop at their next refresh: workers that follow the library load the new model
+ * (service/engine.ts), the CLI and pinned workers stop with `model_mismatch`.
  */
 export async function reembedLibrary(
   lib: Library,
