@@ -42,7 +42,7 @@ export interface LibraryStore {
    * holding another model's vectors stop with `model_mismatch` (workers that follow the library
    * reload instead: service/engine.ts).
    */
-  replaceModel(model: LibraryModel, embeddings: ReadonlyArray<ReferenceReplacement>): Promise<void>;
+  replaceModel(model: LibraryModel, replacements: ReadonlyArray<ReferenceReplacement>): Promise<void>;
 
   /**
    * Creates the character or updates its name/owner/franchise (an omitted franchise keeps the stored

@@ -555,14 +555,14 @@ export class PostgresStore implements MetadataStore {
     if (current.modelId !== model.modelId || current.dimension !== model.dimension) throw modelMismatch(current, model);
   }
 
-  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<ReferenceReplacement>): Promise<void> {
+  async replaceModel(model: LibraryModel, replacements: ReadonlyArray<ReferenceReplacement>): Promise<void> {
     await this.tx(
       async (c) => {
         // The change-log lock (library: true) keeps references from being added or becoming ready meanwhile.
         const ready = (await rows<{ id: string }>(c, `SELECT id FROM refs WHERE status = 'ready'`)).map((r) => r.id);
-        checkReplacement(model, ready, embeddings);
-        for (let i = 0; i < embeddings.length; i += 500) {
-          const part = embeddings.slice(i, i + 500);
+        checkReplacement(model, ready, replacements);
+        for (let i = 0; i < replacements.length; i += 500) {
+          const part = replacements.slice(i, i + 500);
           // A new reference_ready entry per reference (in the order given) carries the new vector
           // to scanners on the same model.
           await c.query(

@@ -490,13 +490,13 @@ export class SqliteStore implements MetadataStore {
     }
   }
 
-  async replaceModel(model: LibraryModel, embeddings: ReadonlyArray<ReferenceReplacement>): Promise<void> {
+  async replaceModel(model: LibraryModel, replacements: ReadonlyArray<ReferenceReplacement>): Promise<void> {
     this.write(() => {
       const ready = this.db.prepare(`SELECT id, character_id FROM refs WHERE status = 'ready'`).all() as Array<{ id: string; character_id: string }>;
-      checkReplacement(model, ready.map((r) => r.id), embeddings);
+      checkReplacement(model, ready.map((r) => r.id), replacements);
       const characterOf = new Map(ready.map((r) => [r.id, r.character_id]));
       const update = this.db.prepare(`UPDATE refs SET embedding = ?, keypoints = COALESCE(?, keypoints), ready_seq = ? WHERE id = ?`);
-      for (const e of embeddings) {
+      for (const e of replacements) {
         const seq = this.appendChange('reference_ready', characterOf.get(e.referenceId)!, e.referenceId);
         update.run(encodeEmbedding(e.embedding), e.keypoints ?? null, seq, e.referenceId);
       }

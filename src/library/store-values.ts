@@ -65,19 +65,19 @@ export function modelMismatch(current: LibraryModel, model: LibraryModel): Libra
   );
 }
 
-/** replaceModel's precondition: the embeddings cover exactly the ready references, each with the model's dimension. */
-export function checkReplacement(model: LibraryModel, readyIds: readonly string[], embeddings: ReadonlyArray<ReferenceReplacement>): void {
-  const given = new Set(embeddings.map((e) => e.referenceId));
+/** replaceModel's precondition: the replacements cover exactly the ready references, each embedding with the model's dimension. */
+export function checkReplacement(model: LibraryModel, readyIds: readonly string[], replacements: ReadonlyArray<ReferenceReplacement>): void {
+  const given = new Set(replacements.map((e) => e.referenceId));
   const ready = new Set(readyIds);
   const added = readyIds.filter((id) => !given.has(id)).length;
   const gone = [...given].filter((id) => !ready.has(id)).length;
-  if (added || gone || given.size !== embeddings.length) {
+  if (added || gone || given.size !== replacements.length) {
     throw new LibraryError(
       'library_changed',
       `the library changed while its references were embedded again (${added} new or newly ready, ${gone} removed or no longer ready); nothing was changed: run it again`,
     );
   }
-  for (const e of embeddings) {
+  for (const e of replacements) {
     if (e.embedding.length !== model.dimension) {
       throw new LibraryError('model_mismatch', `reference ${e.referenceId}: embedding has ${e.embedding.length} dimensions, model ${model.modelId} has ${model.dimension}`);
     }
