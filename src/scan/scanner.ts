@@ -17,7 +17,7 @@ import type { Embedder } from '../signals/embedder';
 import { extractFrameFeatures, type KeypointSet } from '../signals/keypoints';
 import { ExtractPool, type PooledKeypointSet } from '../signals/keypoints/extract-pool';
 import type { SearchHit } from '../signals/embedding/exact-index';
-import { cropResize, frameWindows, type WindowScale } from './windows';
+import { cropWindows, frameWindows, type WindowScale } from './windows';
 import { negativeOf, type ReferenceSet } from './reference-set';
 
 export interface ScanOptions {
@@ -241,7 +241,7 @@ export class Scanner {
         out.push([]);
         continue;
       }
-      const crops = timedSync(st, 'crops', () => windows.map((w) => cropResize(frame, w, this.embedder.inputWidth, this.embedder.inputHeight)));
+      const crops = timedSync(st, 'crops', () => cropWindows(frame, windows, this.embedder.inputWidth, this.embedder.inputHeight));
       const hits: LikenessHit[] = [];
       for (let i = 0; i < crops.length; i += 64) {
         const vectors = await timed(st, 'inference', () => this.embedder.embed(crops.slice(i, i + 64)));

@@ -1,4 +1,4 @@
-import { cropResize, frameWindows, meanWindowsPerFrame, slidingWindows, type Window } from '../../src/scan/windows';
+import { ANTIALIAS_FROM, cropResize, cropWindows, frameWindows, halve, meanWindowsPerFrame, slidingWindows, type Window } from '../../src/scan/windows';
 import { mulberry32 } from '../../src/synthetic/art';
 
 const iou = (a: { x: number; y: number; w: number; h: number }, b: Window) => {
@@ -75,4 +75,62 @@ test('cropResize samples the window bilinearly', () => {
   const out = cropResize({ width: w, height: h, channels: 3, data }, { x: 10, y: 0, size: 8 }, 4, 4);
   expect(out.width).toBe(4);
   expect([0, 1, 2, 3].map((i) => out.data[i * 3])).toEqual([42, 50, 58, 66]);
+});
+
+function image(w: number, h: number, value: (x: number, y: number) => number) {
+  const data = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.fill(value(x, y), (y * w + x) * 3, (y * w + x) * 3 + 3);
+  return { width: w, height: h, channels: 3 as const, data };
+}
+
+function spread(data: Uint8Array): { mean: number; sd: number } {
+  let s = 0;
+  let s2 = 0;
+  for (const v of data) {
+    s += v;
+    s2 += v * v;
+  }
+  const mean = s / data.length;
+  return { mean, sd: Math.sqrt(Math.max(0, s2 / data.length - mean * mean)) };
+}
+
+test('halve averages 2x2 blocks and drops an odd last column and row', () => {
+  const img = image(5, 3, (x, y) => x * 10 + y * 100);
+  const half = halve(img);
+  expect([half.width, half.height]).toEqual([2, 1]);
+  // Block (0..1, 0..1): (0 + 10 + 100 + 110) / 4 = 55; block (2..3, 0..1): 75.
+  expect([half.data[0], half.data[3]]).toEqual([55, 75]);
+});
+
+describe('cropWindows', () => {
+  // One-pixel stripes, black and white: texture finer than a 128 px crop of a large window can hold.
+  const stripes = image(960, 540, (x) => (x % 2 ? 255 : 0));
+
+  test('a large window of fine texture comes out as its average, not as aliasing noise', () => {
+    const win = { x: 100, y: 20, size: 486 };
+    const [crop] = cropWindows(stripes, [win], 128, 128);
+    const smooth = spread(crop.data);
+    expect(Math.abs(smooth.mean - 127.5)).toBeLessThan(3);
+    expect(smooth.sd).toBeLessThan(3);
+    // Plain bilinear sampling of the same window reads one column in ~4 and sees the stripes' extremes.
+    expect(spread(cropResize(stripes, win, 128, 128).data).sd).toBeGreaterThan(40);
+  });
+
+  test('windows below the threshold are cropped exactly as cropResize does', () => {
+    const ramp = image(960, 540, (x, y) => (x + 2 * y) % 256);
+    const small = { x: 37, y: 11, size: Math.floor(ANTIALIAS_FROM * 128) - 1 };
+    expect(cropWindows(ramp, [small], 128, 128)[0].data).toEqual(cropResize(ramp, small, 128, 128).data);
+  });
+
+  test('a large window shows the same place of the frame as plain sampling does', () => {
+    // A smooth ramp has nothing to alias: both crops agree to within rounding and the box filter's half-pixel shift.
+    const ramp = image(960, 540, (x, y) => Math.round((x / 959) * 200 + (y / 539) * 50));
+    for (const win of [{ x: 300, y: 40, size: 324 }, { x: 474, y: 54, size: 486 }]) {
+      const a = cropWindows(ramp, [win], 128, 128)[0].data;
+      const b = cropResize(ramp, win, 128, 128).data;
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+      expect(worst).toBeLessThanOrEqual(2);
+    }
+  });
 });

@@ -19,13 +19,13 @@
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { RawImage } from '../../media/types';
-import { cropResize, slidingWindows } from '../../scan/windows';
+import { cropWindows, slidingWindows } from '../../scan/windows';
 import { decodeToRaw, renderBackground } from '../../synthetic/art';
 import type { Embedder } from '../embedder';
 import { normaliseInto } from './exact-index';
 
-/** Bump when the recipe below changes (invalidates caches). */
-export const BANK_VERSION = 1;
+/** Bump when the recipe below changes (invalidates caches). 2: crops cut as the scanner cuts them (cropWindows). */
+export const BANK_VERSION = 2;
 const BANK_SEEDS = Array.from({ length: 8 }, (_, i) => 50_000 + i);
 const BANK_WIDTH = 960;
 const BANK_HEIGHT = 540;
@@ -73,7 +73,7 @@ export class BackgroundBank {
     for (const [i, seed] of BANK_SEEDS.entries()) {
       const png = await renderBackground(seed, BANK_WIDTH, BANK_HEIGHT, i % 2 ? { style: 'busy' } : {});
       const img: RawImage = await decodeToRaw(png, 3);
-      const crops = slidingWindows(img.width, img.height, BANK_WINDOWS).map((w) => cropResize(img, w, embedder.inputWidth, embedder.inputHeight));
+      const crops = cropWindows(img, slidingWindows(img.width, img.height, BANK_WINDOWS), embedder.inputWidth, embedder.inputHeight);
       for (let j = 0; j < crops.length; j += 64) parts.push(...(await embedder.embed(crops.slice(j, j + 64))));
     }
     const rows = new Float32Array(parts.length * d);
