@@ -52,10 +52,13 @@ function positions(length: number, size: number, step: number): number[] {
   return out;
 }
 
+/** The window-to-crop size ratio from which cropWindows samples a halved copy of the frame. */
+export const ANTIALIAS_FROM = 1.8;
+
 /**
- * The crops of `windows` at `w`×`h`, without aliasing: a window at least 1.8× the crop's side (the
- * exact threshold is `ANTIALIAS_FROM`) is cut from a copy of the frame halved (2×2 box filter) once or twice,
- * so that bilinear sampling never skips more than about one source pixel in two. Bilinear sampling
+ * The crops of `windows` at `w`×`h`, without aliasing: a window of ANTIALIAS_FROM times the crop's
+ * side or more is cut from a copy of the frame halved (2×2 box filter) once or twice, so that
+ * bilinear sampling never skips more than about one source pixel in two. Bilinear sampling
  * alone reads 4 pixels per output pixel: a 486 px window brought to 128 px would see one pixel in
  * ~14 and turn fine texture into noise the descriptor never saw in training (its views and the
  * references are resampled with a filter that averages every pixel they cover).
@@ -76,9 +79,6 @@ export function cropWindows(img: RawImage, windows: readonly Window[], w: number
     return cropResize(src, { x, y, size }, w, h);
   });
 }
-
-/** The window-to-crop size ratio from which cropWindows samples a halved copy of the frame. */
-export const ANTIALIAS_FROM = 1.8;
 
 /** An RGB(A) image at half its size (odd last row or column dropped), each pixel the mean of 2×2; RGB out. */
 export function halve(img: RawImage): RawImage {

@@ -68,11 +68,7 @@ describe('window scales with their own frame steps', () => {
 
 test('cropResize samples the window bilinearly', () => {
   // A horizontal ramp: the crop of columns 10-30 resized to 4 px keeps the ramp's values.
-  const w = 64;
-  const h = 8;
-  const data = new Uint8Array(w * h * 3);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.fill(x * 4, (y * w + x) * 3, (y * w + x) * 3 + 3);
-  const out = cropResize({ width: w, height: h, channels: 3, data }, { x: 10, y: 0, size: 8 }, 4, 4);
+  const out = cropResize(image(64, 8, (x) => x * 4), { x: 10, y: 0, size: 8 }, 4, 4);
   expect(out.width).toBe(4);
   expect([0, 1, 2, 3].map((i) => out.data[i * 3])).toEqual([42, 50, 58, 66]);
 });
