@@ -130,6 +130,8 @@ export interface ScanRequest {
   onEvidenceFrame?: (characterId: string, frame: Frame) => void;
   /** Filled with where the scan's time went (ms), for the bench. */
   stages?: ScanStages;
+  /** Every frame observation of the clip, before aggregation (the accuracy bench records them to re-score offline). */
+  onObservations?: (r: { observations: ReadonlyMap<string, FrameObservation[]>; frameTimes: number[]; durationSec: number }) => void;
 }
 
 /**
@@ -381,6 +383,7 @@ export class Scanner {
     await running;
     await flush(pending);
 
+    req.onObservations?.({ observations, frameTimes, durationSec: clipSec });
     const tAgg = performance.now();
     const results = aggregateClip(this.refs.characters.keys(), observations, frameTimes, clipSec, this.opts.aggregate);
     results.sort((a, b) => b.score - a.score || a.characterId.localeCompare(b.characterId));

@@ -1,7 +1,8 @@
 /**
  * Frame keypoints in worker threads (ExtractPool): the same KeypointSets as in-thread, the same
  * scan report with 1 and 2 keypoint threads (real ffmpeg clip, real model, real library), and a
- * failing frame or a dying worker rejects instead of hanging.
+ * failing frame or a dying worker rejects instead of hanging; a scan's raw observations re-aggregate
+ * to its report.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -9,9 +10,10 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { modelManifestPath } from '../../src/config';
 import { addReferences, openLibrary } from '../../src/library/library';
+import { aggregateClip } from '../../src/matching/aggregate';
 import type { RawImage } from '../../src/media/types';
 import { ReferenceSet } from '../../src/scan/reference-set';
-import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner } from '../../src/scan/scanner';
+import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanRequest } from '../../src/scan/scanner';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
 import { extractFrameFeatures, type KeypointSet } from '../../src/signals/keypoints';
 import { ExtractPool } from '../../src/signals/keypoints/extract-pool';
@@ -127,6 +129,20 @@ describe('Scanner with keypoint threads', () => {
     } finally {
       await one.dispose();
       await two.dispose();
+    }
+  });
+
+  test('the observations a scan hands to onObservations aggregate to its report (what the bench re-scorer relies on)', async () => {
+    const scanner = new Scanner(embedder, refs, DEFAULT_SCAN_OPTIONS);
+    try {
+      let seen: Parameters<NonNullable<ScanRequest['onObservations']>>[0] | undefined;
+      const report = await scanner.scan({ file: clip, minScore: 0, top: 1000, onObservations: (r) => (seen = r) });
+      expect(seen?.frameTimes).toHaveLength(report.framesSampled);
+      const again = aggregateClip(refs.characters.keys(), seen!.observations, seen!.frameTimes, seen!.durationSec, DEFAULT_SCAN_OPTIONS.aggregate);
+      expect(report.matches.length).toBeGreaterThan(0);
+      for (const m of report.matches) expect(again.find((c) => c.characterId === m.characterId)?.score).toBeCloseTo(m.score, 4);
+    } finally {
+      await scanner.dispose();
     }
   });
 

@@ -10,7 +10,7 @@
  * 5. prints µAP, recall at precision 0.9/0.95 (overall and per kind), temporal IoU and false alarms,
  *    and writes everything to .cache/bench/accuracy-result.json.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
@@ -34,10 +34,11 @@ interface Options {
   sources: SourceId[];
   cache: string;
   library?: number;
+  record?: string;
 }
 
 /** One clip's outcome for both methods: per registered character, score and predicted segments. */
-interface ClipResult {
+export interface ClipResult {
   clip: PlannedClip;
   file: string;
   durationSec: number;
@@ -70,6 +71,7 @@ async function main(argv: string[]): Promise<void> {
     .option('--seed <s>', 'plan seed', int, 1)
     .option('--sources <list>', `art sources, comma-separated (${SOURCE_IDS.join(',')})`, parseSources, [...SOURCE_IDS])
     .option('--cache <dir>', 'where clips, the library and the result go', '.cache/bench')
+    .option('--record <file>', 'also write every clip\'s frame observations there, one JSON line per clip (for src/bench/accuracy/rescore.ts)')
     .option('--library <n>', 'registered characters in all: the plan\'s, then characters never shown (unshown look-alike candidates, then synthetic ones) up to n', int)
     .parse(argv);
   const o = program.opts<Options>();
@@ -78,6 +80,7 @@ async function main(argv: string[]): Promise<void> {
   const quick = !!o.quick;
   const cache = path.resolve(o.cache);
   mkdirSync(cache, { recursive: true });
+  if (o.record) rmSync(o.record, { force: true });
 
   let sources;
   try {
@@ -170,7 +173,14 @@ async function main(argv: string[]): Promise<void> {
     const r = await rendered[i]!;
     if (!r.cached) generated++;
     const s0 = performance.now();
-    const report = await scanner.scan({ file: r.file, minScore: 0, top: 1000 });
+    const report = await scanner.scan({
+      file: r.file,
+      minScore: 0,
+      top: 1000,
+      onObservations: o.record
+        ? (x) => appendFileSync(o.record!, JSON.stringify({ clip: clip.id, durationSec: x.durationSec, frameTimes: x.frameTimes, observations: Object.fromEntries(x.observations) }) + '\n')
+        : undefined,
+    });
     const scanSec = (performance.now() - s0) / 1000;
     const kagami: ClipResult['kagami'] = {};
     for (const m of report.matches) kagami[m.characterId] = { score: m.score, segments: m.segments, verdict: m.verdict, kind: m.kind };
@@ -247,7 +257,7 @@ look-alike clips that are a registered character recoloured (same silhouette), c
   );
 }
 
-interface MethodEval {
+export interface MethodEval {
   overall: Summary;
   byKind: Record<'near-copy' | 'new-rendition', Summary>;
   bySource: Record<string, Summary>;
@@ -271,7 +281,7 @@ interface MethodEval {
   failures: Array<{ id: string; kind: ClipKind; character: string; image: string; score: number; rank: number; transforms: string }>;
 }
 
-function evaluate(plan: Plan, results: ClipResult[], registered: string[]): { kagami: MethodEval; phash: MethodEval; thresholds: { match: number; review: number } } {
+export function evaluate(plan: Plan, results: ClipResult[], registered: string[]): { kagami: MethodEval; phash: MethodEval; thresholds: { match: number; review: number } } {
   const th = DEFAULT_SCAN_OPTIONS.aggregate.thresholds;
   const gap = DEFAULT_SCAN_OPTIONS.aggregate.mergeGapSec;
   const usable = results.filter((r) => !r.clip.truthCharacter || registered.includes(r.clip.truthCharacter));
@@ -513,7 +523,9 @@ function log(s: string): void {
 
 const sec = (t: number) => `${((performance.now() - t) / 1000).toFixed(1)} s`;
 
-main(process.argv).catch((e) => {
-  process.stderr.write(`bench:accuracy failed: ${(e as Error).stack ?? e}\n`);
-  process.exitCode = 1;
-});
+if (require.main === module) {
+  main(process.argv).catch((e) => {
+    process.stderr.write(`bench:accuracy failed: ${(e as Error).stack ?? e}\n`);
+    process.exitCode = 1;
+  });
+}

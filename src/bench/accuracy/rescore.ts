@@ -1,0 +1,127 @@
+/**
+ * Re-scores a recorded accuracy-bench run offline under variants of the clip aggregation, so a
+ * change to how frame observations become clip scores can be measured in seconds instead of a
+ * 30-minute scan:
+ *
+ *   node dist/bench/accuracy/run.js --clips 200 --seed 1 --library 150 --cache C --record C/obs.jsonl
+ *   node dist/bench/accuracy/rescore.js C/accuracy-result.json C/obs.jsonl
+ *
+ * The first variant is the product's own aggregation and must reproduce the bench's SUMMARY.
+ */
+import { readFileSync } from 'node:fs';
+import { aggregateClip, DEFAULT_AGGREGATE, type AggregateParams } from '../../matching/aggregate';
+import type { Box, FrameObservation } from '../../matching/types';
+import { iou } from '../../synthetic/art';
+import type { Plan } from './generate';
+import { evaluate, type ClipResult } from './run';
+
+interface Recorded {
+  clip: string;
+  durationSec: number;
+  frameTimes: number[];
+  observations: Record<string, FrameObservation[]>;
+}
+
+type Transform = (obs: Map<string, FrameObservation[]>) => Map<string, FrameObservation[]>;
+
+interface Variant {
+  name: string;
+  params?: Partial<AggregateParams>;
+  transform?: Transform;
+}
+
+/**
+ * Likeness consistency: a character seen by likeness alone in one window only is more likely a
+ * stray resemblance than a character. A likeness observation whose window is not seen again for the
+ * same character (by likeness or keypoints, box IoU ≥ minIoU) on another frame within spanSec keeps
+ * only (1 − penalty) of its likeness score.
+ */
+function likenessConsistency(spanSec: number, minIoU: number, penalty: number): Transform {
+  return (obs) => {
+    const out = new Map<string, FrameObservation[]>();
+    for (const [cid, list] of obs) {
+      const boxes = list
+        .map((o) => ({ t: o.timeSec, f: o.frameIndex, boxes: [o.embedding?.box, o.keypoints?.box].filter((b): b is Box => !!b) }))
+        .filter((x) => x.boxes.length);
+      out.set(
+        cid,
+        list.map((o) => {
+          const e = o.embedding;
+          if (!e?.box || (o.keypoints && o.keypoints.verified !== false)) return o;
+          const seenAgain = boxes.some((x) => x.f !== o.frameIndex && Math.abs(x.t - o.timeSec) <= spanSec && x.boxes.some((b) => iou(b, e.box!) >= minIoU));
+          return seenAgain ? o : { ...o, embedding: { ...e, score: e.score * (1 - penalty) } };
+        }),
+      );
+    }
+    return out;
+  };
+}
+
+/**
+ * Likeness support: a likeness observation scoring far above every other likeness observation of
+ * the same character within spanSec (on other frames) loses alpha × the excess.
+ */
+function likenessSupport(spanSec: number, alpha: number): Transform {
+  return (obs) => {
+    const out = new Map<string, FrameObservation[]>();
+    for (const [cid, list] of obs) {
+      out.set(
+        cid,
+        list.map((o) => {
+          const e = o.embedding;
+          if (!e || (o.keypoints && o.keypoints.verified !== false)) return o;
+          const other = Math.max(0, ...list.filter((x) => x.frameIndex !== o.frameIndex && Math.abs(x.timeSec - o.timeSec) <= spanSec).map((x) => Math.max(x.embedding?.score ?? 0, x.keypoints?.score ?? 0)));
+          return other >= e.score ? o : { ...o, embedding: { ...e, score: e.score - alpha * (e.score - other) } };
+        }),
+      );
+    }
+    return out;
+  };
+}
+
+function main(argv: string[]): void {
+  const [resultFile, recordFile] = argv.slice(2);
+  if (!resultFile || !recordFile) {
+    process.stderr.write('usage: rescore <accuracy-result.json> <observations.jsonl>\n');
+    process.exitCode = 2;
+    return;
+  }
+  const result = JSON.parse(readFileSync(resultFile, 'utf8')) as { plan: Plan; options: { neverShown: string[] } };
+  const plan = result.plan;
+  const registered = [...new Set([...plan.registered.map((r) => r.key), ...result.options.neverShown])].sort();
+  const records = readFileSync(recordFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Recorded);
+  const byClip = new Map(records.map((r) => [r.clip, r]));
+  const clips = plan.clips.filter((c) => byClip.has(c.id));
+  const stats = { likenessOnly: 0, withBox: 0 };
+  for (const r of records) for (const list of Object.values(r.observations)) for (const o of list) if (o.embedding && !o.keypoints) (stats.likenessOnly++, o.embedding.box && stats.withBox++);
+  console.log(`${clips.length}/${plan.clips.length} clips recorded, ${registered.length} characters; likeness-only observations ${stats.likenessOnly} (${stats.withBox} with a window)`);
+
+  const variants: Variant[] = [{ name: 'product' }];
+  for (const w of [0.2, 0.4, 0.6]) variants.push({ name: `likeness weight ${w}`, params: { fusion: { embeddingWeight: w } } });
+  for (const [spanSec, weight] of [[3, 0.5], [3, 2], [6, 1], [1.5, 1]]) variants.push({ name: `rivalry span ${spanSec} weight ${weight}`, params: { rivalry: { spanSec, weight } } });
+  for (const span of [1, 2, 6]) for (const a of [0.25, 0.5]) variants.push({ name: `support span ${span} alpha ${a}`, transform: likenessSupport(span, a) });
+  for (const span of [0.5, 1, 2]) for (const m of [0.1, 0.3]) for (const pen of [0.3, 0.6]) variants.push({ name: `consistency span ${span} IoU ${m} penalty ${pen}`, transform: likenessConsistency(span, m, pen) });
+
+  for (const v of variants) {
+    const p: AggregateParams = { ...DEFAULT_AGGREGATE, ...v.params };
+    const results: ClipResult[] = clips.map((clip) => {
+      const rec = byClip.get(clip.id)!;
+      let obs = new Map(Object.entries(rec.observations));
+      if (v.transform) obs = v.transform(obs);
+      const kagami: ClipResult['kagami'] = {};
+      for (const c of aggregateClip(registered, obs, rec.frameTimes, rec.durationSec, p)) kagami[c.characterId] = { score: c.score, segments: c.segments, verdict: c.verdict, kind: c.kind };
+      return { clip, file: '', durationSec: rec.durationSec, kagami, phash: { frameTimes: [], perChar: {} }, scanSec: 0, phashSec: 0 };
+    });
+    const k = evaluate(plan, results, registered).kagami;
+    const f = (x: number) => x.toFixed(3);
+    console.log(
+      `${v.name.padEnd(44)} µAP ${f(k.overall.ap)} near ${f(k.byKind['near-copy'].ap)} new ${f(k.byKind['new-rendition'].ap)} ` +
+        `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}`,
+    );
+  }
+}
+
+main(process.argv);
