@@ -13,6 +13,8 @@ describe('fuseFrame', () => {
     ['embedding alone is capped by its weight', { embedding: emb(1) }, 0.3],
     ['both add as independent evidence', { keypoints: kp(0.5), embedding: emb(1) }, 1 - 0.5 * 0.7],
     ['out-of-range inputs are clamped', { keypoints: kp(7), embedding: emb(-3) }, 1],
+    ['weak verified keypoints outrank any likeness alone, below review', { keypoints: kp(0.1) }, 0.3 + 0.05 * 0.1],
+    ['unverified keypoints are not lifted', { keypoints: { ...kp(0.1), verified: false } }, 0.1],
   ])('%s', (_n, o, want) => {
     expect(fuseFrame(o as Pick<FrameObservation, 'keypoints' | 'embedding'>)).toBeCloseTo(want, 6);
   });
@@ -201,7 +203,8 @@ describe('aggregateClip: likeness rivalry', () => {
 
   test('verified keypoints never lose, and characters further apart than the span do not compete', () => {
     const r = run([at('a', 5, undefined, 1), at('b', 5, 0.2, 0.2), at('c', 15, undefined, 0.5)]);
-    expect(r.b.score).toBeCloseTo(1 - 0.8 * (1 - 0.3 * 0.2), 6);
+    // b's verified keypoints are weak, so its frame is lifted above any likeness alone (fuseFrame)
+    expect(r.b.score).toBeCloseTo(Math.max(1 - 0.8 * (1 - 0.3 * 0.2), 0.3 + 0.05 * 0.2), 6);
     expect(r.c.score).toBeCloseTo(0.3 * 0.5, 6);
   });
 
@@ -211,9 +214,10 @@ describe('aggregateClip: likeness rivalry', () => {
     const r = run([at('a', 5, undefined, 1), unverified]);
     expect(r.b.score).toBeCloseTo(own - (0.3 - own), 6);
     expect(r.b.reason).toContain('lowered');
-    // verified, the same keypoints keep it out of the rivalry
+    // verified, the same keypoints keep it out of the rivalry (and lift it above any likeness alone)
     const v = run([at('a', 5, undefined, 1), { ...unverified, keypoints: kp(0.1) }]);
-    expect(v.b.score).toBeCloseTo(own, 6);
+    expect(v.b.score).toBeCloseTo(Math.max(own, 0.3 + 0.05 * 0.1), 6);
+    expect(run([at('a', 5, undefined, 1), { ...unverified, keypoints: kp(0.1) }], { ...DEFAULT_AGGREGATE, fusion: { ...DEFAULT_AGGREGATE.fusion, verifiedLift: 0 } }).b.score).toBeCloseTo(own, 6);
   });
 
   test('a character keeps its best frame where no stronger rival is near', () => {

@@ -9,7 +9,9 @@
  * The first variant is the product's own aggregation and must reproduce the bench's SUMMARY.
  */
 import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
 import { aggregateClip, DEFAULT_AGGREGATE, type AggregateParams } from '../../matching/aggregate';
+import { calibrateCosine, type FusionParams } from '../../matching/fuse';
 import type { Box, FrameObservation } from '../../matching/types';
 import { iou } from '../../synthetic/art';
 import type { Plan } from './generate';
@@ -79,13 +81,31 @@ function likenessSupport(spanSec: number, alpha: number): Transform {
   };
 }
 
+/** Another calibration of the likeness tier: every observation's cosine mapped again, linearly from floor (0) to ceil (1). */
+function recalibrate(floor: number, ceil: number): Transform {
+  return (obs) => new Map([...obs].map(([cid, list]) => [cid, list.map((o) => (o.embedding ? { ...o, embedding: { ...o.embedding, score: calibrateCosine(o.embedding.cosine, floor, ceil) } } : o))]));
+}
+
+/** Keypoint floor: a frame's keypoint score k becomes floor + (1 − floor)·k (verified only, or unverified too). */
+function keypointFloor(floor: number, unverifiedToo: boolean): Transform {
+  return (obs) =>
+    new Map(
+      [...obs].map(([cid, list]) => [
+        cid,
+        list.map((o) => (o.keypoints && (unverifiedToo || o.keypoints.verified !== false) && o.keypoints.score > 0 ? { ...o, keypoints: { ...o.keypoints, score: floor + (1 - floor) * o.keypoints.score } } : o)),
+      ]),
+    );
+}
+
 function main(argv: string[]): void {
-  const [resultFile, recordFile] = argv.slice(2);
-  if (!resultFile || !recordFile) {
-    process.stderr.write('usage: rescore <accuracy-result.json> <observations.jsonl>\n');
-    process.exitCode = 2;
-    return;
-  }
+  const program = new Command('rescore')
+    .description('re-scores a recorded accuracy-bench run under variants of the clip aggregation')
+    .argument('<result>', "the run's accuracy-result.json")
+    .argument('<record>', 'the observations it recorded with --record')
+    .option('--only <text>', 'only the variants whose name contains this (and the product)')
+    .parse(argv);
+  const [resultFile, recordFile] = program.args;
+  const only = program.opts<{ only?: string }>().only;
   const result = JSON.parse(readFileSync(resultFile, 'utf8')) as { plan: Plan; options: { neverShown: string[] } };
   const plan = result.plan;
   const registered = [...new Set([...plan.registered.map((r) => r.key), ...result.options.neverShown])].sort();
@@ -99,12 +119,21 @@ function main(argv: string[]): void {
   for (const r of records) for (const list of Object.values(r.observations)) for (const o of list) if (o.embedding && !o.keypoints) (stats.likenessOnly++, o.embedding.box && stats.withBox++);
   console.log(`${clips.length}/${plan.clips.length} clips recorded, ${registered.length} characters; likeness-only observations ${stats.likenessOnly} (${stats.withBox} with a window)`);
 
-  const variants: Variant[] = [{ name: 'product' }];
-  for (const w of [0.2, 0.4, 0.6]) variants.push({ name: `likeness weight ${w}`, params: { fusion: { embeddingWeight: w } } });
-  for (const [spanSec, weight] of [[3, 0.5], [3, 2], [6, 1], [1.5, 1]]) variants.push({ name: `rivalry span ${spanSec} weight ${weight}`, params: { rivalry: { spanSec, weight } } });
-  for (const span of [1, 2, 6]) for (const a of [0.25, 0.5]) variants.push({ name: `support span ${span} alpha ${a}`, transform: likenessSupport(span, a) });
-  for (const span of [0.5, 1, 2]) for (const m of [0.1, 0.3]) for (const pen of [0.3, 0.6]) variants.push({ name: `consistency span ${span} IoU ${m} penalty ${pen}`, transform: likenessConsistency(span, m, pen) });
-
+  const fusion = (f: Partial<FusionParams>) => ({ fusion: { ...DEFAULT_AGGREGATE.fusion, ...f } });
+  const all: Variant[] = [
+    { name: 'product' },
+    { name: 'without the verified lift', params: fusion({ verifiedLift: 0 }) },
+    ...[0.01, 0.2, 0.7].map((l) => ({ name: `verified lift ${l}`, params: fusion({ verifiedLift: l }) })),
+    ...[0.15, 0.3].map((f) => ({ name: `keypoint floor ${f} (affine, no lift)`, params: fusion({ verifiedLift: 0 }), transform: keypointFloor(f, false) })),
+    { name: 'keypoint floor 0.3, unverified too (no lift)', params: fusion({ verifiedLift: 0 }), transform: keypointFloor(0.3, true) },
+    ...[0.2, 0.4].map((w) => ({ name: `likeness weight ${w}`, params: fusion({ embeddingWeight: w }) })),
+    ...[[0.4, 0.95], [0.6, 0.95], [0.55, 0.9]].map(([f, c]) => ({ name: `calibration ${f}-${c}`, transform: recalibrate(f, c) })),
+    ...[[3, 0.5], [3, 2], [1.5, 1], [6, 1]].map(([spanSec, weight]) => ({ name: `rivalry span ${spanSec} weight ${weight}`, params: { rivalry: { spanSec, weight } } })),
+    ...[1, 2].map((span) => ({ name: `likeness support span ${span} alpha 0.25`, transform: likenessSupport(span, 0.25) })),
+    ...[0.6, 0.8].map((pen) => ({ name: `likeness consistency span 0.6 penalty ${pen}`, transform: likenessConsistency(0.6, 0.1, pen) })),
+    { name: 'likeness consistency span 1.1 penalty 0.3', transform: likenessConsistency(1.1, 0.1, 0.3) },
+  ];
+  const variants = only ? all.filter((v) => v.name === 'product' || v.name.includes(only)) : all;
   for (const v of variants) {
     const p: AggregateParams = { ...DEFAULT_AGGREGATE, ...v.params };
     const results: ClipResult[] = clips.map((clip) => {
