@@ -81,7 +81,7 @@ export type Env = z.infer<typeof EnvSchema>;
  * in its int8 form (7-bit weights), 1.3x faster per clip than the float one with the same accuracy
  * on the accuracy bench (models/README.md).
  */
-export const DEFAULT_MODEL = 'kagami-descriptor-v2-int8';
+export const DEFAULT_MODEL = 'kagami-descriptor-v6-int8';
 
 /**
  * The model to run: KAGAMI_MODEL when set; else the model the library already holds, so upgrading

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces Kagami's trained likeness descriptors, models/kagami-descriptor-v{1,2}.{onnx,json}:
+# Reproduces Kagami's trained likeness descriptors, models/kagami-descriptor-v{1,2,6}.{onnx,json}:
 # installs the Debian dependencies, renders/extracts the training art, exports the ImageNet trunk
 # weights from our TS converter, checks the torch trunk against the ONNX model, trains, evaluates
 # (before/after table in training/out/train.log) and exports + checks the ONNX model.
@@ -7,6 +7,7 @@
 #   ID=kagami-descriptor-v3 training/run.sh   # v3 experiment: v2's data + Freeciv, 1,500 steps (not shipped: training/README.md)
 #   ID=kagami-descriptor-v4 training/run.sh   # v4 experiment: v2 with half the views framed as sliding windows (not shipped)
 #   ID=kagami-descriptor-v5 training/run.sh   # v5: v2 taught that a recolour is the same character (hue rotations, recolour pairs)
+#   ID=kagami-descriptor-v6 training/run.sh   # v6 (the default's float model): v2's data and loss, 3,000 steps (~1 h on one busy core)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -26,6 +27,7 @@ case "$ID" in
   kagami-descriptor-v3) DEF_SOURCES=freedink,widelands,tuxpaint,freeciv; DEF_STEPS=1500; DEF_REAL=0.5 ;;
   kagami-descriptor-v4) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5; DEF_WINDOW=0.5 ;;
   kagami-descriptor-v5) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5; DEF_HUE=0.3; DEF_RECOLOURS=--recolours-same ;;
+  kagami-descriptor-v6) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=3000; DEF_REAL=0.5 ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
