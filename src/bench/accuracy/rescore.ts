@@ -106,15 +106,23 @@ function main(argv: string[]): void {
     .parse(argv);
   const [resultFile, recordFile] = program.args;
   const only = program.opts<{ only?: string }>().only;
-  const result = JSON.parse(readFileSync(resultFile, 'utf8')) as { plan: Plan; options: { neverShown: string[] } };
+  let result: { plan: Plan; options: { neverShown?: string[] } };
+  let records: Recorded[];
+  try {
+    result = JSON.parse(readFileSync(resultFile, 'utf8'));
+    records = readFileSync(recordFile, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Recorded);
+  } catch (e) {
+    return fail(`cannot read the run: ${(e as Error).message}`);
+  }
   const plan = result.plan;
-  const registered = [...new Set([...plan.registered.map((r) => r.key), ...result.options.neverShown])].sort();
-  const records = readFileSync(recordFile, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Recorded);
+  if (!plan?.clips || !plan.registered) return fail(`${resultFile} is not an accuracy-result.json (no plan)`);
+  const registered = [...new Set([...plan.registered.map((r) => r.key), ...(result.options?.neverShown ?? [])])].sort();
   const byClip = new Map(records.map((r) => [r.clip, r]));
   const clips = plan.clips.filter((c) => byClip.has(c.id));
+  if (!clips.length) return fail(`${recordFile} holds none of the run's clips (recorded by another run?)`);
   const stats = { likenessOnly: 0, withBox: 0 };
   for (const r of records) for (const list of Object.values(r.observations)) for (const o of list) if (o.embedding && !o.keypoints) (stats.likenessOnly++, o.embedding.box && stats.withBox++);
   console.log(`${clips.length}/${plan.clips.length} clips recorded, ${registered.length} characters; likeness-only observations ${stats.likenessOnly} (${stats.withBox} with a window)`);
@@ -151,6 +159,11 @@ function main(argv: string[]): void {
         `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}`,
     );
   }
+}
+
+function fail(message: string): void {
+  process.stderr.write(`rescore: ${message}\n`);
+  process.exitCode = 2;
 }
 
 main(process.argv);
