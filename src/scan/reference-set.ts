@@ -16,8 +16,9 @@ import { KeypointIndex } from '../signals/keypoints';
 /**
  * The index key of a character's negative examples. Negatives sit in both indexes under this key, as
  * if they were another character: the keypoint ratio test then tells them apart from the character,
- * and the scanner drops the character's hits in a frame that are no stronger than its negatives' there.
- * (`~` cannot start a character id.)
+ * and the scanner drops the character's hits in a frame that are no stronger than its negatives' there;
+ * the negatives' own hits are never reported but rival the character's likeness in the clip's
+ * aggregation, as another character's would. (`~` cannot start a character id.)
  */
 export const negativeKey = (characterId: string): string => `~neg~${characterId}`;
 /** The character whose negatives `key` holds, or undefined for a character's own key. */

@@ -326,7 +326,7 @@ export class Scanner {
         }
         for (const o of perChar.values()) {
           observe(o);
-          if (req.onEvidenceFrame) {
+          if (req.onEvidenceFrame && negativeOf(o.characterId) === undefined) {
             const sc = Math.max(o.keypoints?.score ?? 0, o.embedding?.score ?? 0);
             const prev = bestFrame.get(o.characterId);
             if (!prev || sc > prev.score) bestFrame.set(o.characterId, { score: sc, frame });
@@ -441,7 +441,10 @@ export function windowWinner(hits: SearchHit[]): SearchHit[] {
 
 /**
  * The hits of one frame without those of a character that are no stronger than the best hit of its
- * negative examples in the same frame, and without the negatives' own hits.
+ * negative examples in the same frame. The negatives' own hits stay, under their own keys: they are
+ * observed like a character's, never reported, and act as rivals in the clip's aggregation (a
+ * look-alike the owner marked as not theirs, seen strongly nearby, lowers the character's likeness
+ * as another registered character would).
  */
 function unlessNegated<T>(hits: T[], key: (h: T) => string, value: (h: T) => number): T[] {
   let negated: Map<string, number> | undefined;
@@ -451,9 +454,7 @@ function unlessNegated<T>(hits: T[], key: (h: T) => string, value: (h: T) => num
   }
   if (!negated) return hits;
   return hits.filter((h) => {
-    const k = key(h);
-    if (negativeOf(k) !== undefined) return false;
-    const n = negated!.get(k);
+    const n = negated!.get(key(h));
     return n === undefined || value(h) > n;
   });
 }
