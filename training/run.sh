@@ -8,6 +8,7 @@
 #   ID=kagami-descriptor-v4 training/run.sh   # v4 experiment: v2 with half the views framed as sliding windows (not shipped)
 #   ID=kagami-descriptor-v5 training/run.sh   # v5: v2 taught that a recolour is the same character (hue rotations, recolour pairs)
 #   ID=kagami-descriptor-v6 training/run.sh   # v6 (the default's float model): v2's data and loss, 3,000 steps (~1 h on one busy core)
+#   ID=kagami-descriptor-v7 training/run.sh   # v7 experiment: v2's recipe, 4,500 steps (not shipped: training/README.md)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -28,6 +29,7 @@ case "$ID" in
   kagami-descriptor-v4) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5; DEF_WINDOW=0.5 ;;
   kagami-descriptor-v5) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1000; DEF_REAL=0.5; DEF_HUE=0.3; DEF_RECOLOURS=--recolours-same ;;
   kagami-descriptor-v6) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=3000; DEF_REAL=0.5 ;;
+  kagami-descriptor-v7) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=4500; DEF_REAL=0.5 ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
