@@ -78,8 +78,8 @@ export type Env = z.infer<typeof EnvSchema>;
 
 /**
  * The model a library gets when KAGAMI_MODEL is unset and it has none yet: the trained descriptor
- * in its int8 form (7-bit weights), 1.3x faster per clip than the float one with the same accuracy
- * on the accuracy bench (models/README.md).
+ * (kagami-descriptor-v6) in its int8 form (7-bit weights); for v2 the int8 form was 1.3x faster per
+ * clip than the float one with the same accuracy on the accuracy bench (models/README.md).
  */
 export const DEFAULT_MODEL = 'kagami-descriptor-v6-int8';
 

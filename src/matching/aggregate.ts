@@ -1,4 +1,4 @@
-import { fuseFrame, type FusionParams, DEFAULT_FUSION } from './fuse';
+import { fuseFrame, verifiedScore, type FusionParams, DEFAULT_FUSION } from './fuse';
 import type { CharacterResult, Evidence, FrameObservation, Segment, Thresholds, Verdict } from './types';
 
 export interface AggregateParams {
@@ -186,11 +186,6 @@ export function withNearbyLikeness(observations: FrameObservation[], spanSec: nu
     }
     return best === o ? o : { ...o, embedding: best.embedding, likenessFrom: { frameIndex: best.frameIndex, timeSec: best.timeSec } };
   });
-}
-
-/** The frame's keypoint score when its keypoints verified (a copy's evidence), else 0. */
-function verifiedScore(o: FrameObservation): number {
-  return o.keypoints && o.keypoints.verified !== false ? o.keypoints.score : 0;
 }
 
 function evidenceOf(o: Neighbourly, s: number): Evidence {

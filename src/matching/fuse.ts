@@ -29,8 +29,13 @@ export function fuseFrame(o: Pick<FrameObservation, 'keypoints' | 'embedding'>, 
   const k = clamp01(o.keypoints?.score ?? 0);
   const e = clamp01(o.embedding?.score ?? 0);
   const fused = 1 - (1 - k) * (1 - p.embeddingWeight * e);
-  if (p.verifiedLift > 0 && k > 0 && o.keypoints!.verified !== false) return Math.max(fused, Math.min(1, p.embeddingWeight + p.verifiedLift * k));
+  if (p.verifiedLift > 0 && verifiedScore(o) > 0) return Math.max(fused, Math.min(1, p.embeddingWeight + p.verifiedLift * k));
   return fused;
+}
+
+/** The frame's keypoint score when its keypoints verified (a copy's evidence), else 0. */
+export function verifiedScore(o: Pick<FrameObservation, 'keypoints'>): number {
+  return o.keypoints && o.keypoints.verified !== false ? o.keypoints.score : 0;
 }
 
 /** Maps a raw cosine to [0,1] linearly between the model's `floor` (unrelated images) and `ceil` (same image). */
