@@ -53,6 +53,8 @@ const EnvSchema = z.object({
   KAGAMI_SCAN_THREADS: num(availableParallelism(), 1, 64),
   // Sliding windows of the likeness tier (default: the scanner's, DEFAULT_SCAN_OPTIONS.windows)
   KAGAMI_WINDOWS: windowsSpec,
+  // Windows up to this fraction of the frame height go through a crop model's dense form (one pass a window size over the frame) instead of one inference a crop; 0 none, 1 all
+  KAGAMI_DENSE_UP_TO: num(0, 0, 1),
   KAGAMI_MAX_IMAGE_PIXELS: num(40_000_000, 1, 1e9),
   // The service (kagami api / kagami worker)
   PORT: num(8080, 0, 65535),

@@ -1,6 +1,13 @@
 import type { RawImage } from '../media/types';
 import type { BackgroundBank } from './embedding/background-bank';
 
+/** A square region of an image, in its pixels. */
+export interface Region {
+  x: number;
+  y: number;
+  size: number;
+}
+
 /**
  * Turns images into L2-normalised vectors; cosine similarity (dot product) compares them.
  * Images must already be at inputWidth × inputHeight (RGB, or RGBA whose alpha is ignored).
@@ -24,6 +31,13 @@ export interface Embedder {
   backgroundBank?(): Promise<BackgroundBank>;
   /** One vector per image, in order. */
   embed(images: RawImage[]): Promise<Float32Array[]>;
+  /**
+   * Crop models with a dense form (manifest `dense`): one vector per square region of `frame`, as
+   * `embed` would give for the region's crop but with the region's surroundings in view; regions of
+   * one size share one pass of the network over the whole frame, scaled so that they measure the
+   * model's input size.
+   */
+  embedRegions?(frame: RawImage, regions: readonly Region[]): Promise<Float32Array[]>;
   /** Frees what it holds (an inference thread); it is not used afterwards. */
   dispose?(): Promise<void>;
 }

@@ -279,6 +279,20 @@ describe('bad input: clear message, exit 2, library untouched', () => {
     expect(good.code).toBe(1);
     expect(JSON.parse(good.stdout).matches.find((x: { characterId: string }) => x.characterId === 'hero-11')).toMatchObject({ verdict: 'match' });
   });
+
+  test('KAGAMI_DENSE_UP_TO=1 runs every window through the dense form and finds the same character; a bad value is a configuration error', async () => {
+    const bad = await kagami(['scan', '--library', lib, clips.a], { KAGAMI_DENSE_UP_TO: 'fast' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/KAGAMI_DENSE_UP_TO/);
+    const dense = await kagami(['scan', '--library', lib, '--json', '--min-score', '0', clips.a], { KAGAMI_DENSE_UP_TO: '1' });
+    const crops = await kagami(['scan', '--library', lib, '--json', '--min-score', '0', clips.a], { KAGAMI_DENSE_UP_TO: '0' });
+    expect(dense.code).toBe(1);
+    const [d, c] = [JSON.parse(dense.stdout), JSON.parse(crops.stdout)];
+    expect(d.matches[0]).toMatchObject({ characterId: 'hero-11', verdict: 'match' });
+    expect(temporalIoU(d.matches[0].segments[0], { startSec: 2, endSec: 6 })).toBeGreaterThan(0.8);
+    // The copy rests on its keypoints, so both ways give it the same verdict and segments.
+    expect(d.matches[0].segments).toEqual(c.matches[0].segments);
+  });
 });
 
 /** A grey PNG with the given header size whose pixel data is a few zero rows, deflated. */

@@ -19,6 +19,7 @@ import { modelFor, modelManifestPath, readEnv } from '../../config';
 import { addReferences, openLibrary } from '../../library/library';
 import { sampleFrames } from '../../media/ffmpeg';
 import { ReferenceSet } from '../../scan/reference-set';
+import { scanOptionsFromEnv } from '../../scan/options';
 import { DEFAULT_SCAN_OPTIONS, Scanner } from '../../scan/scanner';
 import { slidingWindows } from '../../scan/windows';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
@@ -155,7 +156,7 @@ async function main(argv: string[]): Promise<void> {
   const refs = await ReferenceSet.load(lib.store, embedder);
   const registered = [...refs.characters.keys()].sort();
   log(`library: ${registered.length} characters (${distractors.length} never shown), ${refs.references.size} references in ${sec(tLib)}${skipped.length ? `; skipped:\n  ${skipped.join('\n  ')}` : ''}`);
-  const scanner = new Scanner(embedder, refs, DEFAULT_SCAN_OPTIONS);
+  const scanner = new Scanner(embedder, refs, scanOptionsFromEnv(env));
 
   // --- clips: render two ahead of the scanner (ffmpeg runs beside the scan)
   const tGen = performance.now();

@@ -52,6 +52,20 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   await lib.store.close();
   const scanner = new Scanner(embedder, refs, DEFAULT_SCAN_OPTIONS);
   const inThread = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 1 });
+  // The other ways to run the windows (manifest `dense`): all as crops (one inference each), the
+  // smallest windows (a quarter of the frame height) or all through the dense form (one pass per
+  // window size); those that are not the default.
+  const passLabel = (upTo: number) =>
+    upTo === 0 ? 'all windows as crops, one inference each' : upTo === 1 ? 'all windows dense, one pass per window size' : `windows up to ${upTo} of the height dense, the rest as crops`;
+  const others = (embedder.embedRegions ? [0, 0.25, 1] : [])
+    .filter((upTo) => upTo !== DEFAULT_SCAN_OPTIONS.denseUpTo)
+    .map((upTo) => ({
+      upTo,
+      label: `${passLabel(upTo)} (KAGAMI_DENSE_UP_TO=${upTo})`,
+      scanner: new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, denseUpTo: upTo }),
+      times: [] as number[],
+      stages: newScanStages(),
+    }));
   let report: ScanReport = await scanner.scan({ file: clip, minScore: 0.35, top: 10 }); // warm-up (and the pool's threads)
   const report1 = await inThread.scan({ file: clip, minScore: 0.35, top: 10 });
   const same = JSON.stringify({ ...report, elapsedSec: 0 }) === JSON.stringify({ ...report1, elapsedSec: 0 });
@@ -97,6 +111,11 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
       t0 = now();
       await inThread.scan({ file: clip, minScore: 0.35, top: 10, stages: stages1 });
       direct1.push((now() - t0) / 1000);
+      for (const o of others) {
+        t0 = now();
+        await o.scanner.scan({ file: clip, minScore: 0.35, top: 10, stages: o.stages });
+        o.times.push((now() - t0) / 1000);
+      }
       queued.push(await viaQueue());
     }
   } finally {
@@ -106,6 +125,7 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     await rt.close();
   }
   await scanner.dispose();
+  for (const o of others) await o.scanner.dispose();
   await embedder.dispose();
   const found = report.matches.filter((m) => m.verdict !== 'clear').map((m) => m.characterId);
   table(
@@ -113,11 +133,17 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     [
       [`direct (Scanner.scan, as the CLI; ${DEFAULT_SCAN_OPTIONS.scanThreads} keypoint threads)`, p50(direct), p95(direct), 10 / p50(direct), 1],
       ['direct, keypoints in-thread (KAGAMI_SCAN_THREADS=1)', p50(direct1), p95(direct1), 10 / p50(direct1), p50(direct) / p50(direct1)],
+      ...others.map((o) => [`direct, ${o.label}`, p50(o.times), p95(o.times), 10 / p50(o.times), p50(direct) / p50(o.times)]),
       ['API + BullMQ + worker (POST /v1/scans?wait)', p50(queued), p95(queued), 10 / p50(queued), p50(direct) / p50(queued)],
     ],
   );
   out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')}); reports in-thread and pooled ${same ? 'identical' : 'DIFFER'}`);
   stageTable(stages1, stages, reps, DEFAULT_SCAN_OPTIONS.scanThreads);
+  if (others.length) {
+    const ms = (s: ScanStages) => ((s.crops + s.inference) / reps).toFixed(0);
+    const all = [{ upTo: DEFAULT_SCAN_OPTIONS.denseUpTo, stages }, ...others].sort((a, b) => a.upTo - b.upTo);
+    out(`  windows (crops + inference, ms a clip, main thread): ${all.map((o) => `KAGAMI_DENSE_UP_TO=${o.upTo} ${ms(o.stages)}`).join(', ')}`);
+  }
   ctx.summary.clip10sP50 = p50(direct);
   ctx.summary.realtimeX = 10 / p50(direct);
   ctx.summary.queueOverDirect = p50(direct) / p50(queued);
@@ -146,7 +172,7 @@ function stageTable(one: ScanStages, pooled: ScanStages, reps: number, threads: 
   const names: Array<[keyof ScanStages, string]> = [
     ['decodeWait', 'decode wait (ffmpeg)'],
     ['crops', 'window crops (JS)'],
-    ['inference', 'crop inference (onnxruntime)'],
+    ['inference', 'window inference (onnxruntime)'],
     ['windowSearch', 'window search (vector index)'],
     ['orbSubmit', 'luma + hand-off to the pool'],
     ['orb', 'ORB extraction (pool: wait for it)'],

@@ -13,6 +13,12 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/** One named input of a run: float32 or int64 values and their shape. */
+export interface Feed {
+  data: Float32Array | BigInt64Array;
+  dims: number[];
+}
+
 export class InferenceThread {
   private worker: Worker | undefined;
   private readonly pending = new Map<number, Pending>();
@@ -29,13 +35,18 @@ export class InferenceThread {
 
   /** One run of the session on a float32 input of `dims`; `data`'s buffer is transferred (detached here). */
   run(data: Float32Array, dims: number[]): Promise<{ data: Float32Array; dims: readonly number[] }> {
+    return this.runFeeds({ [this.input]: { data, dims } });
+  }
+
+  /** One run on named inputs (a model with several, e.g. an image and boxes); their buffers are transferred. */
+  runFeeds(feeds: Record<string, Feed>): Promise<{ data: Float32Array; dims: readonly number[] }> {
     if (this.closed) return Promise.reject(new Error('inference thread is closed'));
     const w = this.ensureWorker();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       w.ref();
-      w.postMessage({ id, data, dims }, [data.buffer as ArrayBuffer]);
+      w.postMessage({ id, feeds }, Object.values(feeds).map((f) => f.data.buffer as ArrayBuffer));
     });
   }
 
@@ -50,7 +61,7 @@ export class InferenceThread {
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
     const w = new Worker(compiledWorkerScript(__dirname, 'signals/embedding/inference-worker.js'), {
-      workerData: { model: this.model, threads: this.threads, input: this.input, output: this.output },
+      workerData: { model: this.model, threads: this.threads, output: this.output },
     });
     w.on('message', (m: { id: number; data?: Float32Array; dims?: number[]; error?: string }) => {
       const p = this.pending.get(m.id);

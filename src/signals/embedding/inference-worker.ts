@@ -10,14 +10,12 @@ import * as ort from 'onnxruntime-node';
 interface Init {
   model: Uint8Array;
   threads: number;
-  input: string;
   output: string;
 }
 
 interface Request {
   id: number;
-  data: Float32Array;
-  dims: number[];
+  feeds: Record<string, { data: Float32Array | BigInt64Array; dims: number[] }>;
 }
 
 const port = parentPort;
@@ -34,7 +32,13 @@ session.catch(() => undefined); // reported with the first request
 
 port.on('message', (m: Request) => {
   session
-    .then((s) => s.run({ [init.input]: new ort.Tensor('float32', m.data, m.dims) }, [init.output]))
+    .then((s) => {
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const [name, f] of Object.entries(m.feeds)) {
+        feeds[name] = f.data instanceof BigInt64Array ? new ort.Tensor('int64', f.data, f.dims) : new ort.Tensor('float32', f.data, f.dims);
+      }
+      return s.run(feeds, [init.output]);
+    })
     .then(
       (result) => {
         const out = result[init.output];

@@ -118,6 +118,24 @@ export const ModelManifestSchema = z
       .optional(),
     /** What the model expects to see: a whole frame (default) or a crop around one character. */
     usage: z.enum(['frame', 'crop']).optional(),
+    /**
+     * Crop models: the same network cut into a fully convolutional form (committed beside it), so a
+     * frame's windows of one size share one pass of the trunk: input `input` (1 × H × W × 3, any H and
+     * W, fed as `input` says), `rois` (R × 4 boxes x1, y1, x2, y2 in input pixels) and
+     * `batch_indices` (R, int64 zeros); output `output.name` (R × dimension). The frame is scaled so
+     * that a window measures `input.width` pixels; each box is pooled from the feature map of stride
+     * `stride` (RoiAlign, its sampling points on the cells' centres).
+     */
+    dense: z
+      .object({
+        file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'),
+        sha256: sha256Hex,
+        stride: z.number().int().positive(),
+        /** How it was derived from `file` (e.g. the script). */
+        recipe: z.string().min(1),
+      })
+      .strict()
+      .optional(),
     /** Cosine of unrelated images (score 0) and of the same character (score 1), measured for this model. */
     calibration: z
       .object({
@@ -162,6 +180,9 @@ export const ModelManifestSchema = z
       issue(['source'], 'a manifest needs exactly one of `source` (built locally), `download` (fetched) or `training` (committed)');
       return;
     }
+    if (m.dense && (m.usage !== 'crop' || !m.training || m.input.layout !== 'NHWC' || m.input.width !== m.input.height)) {
+      issue(['dense'], 'a dense form is for committed crop models with a square NHWC input');
+    }
     if (m.training) {
       if (!m.sha256) issue(['sha256'], 'trained models need sha256');
     } else if (m.source) {
@@ -188,6 +209,8 @@ export interface LoadedManifest extends ModelManifest {
   modelPath: string;
   /** Absolute path of the trust-on-first-use lock file (models folder + `<id>.lock.json`). */
   lockPath: string;
+  /** Absolute path of the dense form's ONNX file, when the manifest has one. */
+  densePath?: string;
 }
 
 export interface ManifestOptions {
@@ -209,6 +232,7 @@ export function parseManifest(json: unknown, manifestPath: string, opts: Manifes
     manifestPath: abs,
     modelPath: path.join(dir, r.data.file),
     lockPath: path.join(dir, `${r.data.id}.lock.json`),
+    ...(r.data.dense ? { densePath: path.join(dir, r.data.dense.file) } : {}),
   };
 }
 

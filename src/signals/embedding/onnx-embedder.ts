@@ -14,6 +14,7 @@ import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { KagamiError } from '../../errors';
 import type { RawImage } from '../../media/types';
+import type { Region } from '../embedder';
 import { buildModel } from '../../models/build';
 import { BackgroundBank, bankCacheFile } from './background-bank';
 import { InferenceThread } from './inference-thread';
@@ -87,6 +88,8 @@ export class OnnxEmbedder {
     readonly manifest: LoadedManifest,
     /** sha256 of the model file (checked against the manifest on load). */
     readonly sha256: string,
+    /** The dense form's session (manifest `dense`), in its own worker thread. */
+    private readonly denseRunner?: InferenceThread,
   ) {
     this.modelId = manifest.id;
     this.dimension = manifest.output.dimension;
@@ -97,7 +100,15 @@ export class OnnxEmbedder {
     if (this.calibration?.background && this.usage === 'crop') {
       this.backgroundBank = () => (this.bank ??= BackgroundBank.forEmbedder(this, bankCacheFile(manifest.modelPath, this.sha256)));
     }
+    if (denseRunner && manifest.dense) {
+      const runner = denseRunner;
+      const stride = manifest.dense.stride;
+      this.embedRegions = (frame, regions) => this.denseVectors(runner, stride, frame, regions);
+    }
   }
+
+  /** See Embedder.embedRegions (only for models whose manifest has a dense form). */
+  readonly embedRegions?: (frame: RawImage, regions: readonly Region[]) => Promise<Float32Array[]>;
 
   /** See Embedder.backgroundBank (only for crop models calibrated against the bank). */
   readonly backgroundBank?: () => Promise<BackgroundBank>;
@@ -157,7 +168,12 @@ export class OnnxEmbedder {
       await session.release();
     }
     const runner = new InferenceThread(new Uint8Array(bytes), threads, manifest.input.name, manifest.output.name);
-    return new OnnxEmbedder(runner, manifest, sha);
+    let dense: InferenceThread | undefined;
+    if (manifest.dense && manifest.densePath) {
+      const denseBytes = readPinned(manifest.densePath, manifest.dense.sha256, manifest.manifestPath);
+      dense = new InferenceThread(denseBytes, threads, manifest.input.name, manifest.output.name);
+    }
+    return new OnnxEmbedder(runner, manifest, sha, dense);
   }
 
   /** Bring an image to the model's input size with the manifest's resize policy (default: stretch). */
@@ -170,42 +186,96 @@ export class OnnxEmbedder {
     if (images.length === 0) return [];
     const w = this.inputWidth;
     const h = this.inputHeight;
-    const { mean, std, layout, channels, range } = this.manifest.input;
-    const pre = range === '0-1' ? 1 / 255 : 1;
-    const scale = std.map((s) => 1 / s);
-    const [c0, c1, c2] = channels === 'BGR' ? [2, 1, 0] : [0, 1, 2];
-    const [m0, m1, m2] = [mean[c0], mean[c1], mean[c2]];
-    const [k0, k1, k2] = [scale[c0], scale[c1], scale[c2]];
     const pixels = w * h;
     const data = new Float32Array(images.length * pixels * 3);
     images.forEach((img, n) => {
       if (img.width !== w || img.height !== h) {
         throw new Error(`image ${n} is ${img.width}x${img.height}, model ${this.modelId} needs ${w}x${h} (use prepare or resizeForModel)`);
       }
-      const ch = img.channels;
-      if ((ch !== 3 && ch !== 4) || img.data.length < pixels * ch) throw new Error(`image ${n}: bad pixel data`);
-      const src = img.data;
-      if (layout === 'NCHW') {
-        const p0 = n * pixels * 3;
-        const p1 = p0 + pixels;
-        const p2 = p1 + pixels;
-        for (let i = 0, s = 0; i < pixels; i++, s += ch) {
-          data[p0 + i] = (src[s + c0] * pre - m0) * k0;
-          data[p1 + i] = (src[s + c1] * pre - m1) * k1;
-          data[p2 + i] = (src[s + c2] * pre - m2) * k2;
-        }
-      } else {
-        let o = n * pixels * 3;
-        for (let i = 0, s = 0; i < pixels; i++, s += ch) {
-          data[o++] = (src[s + c0] * pre - m0) * k0;
-          data[o++] = (src[s + c1] * pre - m1) * k1;
-          data[o++] = (src[s + c2] * pre - m2) * k2;
-        }
-      }
+      this.feedPixels(img, data, n * pixels * 3, `image ${n}`);
     });
-    const dims = layout === 'NCHW' ? [images.length, 3, h, w] : [images.length, h, w, 3];
+    const dims = this.manifest.input.layout === 'NCHW' ? [images.length, 3, h, w] : [images.length, h, w, 3];
     const out = await this.runner.run(data, dims);
     return this.vectors(out.data, out.dims, images.length);
+  }
+
+  /** Writes `img`'s pixels into `data` from `offset` as the manifest's input wants them (layout, order, mean/std). */
+  private feedPixels(img: RawImage, data: Float32Array, offset: number, what: string): void {
+    const { mean, std, layout, channels, range } = this.manifest.input;
+    const pre = range === '0-1' ? 1 / 255 : 1;
+    const scale = std.map((s) => 1 / s);
+    const [c0, c1, c2] = channels === 'BGR' ? [2, 1, 0] : [0, 1, 2];
+    const [m0, m1, m2] = [mean[c0], mean[c1], mean[c2]];
+    const [k0, k1, k2] = [scale[c0], scale[c1], scale[c2]];
+    const pixels = img.width * img.height;
+    const ch = img.channels;
+    if ((ch !== 3 && ch !== 4) || img.data.length < pixels * ch) throw new Error(`${what}: bad pixel data`);
+    const src = img.data;
+    if (layout === 'NCHW') {
+      const p0 = offset;
+      const p1 = p0 + pixels;
+      const p2 = p1 + pixels;
+      for (let i = 0, s = 0; i < pixels; i++, s += ch) {
+        data[p0 + i] = (src[s + c0] * pre - m0) * k0;
+        data[p1 + i] = (src[s + c1] * pre - m1) * k1;
+        data[p2 + i] = (src[s + c2] * pre - m2) * k2;
+      }
+    } else {
+      let o = offset;
+      for (let i = 0, s = 0; i < pixels; i++, s += ch) {
+        data[o++] = (src[s + c0] * pre - m0) * k0;
+        data[o++] = (src[s + c1] * pre - m1) * k1;
+        data[o++] = (src[s + c2] * pre - m2) * k2;
+      }
+    }
+  }
+
+  /**
+   * The dense form's vectors of `regions`: per region size, the frame scaled (sharp, the references'
+   * lanczos3) so that the region measures the input's side, one run over it, and one box per region
+   * on the feature map. Boxes are moved up and left by half a cell: RoiAlign samples at box start +
+   * (i + 0.5) cells, and a cell's value sits at its integer index, so this puts every sample of a
+   * cell-aligned box on a cell (the crop's own pooling, exactly, up to the surroundings in view).
+   */
+  private async denseVectors(runner: InferenceThread, stride: number, frame: RawImage, regions: readonly Region[]): Promise<Float32Array[]> {
+    const side = this.inputWidth;
+    const bySize = new Map<number, number[]>();
+    regions.forEach((r, i) => {
+      if (!(r.size > 0)) throw new Error(`region ${i} has size ${r.size}`);
+      const list = bySize.get(r.size) ?? [];
+      list.push(i);
+      bySize.set(r.size, list);
+    });
+    const out: Float32Array[] = new Array(regions.length);
+    const half = stride / 2;
+    await Promise.all(
+      [...bySize].map(async ([size, idx]) => {
+        const f = side / size;
+        const w = Math.max(side, Math.round(frame.width * f));
+        const h = Math.max(side, Math.round(frame.height * f));
+        const scaled = await resizeRaw(frame, w, h);
+        const data = new Float32Array(w * h * 3);
+        this.feedPixels(scaled, data, 0, 'frame');
+        const fx = w / frame.width;
+        const fy = h / frame.height;
+        const rois = new Float32Array(idx.length * 4);
+        idx.forEach((i, n) => {
+          const r = regions[i];
+          rois[n * 4] = r.x * fx - half;
+          rois[n * 4 + 1] = r.y * fy - half;
+          rois[n * 4 + 2] = (r.x + r.size) * fx - half;
+          rois[n * 4 + 3] = (r.y + r.size) * fy - half;
+        });
+        const res = await runner.runFeeds({
+          [this.manifest.input.name]: { data, dims: [1, h, w, 3] },
+          rois: { data: rois, dims: [idx.length, 4] },
+          batch_indices: { data: new BigInt64Array(idx.length), dims: [idx.length] },
+        });
+        const vectors = this.vectors(res.data, res.dims, idx.length);
+        idx.forEach((i, n) => (out[i] = vectors[n]));
+      }),
+    );
+    return out;
   }
 
   /** Pick (pool) one vector per image out of the output tensor, L2-normalising when the model does not. */
@@ -244,7 +314,7 @@ export class OnnxEmbedder {
   }
 
   async dispose(): Promise<void> {
-    await this.runner.close();
+    await Promise.all([this.runner.close(), this.denseRunner?.close()]);
   }
 }
 
@@ -299,4 +369,31 @@ export async function resizeForModel(
     .toBuffer({ resolveWithObject: true });
   if (info.channels !== 3 || info.width !== w || info.height !== h) throw new Error('unexpected resize result');
   return { width: w, height: h, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+}
+
+/** An RGB(A) image stretched to w x h RGB (sharp, lanczos3: the filter that prepares the references). */
+async function resizeRaw(image: RawImage, w: number, h: number): Promise<RawImage> {
+  if (image.width === w && image.height === h && image.channels === 3) return image;
+  const { data, info } = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: image.channels } })
+    .removeAlpha()
+    .resize(w, h, { fit: 'fill' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || info.width !== w || info.height !== h) throw new Error('unexpected resize result');
+  return { width: w, height: h, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+}
+
+/** A committed file's bytes, refused when its sha256 is not the manifest's. */
+function readPinned(file: string, sha256: string, manifestPath: string): Uint8Array {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    throw new KagamiError('model_missing', `model file ${file} (named by ${manifestPath}) cannot be read: ${(e as Error).message}`, 500);
+  }
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  if (sha !== sha256) {
+    throw new KagamiError('model_checksum', `model file ${file} has sha256 ${sha}, manifest ${manifestPath} expects ${sha256}; refusing to use it`, 500);
+  }
+  return new Uint8Array(bytes);
 }

@@ -1,0 +1,54 @@
+"""Derives the dense (fully convolutional) form of a committed crop descriptor (manifest `dense`).
+
+The descriptor is trunk -> 1x1 conv -> GeM (ReduceMean of x^p over the whole 8x8 map) -> linear -> L2.
+Its dense form runs the same nodes on a frame of any size and replaces the ReduceMean with a RoiAlign
+(mode avg, one output bin, 8x8 samples, spatial scale 1/stride) over boxes given as a second input,
+so every window of one size in a frame is pooled from one pass of the trunk instead of one pass per
+crop. Weights, quantisation and the head are untouched; only the input's spatial dimensions become
+symbolic. The product feeds the boxes (onnx-embedder.ts, denseVectors).
+
+usage: python3 training/dense.py models/<id>.onnx models/<id>-dense.onnx
+"""
+import sys
+
+import onnx
+from onnx import TensorProto, helper
+
+
+def main(src: str, dst: str, stride: int = 16, cells: int = 8) -> None:
+    model = onnx.load(src)
+    graph = model.graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    # 1 x H x W x 3 (NHWC): one frame at a time, any size.
+    dims[0].dim_param = 'one'
+    for i, name in ((1, 'H'), (2, 'W')):
+        dims[i].ClearField('dim_value')
+        dims[i].dim_param = name
+    del graph.value_info[:]  # shapes inferred for 128x128 no longer hold
+    pools = [i for i, n in enumerate(graph.node) if n.op_type == 'ReduceMean']
+    if len(pools) != 1:
+        raise SystemExit(f'{src}: expected one ReduceMean (the GeM pooling), found {len(pools)}')
+    at = pools[0]
+    pool = graph.node[at]
+    axes = [a for a in pool.attribute if a.name == 'axes']
+    if not axes or list(axes[0].ints) != [2, 3]:
+        raise SystemExit(f'{src}: the ReduceMean does not pool over H and W')
+    x, y = pool.input[0], pool.output[0]
+    roi = helper.make_node('RoiAlign', [x, 'rois', 'batch_indices'], [y + '_roi'], mode='avg', output_height=1,
+                           output_width=1, sampling_ratio=cells, spatial_scale=1.0 / stride)
+    flat = helper.make_node('Flatten', [y + '_roi'], [y], axis=1)
+    graph.node.remove(pool)
+    graph.node.insert(at, flat)
+    graph.node.insert(at, roi)
+    graph.input.append(helper.make_tensor_value_info('rois', TensorProto.FLOAT, ['R', 4]))
+    graph.input.append(helper.make_tensor_value_info('batch_indices', TensorProto.INT64, ['R']))
+    graph.output[0].type.tensor_type.shape.dim[0].dim_param = 'R'
+    onnx.checker.check_model(model)
+    onnx.save(model, dst)
+    print(f'{dst}: RoiAlign (stride {stride}, {cells}x{cells} samples) in place of the global pooling')
+
+
+if __name__ == '__main__':
+    if len(sys.argv) != 3:
+        raise SystemExit('usage: python3 training/dense.py SRC.onnx DST.onnx')
+    main(sys.argv[1], sys.argv[2])
