@@ -248,6 +248,7 @@ export class Scanner {
     // search beam, not k, sets the cost of the search itself).
     const kw = this.opts.windowWinnerOnly && !(bank && margin) ? 1 : k;
     const out: LikenessHit[][] = [];
+    const embedRegions = this.embedder.embedRegions?.bind(this.embedder);
     for (const frame of batch) {
       const framed = frameWindows(frame.width, frame.height, this.opts.windows, frame.index);
       if (!framed.length) {
@@ -255,11 +256,10 @@ export class Scanner {
         continue;
       }
       // Windows up to denseUpTo of the frame height through the dense form (when the model has one), first; the rest as crops.
-      const embedRegions = this.embedder.embedRegions?.bind(this.embedder);
       const limit = embedRegions ? this.opts.denseUpTo * frame.height + 0.5 : 0;
       const viaDense = framed.filter((w) => w.size <= limit);
-      const viaCrops = viaDense.length ? framed.filter((w) => w.size > limit) : framed;
-      const windows = viaDense.length ? [...viaDense, ...viaCrops] : framed;
+      const viaCrops = framed.filter((w) => w.size > limit);
+      const windows = [...viaDense, ...viaCrops];
       const all = viaDense.length ? await timed(st, 'inference', () => embedRegions!(frame, viaDense)) : [];
       const crops = viaCrops.length ? timedSync(st, 'crops', () => cropWindows(frame, viaCrops, this.embedder.inputWidth, this.embedder.inputHeight)) : [];
       for (let i = 0; i < crops.length; i += 64) all.push(...(await timed(st, 'inference', () => this.embedder.embed(crops.slice(i, i + 64)))));

@@ -6,6 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import type { Feed } from './inference-thread';
 
 interface Init {
   model: Uint8Array;
@@ -15,7 +16,7 @@ interface Init {
 
 interface Request {
   id: number;
-  feeds: Record<string, { data: Float32Array | BigInt64Array; dims: number[] }>;
+  feeds: Record<string, Feed>;
 }
 
 const port = parentPort;
