@@ -14,7 +14,7 @@ import { aggregateClip, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } f
 import { calibrateCosine } from '../matching/fuse';
 import type { Box, FrameObservation, Verdict } from '../matching/types';
 import type { Embedder } from '../signals/embedder';
-import { extractFrameFeatures, type KeypointSet } from '../signals/keypoints';
+import { extractFrameFeatures, frameLuma, type KeypointSet } from '../signals/keypoints';
 import { ExtractPool, type PooledKeypointSet } from '../signals/keypoints/extract-pool';
 import type { SearchHit } from '../signals/embedding/exact-index';
 import { cropWindows, frameWindows, type WindowScale } from './windows';
@@ -205,6 +205,23 @@ export class Scanner {
     pool?: ExtractPool,
   ) {
     this.pool = pool ?? (opts.scanThreads > 1 ? new ExtractPool(opts.scanThreads) : undefined);
+  }
+
+  /**
+   * Runs every part of a scan once on a small synthetic frame, so that the first clip does not pay
+   * for starting them: the keypoint pool's threads and their OpenCV, the model's first inferences
+   * (crops and, when used, the dense form) and the first keypoint query. Results are discarded.
+   */
+  async warmUp(): Promise<void> {
+    const frame = warmUpFrame(this.embedder.inputWidth * 2, this.embedder.inputHeight * 2);
+    const kpOpts = { maxKeypoints: this.opts.maxKeypoints };
+    const keypoints = this.pool ? this.pool.warmUp(frameLuma(frame)) : extractFrameFeatures(frame, kpOpts);
+    if (this.embedder.usage === 'crop') {
+      const windows = [{ x: 0, y: 0, size: frame.height }];
+      await this.embedder.embed(cropWindows(frame, windows, this.embedder.inputWidth, this.embedder.inputHeight));
+      if (this.embedder.embedRegions && this.opts.denseUpTo > 0) await this.embedder.embedRegions(frame, windows);
+    } else await this.embedder.embed([await this.embedder.prepare(frame)]);
+    this.refs.keypoints.query(await keypoints);
   }
 
   /** Ends the keypoint pool's threads (the embedder is the caller's). */
@@ -449,6 +466,20 @@ export class Scanner {
       elapsedSec: round4((performance.now() - t0) / 1000),
     };
   }
+}
+
+/** A deterministic RGB frame with corners and edges everywhere (blocks of pseudo-random grey levels), for warm-ups. */
+function warmUpFrame(width: number, height: number): Frame {
+  const data = Buffer.alloc(width * height * 3);
+  let r = 12345;
+  for (let by = 0; by < height; by += 8) {
+    for (let bx = 0; bx < width; bx += 8) {
+      r = (r * 1103515245 + 12345) >>> 0;
+      const v = r >>> 24;
+      for (let y = by; y < Math.min(height, by + 8); y++) data.fill(v, (y * width + bx) * 3, (y * width + Math.min(width, bx + 8)) * 3);
+    }
+  }
+  return { data, width, height, channels: 3, index: 0, timeSec: 0 };
 }
 
 /** Of one window's nearest references (in any order), those under the key of the most similar one. */

@@ -104,8 +104,11 @@ export async function startApi(rt: Runtime, port: number): Promise<{ server: Ser
   };
 }
 
-/** Starts the job workers plus the timers that keep references current and recover lost jobs. */
-export function startWorker(rt: Runtime): { close(): Promise<void> } {
+/**
+ * Starts the job workers plus the timers that keep references current and recover lost jobs, and
+ * warms the scanner up (`ready` settles when it is; a job arriving before waits for the same load).
+ */
+export function startWorker(rt: Runtime): { ready: Promise<void>; close(): Promise<void> } {
   const svc = rt.service;
   const scanSeconds = new client.Histogram({ name: 'kagami_scan_seconds', help: 'Scan duration', buckets: [0.5, 1, 2, 5, 10, 30, 120, 600], registers: [] });
   const workers = rt.queues.startWorkers(
@@ -147,10 +150,18 @@ export function startWorker(rt: Runtime): { close(): Promise<void> } {
   const timers = [every(rt.env.KAGAMI_REFRESH_MS, () => svc.refreshReferences()), every(rt.env.KAGAMI_RECONCILE_MS, () => svc.reconcile())];
   void svc.reconcile().catch(() => undefined);
   rt.log.info({ concurrency: rt.env.KAGAMI_WORKER_CONCURRENCY }, 'worker started');
+  const t0 = performance.now();
+  // A failed warm-up is only logged: the first job loads the engine again and reports its error.
+  const ready = svc.warmUp().then(
+    () => rt.log.info({ ms: Math.round(performance.now() - t0) }, 'worker warmed up'),
+    (e: unknown) => rt.log.warn({ err: (e as Error).message }, 'warm-up failed'),
+  );
   return {
+    ready,
     close: async () => {
       stopping = true;
       for (const t of timers) clearInterval(t);
+      await ready;
       await workers.close();
     },
   };

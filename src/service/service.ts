@@ -466,6 +466,14 @@ export class KagamiService {
   }
 
   /** Keeps the worker's in-memory references current between scans, and follows a library moved to another model. */
+  /**
+   * Loads the model and references and runs each part of a scan once, so that a worker's first job
+   * is as fast as the next (it would otherwise load them and start the keypoint threads itself).
+   */
+  async warmUp(): Promise<void> {
+    await this.engines.use(({ scanner }) => scanner.warmUp());
+  }
+
   async refreshReferences(): Promise<void> {
     await this.engines.refresh();
   }

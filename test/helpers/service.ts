@@ -25,6 +25,7 @@ export async function startTestService(schema: string, vars: Record<string, stri
   const rt = await createRuntime(env, { store, queuePrefix: `test-${schema}` });
   const api = await startApi(rt, 0);
   const worker = startWorker(rt);
+  await worker.ready; // the engine loaded and warmed up, as a deployed worker's before its first job
   return {
     rt,
     store,

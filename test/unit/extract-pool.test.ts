@@ -15,7 +15,7 @@ import type { RawImage } from '../../src/media/types';
 import { ReferenceSet } from '../../src/scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanRequest } from '../../src/scan/scanner';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
-import { extractFrameFeatures, type KeypointSet } from '../../src/signals/keypoints';
+import { extractFrameFeatures, frameLuma, type KeypointSet } from '../../src/signals/keypoints';
 import { ExtractPool } from '../../src/signals/keypoints/extract-pool';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip } from '../helpers/synthetic-video';
@@ -55,6 +55,20 @@ describe('ExtractPool', () => {
         expectSameSet(own, pooled[i]);
         expect(pooled[i].workerMs).toBeGreaterThan(0);
       }
+    }
+  });
+
+  test('warmUp starts every worker and gives the frame\'s in-thread KeypointSet', async () => {
+    const fresh = new ExtractPool(2);
+    try {
+      expect(fresh.started).toBe(0);
+      const f = await frame(7, 320, 240);
+      const own = await extractFrameFeatures(f);
+      expect(own.count).toBeGreaterThan(50);
+      expectSameSet(own, await fresh.warmUp(frameLuma(f)));
+      expect(fresh.started).toBe(2);
+    } finally {
+      await fresh.close();
     }
   });
 
@@ -129,6 +143,21 @@ describe('Scanner with keypoint threads', () => {
     } finally {
       await one.dispose();
       await two.dispose();
+    }
+  });
+
+  test('a warmed-up scanner gives the report of a cold one', async () => {
+    const cold = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2 });
+    const warm = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2 });
+    try {
+      const a = await cold.scan({ file: clip, minScore: 0, top: 10 });
+      await warm.warmUp();
+      const b = await warm.scan({ file: clip, minScore: 0, top: 10 });
+      expect(a.matches.length).toBeGreaterThan(0);
+      expect({ ...b, elapsedSec: 0 }).toEqual({ ...a, elapsedSec: 0 });
+    } finally {
+      await cold.dispose();
+      await warm.dispose();
     }
   });
 

@@ -87,6 +87,9 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   const rt = await createRuntime(env, { queuePrefix: `bench-${process.pid}` });
   const api = await startApi(rt, 0);
   const worker = startWorker(rt);
+  const tWarm = now();
+  await worker.ready;
+  const warmUpS = (now() - tWarm) / 1000;
   const { key } = await createApiKey(rt.store, `Bench ${process.pid}-${Date.now()}`, 'platform');
   const base = `http://127.0.0.1:${api.port}`;
   const viaQueue = async (): Promise<number> => {
@@ -101,8 +104,9 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     return (now() - t0) / 1000;
   };
   const queued: number[] = [];
+  let firstJob = NaN;
   try {
-    await viaQueue(); // warm-up (worker loads model + library)
+    firstJob = await viaQueue(); // the worker's first job, after its warm-up (startWorker)
     for (let r = 0; r < reps; r++) {
       // interleave so both see the same load
       let t0 = now();
@@ -138,6 +142,7 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     ],
   );
   out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')}); reports in-thread and pooled ${same ? 'identical' : 'DIFFER'}`);
+  out(`  worker: model, references and warm-up ${warmUpS.toFixed(2)} s at start; its first job ${firstJob.toFixed(2)} s, later ones ${p50(queued).toFixed(2)} s p50`);
   stageTable(stages1, stages, reps, DEFAULT_SCAN_OPTIONS.scanThreads);
   if (others.length) {
     const ms = (s: ScanStages) => ((s.crops + s.inference) / reps).toFixed(0);

@@ -49,6 +49,11 @@ export class ExtractPool {
     if (!Number.isInteger(size) || size < 1) throw new Error(`keypoint pool size must be a positive integer, got ${size}`);
   }
 
+  /** Worker threads running now (started on first use or by warmUp, at most `size`). */
+  get started(): number {
+    return this.slots.length;
+  }
+
   /** ORB features of a frame, as extractFrameFeatures gives them. */
   extract(frame: RawImage, opts: FrameFeatureOptions = {}): Promise<PooledKeypointSet> {
     let gray: GrayImage;
@@ -67,6 +72,15 @@ export class ExtractPool {
       this.queue.push({ id: this.nextId++, gray, opts, resolve, reject });
       this.pump();
     });
+  }
+
+  /**
+   * Starts every worker and has each extract the keypoints of `gray` once (their OpenCV load and
+   * first ORB, ~0.3-0.5 s each, then happen before the first real frame). Resolves with the features.
+   */
+  async warmUp(gray: GrayImage): Promise<KeypointSet> {
+    const sets = await Promise.all(Array.from({ length: this.size }, () => this.extractGray({ ...gray, data: gray.data.slice() })));
+    return sets[0];
   }
 
   /** Ends the workers; queued and running frames are rejected. */
