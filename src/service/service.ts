@@ -465,7 +465,6 @@ export class KagamiService {
     await this.engines.close();
   }
 
-  /** Keeps the worker's in-memory references current between scans, and follows a library moved to another model. */
   /**
    * Loads the model and references and runs each part of a scan once, so that a worker's first job
    * is as fast as the next (it would otherwise load them and start the keypoint threads itself).
@@ -474,6 +473,7 @@ export class KagamiService {
     await this.engines.use(({ scanner }) => scanner.warmUp());
   }
 
+  /** Keeps the worker's in-memory references current between scans, and follows a library moved to another model. */
   async refreshReferences(): Promise<void> {
     await this.engines.refresh();
   }
