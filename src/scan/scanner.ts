@@ -215,7 +215,7 @@ export class Scanner {
   async warmUp(): Promise<void> {
     const frame = warmUpFrame(this.embedder.inputWidth * 2, this.embedder.inputHeight * 2);
     const kpOpts = { maxKeypoints: this.opts.maxKeypoints };
-    const keypoints = this.pool ? this.pool.warmUp(frameLuma(frame)) : extractFrameFeatures(frame, kpOpts);
+    const keypoints = this.pool ? this.pool.warmUp(frameLuma(frame), kpOpts) : extractFrameFeatures(frame, kpOpts);
     if (this.embedder.usage === 'crop') {
       const windows = [{ x: 0, y: 0, size: frame.height }];
       await this.embedder.embed(cropWindows(frame, windows, this.embedder.inputWidth, this.embedder.inputHeight));

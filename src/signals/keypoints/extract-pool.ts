@@ -78,8 +78,8 @@ export class ExtractPool {
    * Starts every worker and has each extract the keypoints of `gray` once (their OpenCV load and
    * first ORB, ~0.3-0.5 s each, then happen before the first real frame). Resolves with the features.
    */
-  async warmUp(gray: GrayImage): Promise<KeypointSet> {
-    const sets = await Promise.all(Array.from({ length: this.size }, () => this.extractGray({ ...gray, data: gray.data.slice() })));
+  async warmUp(gray: GrayImage, opts: FrameFeatureOptions = {}): Promise<KeypointSet> {
+    const sets = await Promise.all(Array.from({ length: this.size }, () => this.extractGray({ ...gray, data: gray.data.slice() }, opts)));
     return sets[0];
   }
 
