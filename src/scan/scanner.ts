@@ -17,6 +17,7 @@ import type { Embedder } from '../signals/embedder';
 import { extractFrameFeatures, frameLuma, type KeypointSet } from '../signals/keypoints';
 import { ExtractPool, type PooledKeypointSet } from '../signals/keypoints/extract-pool';
 import type { SearchHit } from '../signals/embedding/exact-index';
+import { mulberry32 } from '../synthetic/art';
 import { cropWindows, frameWindows, type WindowScale } from './windows';
 import { negativeOf, type ReferenceSet } from './reference-set';
 
@@ -471,11 +472,10 @@ export class Scanner {
 /** A deterministic RGB frame with corners and edges everywhere (blocks of pseudo-random grey levels), for warm-ups. */
 function warmUpFrame(width: number, height: number): Frame {
   const data = Buffer.alloc(width * height * 3);
-  let r = 12345;
+  const r = mulberry32(12345);
   for (let by = 0; by < height; by += 8) {
     for (let bx = 0; bx < width; bx += 8) {
-      r = (r * 1103515245 + 12345) >>> 0;
-      const v = r >>> 24;
+      const v = Math.floor(r() * 256);
       for (let y = by; y < Math.min(height, by + 8); y++) data.fill(v, (y * width + bx) * 3, (y * width + Math.min(width, bx + 8)) * 3);
     }
   }
