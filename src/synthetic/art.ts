@@ -16,22 +16,11 @@
  */
 import sharp from 'sharp';
 import type { RawImage } from '../media/types';
+import { mulberry32, type Rng } from '../random';
 
 // ----------------------------------------------------------------------------- PRNG
 
-export type Rng = () => number;
-
-/** mulberry32: small, fast, good enough for test art. Returns floats in [0, 1). */
-export function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32, type Rng };
 
 const rnd = (r: Rng, lo: number, hi: number): number => lo + (hi - lo) * r();
 const rint = (r: Rng, lo: number, hi: number): number => Math.floor(rnd(r, lo, hi + 1));

@@ -34,6 +34,8 @@
  * 256 bits), they can only miss a neighbour.
  */
 
+import { mulberry32 } from '../../random';
+
 /** The part of the WebAssembly API used here (lib "ES2022" does not declare it; Node 20 has it). */
 interface WasmMemory {
   readonly buffer: ArrayBuffer;
@@ -586,14 +588,7 @@ export class DescriptorIndex {
  * bit used about tables * keyBits / 256 times, never twice in one key).
  */
 function assignBits(m: number, L: number, seed: number): Uint8Array[] {
-  let s = seed >>> 0;
-  const rnd = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rnd = mulberry32(seed);
   const shuffled = (): number[] => {
     const a = Array.from({ length: 256 }, (_, i) => i);
     for (let i = 255; i > 0; i--) {

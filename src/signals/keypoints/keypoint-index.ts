@@ -64,6 +64,7 @@ import type { Box, KeypointSet } from './features';
 import { DESCRIPTOR_BYTES } from './features';
 import { compareAppearance } from './appearance';
 import { DescriptorIndex } from './descriptor-index';
+import { mulberry32 } from '../../random';
 
 export interface SimilarityTransform {
   /** Uniform scale: frame pixels per reference pixel. */
@@ -876,15 +877,4 @@ function projectBox(T: SimilarityTransform, b: Box): Box {
     y1 = Math.max(y1, v);
   }
   return { x: x0, y: y0, width: x1 - x0, height: y1 - y0 };
-}
-
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
