@@ -7,8 +7,14 @@ so every window of one size in a frame is pooled from one pass of the trunk inst
 crop. Weights, quantisation and the head are untouched; only the input's spatial dimensions become
 symbolic. The product feeds the boxes (onnx-embedder.ts, denseVectors).
 
-usage: python3 training/dense.py models/<id>.onnx models/<id>-dense.onnx
+usage: python3 training/dense.py models/<id>.onnx models/<id>-dense.onnx [models/<id>.json [UP_TO]]
+With a manifest, its `dense` section is (re)written: the file, its sha256, the stride, this recipe,
+and UP_TO (the share of the windows that go through the dense form by default: 1 for a model
+trained to see past its windows' edges; omitted: none).
 """
+import hashlib
+import json
+import os
 import sys
 
 import onnx
@@ -48,7 +54,31 @@ def main(src: str, dst: str, stride: int = 16, cells: int = 8) -> None:
     print(f'{dst}: RoiAlign (stride {stride}, {cells}x{cells} samples) in place of the global pooling')
 
 
+def write_manifest(manifest: str, src: str, dst: str, up_to: str | None, stride: int = 16) -> None:
+    """Puts the dense form's section into the crop model's manifest, right after `usage`."""
+    m = json.load(open(manifest))
+    if os.path.dirname(os.path.abspath(dst)) != os.path.dirname(os.path.abspath(manifest)):
+        raise SystemExit(f'{dst}: the dense form goes beside its manifest {manifest}')
+    recipe = f'python3 training/dense.py {src} {dst} {manifest}' + (f' {up_to}' if up_to is not None else '')
+    dense = {'file': os.path.basename(dst), 'sha256': hashlib.sha256(open(dst, 'rb').read()).hexdigest(), 'stride': stride, 'recipe': recipe}
+    if up_to is not None:
+        dense['upTo'] = float(up_to) if '.' in up_to else int(up_to)
+    out = {}
+    for k, v in m.items():
+        if k != 'dense':
+            out[k] = v
+        if k == 'usage':
+            out['dense'] = dense
+    if 'dense' not in out:
+        out['dense'] = dense
+    with open(manifest, 'w') as f:
+        f.write(json.dumps(out, indent=2, ensure_ascii=False) + '\n')
+    print(f'{manifest}: dense section written (sha256 {dense["sha256"]})')
+
+
 if __name__ == '__main__':
-    if len(sys.argv) != 3:
-        raise SystemExit('usage: python3 training/dense.py SRC.onnx DST.onnx')
+    if len(sys.argv) not in (3, 4, 5):
+        raise SystemExit('usage: python3 training/dense.py SRC.onnx DST.onnx [MANIFEST.json [UP_TO]]')
     main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) >= 4:
+        write_manifest(sys.argv[3], sys.argv[1], sys.argv[2], sys.argv[4] if len(sys.argv) == 5 else None)

@@ -29,6 +29,7 @@ from PIL import Image, ImageFilter, ImageEnhance
 import mnv2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CELL = 16  # the trunk's output stride: one cell of its feature map, in input pixels
 
 # Held-out look-alike families of each real art source (never trained on): evaluation only.
 HELDOUT = {
@@ -150,11 +151,17 @@ def colour_jitter(im, rng, k, recolour=False):
     return out
 
 
-def view(sprite, rng, bgs, S=128, strong=True, window=False, recolour=False):
+def view(sprite, rng, bgs, S=128, strong=True, window=False, recolour=False, context=0, neighbours=None):
     """One augmented crop around the character: S x S RGB uint8. `window`: framed as the scanner's
     sliding windows see a character (40-105 % of the window side, off-centre by up to a quarter of
     it, so at times cut by the window's edge) instead of roughly centred at 55-95 %. `recolour`: a
-    large hue rotation (colour_jitter)."""
+    large hue rotation (colour_jitter).
+
+    `context` > 0: the S x S box is one of a larger scene, (S + CELL * context) px square, at a
+    random whole-cell offset (0..context cells each way), as a window is part of the frame the dense
+    form runs over: what the crop would cut off (the rest of the character, its background, with
+    `neighbours` at times another character) stays in view around the box, and the degradations
+    (resolution, blur, noise, JPEG) apply to the whole scene. Returns (scene, (ox, oy) in cells)."""
     k = 1.0 if strong else 0.5
     im = sprite
     if rng.random() < 0.5:
@@ -168,18 +175,31 @@ def view(sprite, rng, bgs, S=128, strong=True, window=False, recolour=False):
     sc = side / max(w, h)
     nw, nh = max(4, round(w * sc)), max(4, round(h * sc))
     im = im.resize((nw, nh), Image.NEAREST if rng.random() < 0.3 else Image.BILINEAR)
-    canvas = background(rng, bgs, S)
+    C, ox, oy = S, 0, 0
+    if context:
+        C = S + CELL * context
+        ox, oy = rng.randint(0, context), rng.randint(0, context)
+    canvas = background(rng, bgs, C)
     j = 0.25 * S if window else 0.12 * k * S
-    x = int((S - nw) / 2 + rng.uniform(-j, j))
-    y = int((S - nh) / 2 + rng.uniform(-j, j))
+    x = ox * CELL + int((S - nw) / 2 + rng.uniform(-j, j))
+    y = oy * CELL + int((S - nh) / 2 + rng.uniform(-j, j))
+    if context and neighbours and rng.random() < 0.3:  # another character nearby, centred outside the box
+        other = rng.choice(neighbours)
+        other = other['frames'][rng.randrange(len(other['frames']))]['img']
+        sc2 = S * rng.uniform(0.4, 0.9) / max(other.size)
+        other = other.resize((max(4, round(other.size[0] * sc2)), max(4, round(other.size[1] * sc2))), Image.BILINEAR)
+        side = rng.choice(('left', 'right', 'top', 'bottom'))
+        cx = {'left': ox * CELL, 'right': ox * CELL + S}.get(side, ox * CELL + rng.uniform(0, S))
+        cy = {'top': oy * CELL, 'bottom': oy * CELL + S}.get(side, oy * CELL + rng.uniform(0, S))
+        canvas.paste(other, (int(cx - other.size[0] / 2), int(cy - other.size[1] / 2)), other)
     canvas.paste(im, (x, y), im)
     if strong and rng.random() < 0.3:  # occluder: a patch of another background over part of the character
         ow, oh = int(nw * rng.uniform(0.25, 0.6)), int(nh * rng.uniform(0.25, 0.6))
         occ = background(rng, bgs, max(ow, oh)).crop((0, 0, ow, oh))
         canvas.paste(occ, (x + rng.randrange(max(1, nw - ow)), y + rng.randrange(max(1, nh - oh))))
     if rng.random() < 0.35:  # small on screen: lose resolution
-        s = int(S * rng.uniform(0.3, 0.65))
-        canvas = canvas.resize((s, s), Image.BILINEAR).resize((S, S), Image.BILINEAR)
+        s = int(C * rng.uniform(0.3, 0.65))
+        canvas = canvas.resize((s, s), Image.BILINEAR).resize((C, C), Image.BILINEAR)
     if rng.random() < 0.3:
         canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.3) * k))
     a = np.asarray(canvas, dtype=np.float32)
@@ -190,7 +210,8 @@ def view(sprite, rng, bgs, S=128, strong=True, window=False, recolour=False):
         buf = io.BytesIO()
         canvas.save(buf, 'JPEG', quality=rng.randrange(25 if strong else 50, 90))
         canvas = Image.open(io.BytesIO(buf.getvalue())).convert('RGB')
-    return np.asarray(canvas, dtype=np.uint8)
+    a = np.asarray(canvas, dtype=np.uint8)
+    return (a, (ox, oy)) if context else a
 
 
 def reference_view(sprite, S):
@@ -218,12 +239,61 @@ class Descriptor(nn.Module):
         self.proj = nn.Linear(hidden, dim)
         self.p = p
 
-    def head(self, f):
-        x = self.expand(f).clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
-        return F.normalize(self.proj(x), dim=1)
+    def head(self, f, boxes=None, cells=8):
+        """Global GeM over the map, or with `boxes` ((ox, oy) per image, in cells) over each image's
+        cells x cells box of a larger map: the mean the dense form's RoiAlign takes on a cell-aligned box."""
+        x = self.expand(f).clamp(min=1e-6).pow(self.p)
+        if boxes is None:
+            x = x.mean(dim=(2, 3))
+        else:
+            x = torch.stack([x[i, :, oy:oy + cells, ox:ox + cells].mean(dim=(1, 2)) for i, (ox, oy) in enumerate(boxes)])
+        return F.normalize(self.proj(x.pow(1.0 / self.p)), dim=1)
 
-    def forward(self, x):
-        return self.head(self.trunk(x))
+    def forward(self, x, boxes=None):
+        return self.head(self.trunk(x), boxes)
+
+
+def load_onnx_weights(model, path):
+    """Starts `model` from a committed float descriptor exported by this script (train.py --init):
+    its ONNX graph has every BatchNorm folded into the conv before it, so each conv gets the folded
+    weight and its BatchNorm becomes the identity plus the folded bias (mean 0, variance 1 - eps,
+    scale 1). Convs are matched by the module path torch.onnx.export puts in their node names."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path)
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in m.graph.initializer}
+    mods = dict(model.named_modules())
+    done = 0
+    for n in m.graph.node:
+        if n.op_type != 'Conv':
+            continue
+        # /d/trunk/blocks.1/expand/expand.0/Conv -> trunk.blocks.1.expand.0 (the wrapper's d and the
+        # Sequential's own name, which prefixes its child's, dropped)
+        seg = n.name.strip('/').split('/')[1:-1]
+        key = '.'.join(q for i, q in enumerate(seg) if not (i + 1 < len(seg) and seg[i + 1].startswith(q + '.')))
+        conv = mods[key]
+        if key.endswith('.0'):
+            bnm = mods[key[:-2] + '.1']
+        elif key.endswith('dw'):
+            bnm = mods[key + '_bn']
+        elif key == 'trunk.conv1':
+            bnm = mods['trunk.bn1']
+        else:
+            raise SystemExit(f'{path}: no BatchNorm known for conv {key}')
+        w, b = init[n.input[1]], init[n.input[2]]
+        assert conv.weight.shape == w.shape, (key, conv.weight.shape, w.shape)
+        with torch.no_grad():
+            conv.weight.copy_(w)
+            bnm.weight.fill_(1.0)
+            bnm.bias.copy_(b)
+            bnm.running_mean.zero_()
+            bnm.running_var.fill_(1.0 - bnm.eps)
+        done += 1
+    gemm = [n for n in m.graph.node if n.op_type == 'Gemm'][0]
+    with torch.no_grad():
+        model.proj.weight.copy_(init[gemm.input[1]])
+        model.proj.bias.copy_(init[gemm.input[2]])
+    return f'{path}: {done} convs (BatchNorm folded) and the projection'
 
 
 class OnnxWrapper(nn.Module):
@@ -277,6 +347,35 @@ def eval_set(chars, bgs, seed, S=224):
     return refs, near, new, recol
 
 
+def eval_context(chars, bgs, seed, context, S=128):
+    """The near-copy and new-pose queries again, each as a box of a larger scene (view(context=...)),
+    with the other held-out characters as neighbours: what the dense form sees of a window. Its own
+    random stream, so eval_set's queries are unchanged."""
+    rng = random.Random(seed + 104729)
+    near, new = [], []
+    for ci, c in enumerate(chars):
+        rf = references(c)
+        for f in rf:
+            for _ in range(3):
+                near.append((ci, view(f['img'], rng, bgs, S, strong=False, context=context, neighbours=chars)))
+        others = [f for f in c['frames'] if all(f is not r for r in rf)]
+        if len(others) > 8:
+            others = [others[int(i * len(others) / 8)] for i in range(8)]
+        for f in others:
+            new.append((ci, view(f['img'], rng, bgs, S, strong=False, context=context, neighbours=chars)))
+    return near, new
+
+
+@torch.no_grad()
+def embed_boxes(model, queries, bs=64):
+    """A torch Descriptor's vectors of context queries ((scene, box) pairs), pooled over their boxes."""
+    out = []
+    for i in range(0, len(queries), bs):
+        part = queries[i:i + bs]
+        out.append(model(to_tensor([im for im, _ in part]), [b for _, b in part]))
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def embed(fn, images, size, bs=64):
     out = []
@@ -286,9 +385,12 @@ def embed(fn, images, size, bs=64):
     return torch.cat(out)
 
 
-def top1(fn, size, refs, queries, chars, sources):
+def top1(fn, size, refs, queries, chars, sources, Q=None):
+    """Top-1 of each query among the references' characters; Q: the queries' vectors when they are
+    not crops fn embeds (context queries)."""
     R = embed(fn, [im for _, im in refs], size)
-    Q = embed(fn, [im for _, im in queries], size)
+    if Q is None:
+        Q = embed(fn, [im for _, im in queries], size)
     rc = torch.tensor([c for c, _ in refs])
     sim = Q @ R.t()
     n = len(chars)
@@ -387,6 +489,10 @@ def main():
     ap.add_argument('--window-frac', type=float, default=0.0, help='share of training views framed as sliding windows frame a character (see view())')
     ap.add_argument('--hue-prob', type=float, default=0.0, help='share of training views recoloured by a hue rotation of 20-180 degrees')
     ap.add_argument('--recolours-same', action='store_true', help='a recolour of one body (same silhouette) is the same character: trained as one, and right in the evaluation')
+    ap.add_argument('--context-frac', type=float, default=0.0, help='share of training views that are a box of a larger scene (view(context=...)), pooled over the box as the dense form pools a window')
+    ap.add_argument('--context', type=int, default=2, help='cells of scene around such a box (the scene is size + 16 x context px square)')
+    ap.add_argument('--init', default='', help='start from this committed float descriptor (its ONNX file) instead of the ImageNet trunk and a new head; its BatchNorms stay frozen')
+    ap.add_argument('--no-baseline', action='store_true', help='skip the frozen models\' rows of the table (smoke runs)')
     ap.add_argument('--compare', default='', help='comma-separated manifests of committed descriptors to evaluate on the same queries')
     args = ap.parse_args()
     real = [s for s in args.sources.split(',') if s]
@@ -427,12 +533,16 @@ def main():
 
     # ---- before: the current model (frozen trunk + GeM 3x3 grid, 224 px)
     ev = eval_set(test, test_bgs, args.seed + 1)
-    rows = [evaluate('before: mobilenetv2-block10-gem3x3 (frozen, 224 px)', lambda x: mnv2.gem_grid(trunk(x)), 224, ev, test, sources)]
-    rows.append(evaluate(f'frozen trunk + global GeM ({args.size} px)', lambda x: F.normalize(trunk(x).clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3), dim=1), args.size, ev, test, sources))
-    print_table(rows, len(test), sources, log)
+    rows = []
+    if not args.no_baseline:
+        rows.append(evaluate('before: mobilenetv2-block10-gem3x3 (frozen, 224 px)', lambda x: mnv2.gem_grid(trunk(x)), 224, ev, test, sources))
+        rows.append(evaluate(f'frozen trunk + global GeM ({args.size} px)', lambda x: F.normalize(trunk(x).clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3), dim=1), args.size, ev, test, sources))
+        print_table(rows, len(test), sources, log)
 
     # ---- train
     model = Descriptor(trunk)
+    if args.init:
+        log('init: ' + load_onnx_weights(model, args.init))
     for p in trunk.parameters():
         p.requires_grad = False
     tuned = list(trunk.blocks[args.freeze:])
@@ -469,42 +579,63 @@ def main():
     # Views come in pairs: two augmentations of one frame (a near-copy pair); another pair of the
     # same character usually shows another frame (a pose pair).
     t0 = time.time()
+    # With --context-frac, a share of the views are boxes of larger scenes: their features go to a
+    # second pool (a larger map), and `where` says which pool holds a view, at which row and box.
     pair_of = []  # pair index -> character index
-    pool = []
-    chunk = []
+    pool, cpool = [], []
+    chunk, cchunk = [], []
+    where = []  # view index -> (0, row) for a crop, (1, row, (ox, oy)) for a box of a scene
     cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}{f"-w{args.window_frac}" if args.window_frac else ""}'
-                         f'{f"-h{args.hue_prob}" if args.hue_prob else ""}{"-rs" if args.recolours_same else ""}.pt')
+                         f'{f"-h{args.hue_prob}" if args.hue_prob else ""}{"-rs" if args.recolours_same else ""}'
+                         f'{f"-c{args.context_frac}x{args.context}" if args.context_frac else ""}.pt')
 
-    def flush():
+    def flush(ch, out):
         with torch.no_grad():
-            pool.append(trunk(to_tensor(chunk), 0, args.freeze).half())
-        chunk.clear()
+            out.append(trunk(to_tensor(ch).contiguous(memory_format=torch.channels_last), 0, args.freeze).contiguous().half())
+        ch.clear()
 
     for ci, c in enumerate(train):
         for _ in range(args.pairs):
             pair_of.append(ci)
+    trunk.to(memory_format=torch.channels_last)  # ~1.7x faster on CPU for the pool's frozen pass
     if os.path.exists(cache):  # same sources, seed, pairs, freeze, size: the same views (saves a rerun's time)
-        pool, state = torch.load(cache)
+        pool, cpool, where, state = torch.load(cache)
         rng.setstate(state)
     else:
+        n_crop = n_ctx = 0
         for ci, c in enumerate(train):
             for _ in range(args.pairs):
                 f = rng.choice(c['frames'])
                 for _ in range(2):
                     w = args.window_frac > 0 and rng.random() < args.window_frac
                     h = args.hue_prob > 0 and rng.random() < args.hue_prob
-                    chunk.append(view(f['img'], rng, train_bgs, args.size, window=w, recolour=h))
+                    if args.context_frac > 0 and rng.random() < args.context_frac:
+                        scene, box = view(f['img'], rng, train_bgs, args.size, window=w, recolour=h, context=args.context, neighbours=train)
+                        cchunk.append(scene)
+                        where.append((1, n_ctx, box))
+                        n_ctx += 1
+                    else:
+                        chunk.append(view(f['img'], rng, train_bgs, args.size, window=w, recolour=h))
+                        where.append((0, n_crop))
+                        n_crop += 1
                 if len(chunk) >= 128:
-                    flush()
+                    flush(chunk, pool)
+                if len(cchunk) >= 64:
+                    flush(cchunk, cpool)
         if chunk:
-            flush()
-        pool = torch.cat(pool)
-        torch.save((pool, rng.getstate()), cache)
+            flush(chunk, pool)
+        if cchunk:
+            flush(cchunk, cpool)
+        pool = torch.cat(pool) if pool else None
+        cpool = torch.cat(cpool) if cpool else None
+        torch.save((pool, cpool, where, rng.getstate()), cache)
+    trunk.to(memory_format=torch.contiguous_format)
     pairs_by_char = [[] for _ in train]
     for p, ci in enumerate(pair_of):
         pairs_by_char[ci].append(p)
     pool_min = (time.time() - t0) / 60
-    log(f'view pool: {len(pool)} views ({args.pairs} pairs per character), frozen features {tuple(pool.shape[1:])}, {pool_min:.1f} min')
+    shapes = ', '.join(f'{len(t)} x {tuple(t.shape[1:])}' for t in (pool, cpool) if t is not None)
+    log(f'view pool: {len(where)} views ({args.pairs} pairs per character), frozen features {shapes}, {pool_min:.1f} min')
     index = {id(c): i for i, c in enumerate(train)}
 
     t0 = time.time()
@@ -528,12 +659,23 @@ def main():
                 ib.append(2 * q + rng.randrange(2))
             else:
                 ib.append(2 * p + (1 - ia[-1] % 2))
-        f = pool[ia + ib].float()
         model.train()
         trunk.eval()  # frozen blocks keep their ImageNet statistics
         for b in tuned:
             b.train()
-        z = model.head(trunk(f, args.freeze))
+        if args.init:  # the folded BatchNorms keep their identity statistics
+            for mod in model.modules():
+                if isinstance(mod, nn.BatchNorm2d):
+                    mod.eval()
+        views = [where[v] for v in ia + ib]
+        crops = [i for i, w in enumerate(views) if w[0] == 0]
+        boxes = [i for i, w in enumerate(views) if w[0] == 1]
+        parts = []
+        if crops:
+            parts.append(model.head(trunk(pool[[views[i][1] for i in crops]].float(), args.freeze)))
+        if boxes:
+            parts.append(model.head(trunk(cpool[[views[i][1] for i in boxes]].float(), args.freeze), [views[i][2] for i in boxes]))
+        z = torch.cat(parts)[torch.argsort(torch.tensor(crops + boxes))]  # back in the batch's order
         za, zb = z[:len(batch)], z[len(batch):]
         l_nce = nt_xent(za, zb, args.tau)
         l_ko = koleo(za) + koleo(zb)
@@ -548,8 +690,16 @@ def main():
     train_min = (time.time() - t0) / 60
     log(f'training: {done} steps x {2 * args.batch} views in {train_min:.1f} min (+ {pool_min:.1f} min view pool)')
 
+    torch.save(model.state_dict(), os.path.join(args.out, 'descriptor.pt'))
+
     model.eval()
     rows.append(evaluate(f'after: {name} ({args.size} px, {done} steps)', model, args.size, ev, test, sources))
+    if args.context_frac:
+        near_c, new_c = eval_context(test, test_bgs, args.seed + 1, args.context, args.size)
+        rows.append({'model': f'after: {name}, queries as boxes of larger scenes (pooled as the dense form pools a window)',
+                     'near': top1(model, args.size, ev[0], near_c, test, sources, embed_boxes(model, [q for _, q in near_c])),
+                     'new': top1(model, args.size, ev[0], new_c, test, sources, embed_boxes(model, [q for _, q in new_c])),
+                     'recoloured': {}})
     for m in filter(None, args.compare.split(',')):
         rows.append(evaluate(f'committed: {os.path.basename(m).rsplit(".", 1)[0]} (onnxruntime)', onnx_fn(m), json.load(open(m))['input']['width'], ev, test, sources))
     print_table(rows, len(test), sources, log)
@@ -560,7 +710,6 @@ def main():
         log(f'cosines {key} (p' + '/'.join(map(str, PCTS)) + '): ' + '  '.join(f'{k} ' + '/'.join(f'{x:.2f}' for x in v) for k, v in cal[key].items()))
     json.dump({'rows': rows, 'cosines': cal, 'steps_done': done, 'train_minutes': train_min, 'pool_minutes': pool_min, 'args': vars(args), 'heldout': [c['key'] for c in test]},
               open(os.path.join(args.out, 'results.json'), 'w'), indent=1)
-    torch.save(model.state_dict(), os.path.join(args.out, 'descriptor.pt'))
 
     # ---- export
     wrapper = OnnxWrapper(model).eval()
