@@ -53,8 +53,8 @@ const EnvSchema = z.object({
   KAGAMI_SCAN_THREADS: num(availableParallelism(), 1, 64),
   // Sliding windows of the likeness tier (default: the scanner's, DEFAULT_SCAN_OPTIONS.windows)
   KAGAMI_WINDOWS: windowsSpec,
-  // Windows up to this fraction of the frame height go through a crop model's dense form (one pass a window size over the frame) instead of one inference a crop; 0 none, 1 all
-  KAGAMI_DENSE_UP_TO: num(0, 0, 1),
+  // Windows up to this fraction of the frame height go through a crop model's dense form (one pass a window size over the frame) instead of one inference a crop; 0 none, 1 all; unset: the model's own (manifest dense.upTo, else 0)
+  KAGAMI_DENSE_UP_TO: z.coerce.number().min(0).max(1).optional(),
   KAGAMI_MAX_IMAGE_PIXELS: num(40_000_000, 1, 1e9),
   // The service (kagami api / kagami worker)
   PORT: num(8080, 0, 65535),
@@ -80,10 +80,11 @@ export type Env = z.infer<typeof EnvSchema>;
 
 /**
  * The model a library gets when KAGAMI_MODEL is unset and it has none yet: the trained descriptor
- * (kagami-descriptor-v6) in its int8 form (7-bit weights); for v2 the int8 form was 1.3x faster per
- * clip than the float one with the same accuracy on the accuracy bench (models/README.md).
+ * (kagami-descriptor-v8: v6 fine-tuned to see past its windows' edges) in its int8 form (7-bit
+ * weights), whose manifest sends every window through its dense form (models/README.md); for v2 the
+ * int8 form was 1.3x faster per clip than the float one with the same accuracy on the accuracy bench.
  */
-export const DEFAULT_MODEL = 'kagami-descriptor-v6-int8';
+export const DEFAULT_MODEL = 'kagami-descriptor-v8-int8';
 
 /**
  * The model to run: KAGAMI_MODEL when set; else the model the library already holds, so upgrading

@@ -17,7 +17,7 @@ import type { Embedder } from '../signals/embedder';
 import { extractFrameFeatures, frameLuma, type KeypointSet } from '../signals/keypoints';
 import { ExtractPool, type PooledKeypointSet } from '../signals/keypoints/extract-pool';
 import type { SearchHit } from '../signals/embedding/exact-index';
-import { mulberry32 } from '../synthetic/art';
+import { mulberry32 } from '../random';
 import { cropWindows, frameWindows, type WindowScale } from './windows';
 import { negativeOf, type ReferenceSet } from './reference-set';
 
@@ -53,10 +53,10 @@ export interface ScanOptions {
   /**
    * Crop models with a dense form (manifest `dense`): windows up to this fraction of the frame
    * height share one pass of the network per window size over the scaled frame instead of one
-   * inference per window crop (0: none, 1: all). Faster, a little less accurate (the network sees
-   * past each window's edges; README, Benchmarks).
+   * inference per window crop (0: none, 1: all). Unset: the model's own (manifest `dense.upTo`: 1
+   * for a model trained to see past its windows' edges, else 0).
    */
-  denseUpTo: number;
+  denseUpTo?: number;
 }
 
 export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
@@ -88,10 +88,10 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   // 99.5 % at 32, 100 % at 64 and 128; a frame's 169 windows at 100 k references: 32 ms at 32,
   // 117 ms at 128.
   windowBeam: 64,
-  // 200-clip accuracy bench, 150 characters, kagami-descriptor-v6-int8, µAP (seed 1 / seed 2): all
-  // as crops 0.802 / 0.824; the 0.25 windows dense 0.802 / 0.817; all dense 0.785 / 0.807, for a
-  // 10 s clip 1.15x (0.25) and 1.67x (all) faster (perf bench, one session).
-  denseUpTo: 0,
+  // denseUpTo unset: the model's own (manifest dense.upTo). 200-clip accuracy bench, 150 characters,
+  // µAP (seed 1 / seed 2): kagami-descriptor-v6-int8 (trained on crops alone) all as crops 0.803 /
+  // 0.823, the 0.25 windows dense 0.802 / 0.817, all dense 0.785 / 0.807; kagami-descriptor-v8-int8
+  // (v6 fine-tuned with its windows' surroundings in view; dense.upTo 1) all dense 0.816 / 0.826.
 };
 
 export interface ReportMatch {
@@ -220,7 +220,7 @@ export class Scanner {
     if (this.embedder.usage === 'crop') {
       const windows = [{ x: 0, y: 0, size: frame.height }];
       await this.embedder.embed(cropWindows(frame, windows, this.embedder.inputWidth, this.embedder.inputHeight));
-      if (this.embedder.embedRegions && this.opts.denseUpTo > 0) await this.embedder.embedRegions(frame, windows);
+      if (this.embedder.embedRegions && this.denseUpTo() > 0) await this.embedder.embedRegions(frame, windows);
     } else await this.embedder.embed([await this.embedder.prepare(frame)]);
     this.refs.keypoints.query(await keypoints);
   }
@@ -234,6 +234,11 @@ export class Scanner {
 
   get characterCount(): number {
     return this.refs.characters.size;
+  }
+
+  /** The share of the windows that go through the dense form: the scan's option, else the model's own. */
+  denseUpTo(): number {
+    return this.opts.denseUpTo ?? this.embedder.denseUpTo ?? 0;
   }
 
   /** The calibration of the likeness tier's cosine: the model's own when its manifest has one. */
@@ -274,7 +279,7 @@ export class Scanner {
         continue;
       }
       // Windows up to denseUpTo of the frame height through the dense form (when the model has one), first; the rest as crops.
-      const limit = embedRegions ? this.opts.denseUpTo * frame.height + 0.5 : 0;
+      const limit = embedRegions ? this.denseUpTo() * frame.height + 0.5 : 0;
       const viaDense = framed.filter((w) => w.size <= limit);
       const viaCrops = framed.filter((w) => w.size > limit);
       const windows = [...viaDense, ...viaCrops];

@@ -38,6 +38,8 @@ export interface Embedder {
    * model's input size.
    */
   embedRegions?(frame: RawImage, regions: readonly Region[]): Promise<Float32Array[]>;
+  /** With embedRegions: the windows up to this fraction of the frame height that a scan sends through it unless told otherwise (manifest `dense.upTo`). */
+  readonly denseUpTo?: number;
   /** Frees what it holds (an inference thread); it is not used afterwards. */
   dispose?(): Promise<void>;
 }

@@ -7,7 +7,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync,
 import os from 'node:os';
 import path from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
-import { DEFAULT_MODEL } from '../../src/config';
+import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
+import { loadManifest } from '../../src/signals/embedding/manifest';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip, temporalIoU } from '../helpers/synthetic-video';
 
@@ -280,14 +281,21 @@ describe('bad input: clear message, exit 2, library untouched', () => {
     expect(JSON.parse(good.stdout).matches.find((x: { characterId: string }) => x.characterId === 'hero-11')).toMatchObject({ verdict: 'match' });
   });
 
-  test('KAGAMI_DENSE_UP_TO=1 runs every window through the dense form and finds the same character; a bad value is a configuration error', async () => {
+  test('KAGAMI_DENSE_UP_TO=1 runs every window through the dense form, 0 every one as a crop, unset as the model says; both find the same character; a bad value is a configuration error', async () => {
     const bad = await kagami(['scan', '--library', lib, clips.a], { KAGAMI_DENSE_UP_TO: 'fast' });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/KAGAMI_DENSE_UP_TO/);
-    const dense = await kagami(['scan', '--library', lib, '--json', '--min-score', '0', clips.a], { KAGAMI_DENSE_UP_TO: '1' });
-    const crops = await kagami(['scan', '--library', lib, '--json', '--min-score', '0', clips.a], { KAGAMI_DENSE_UP_TO: '0' });
+    const args = ['scan', '--library', lib, '--json', '--min-score', '0', '--top', '50', clips.a];
+    const dense = await kagami(args, { KAGAMI_DENSE_UP_TO: '1' });
+    const crops = await kagami(args, { KAGAMI_DENSE_UP_TO: '0' });
+    const unset = await kagami(args);
     expect(dense.code).toBe(1);
-    const [d, c] = [JSON.parse(dense.stdout), JSON.parse(crops.stdout)];
+    const [d, c, u] = [JSON.parse(dense.stdout), JSON.parse(crops.stdout), JSON.parse(unset.stdout)];
+    // Unset, the windows go the way the model's manifest says (dense.upTo: 1 for a model trained for
+    // it): the same candidates and evidence as that way, and not as the other.
+    const byModel = (loadManifest(modelManifestPath(DEFAULT_MODEL)).dense?.upTo ?? 0) === 1 ? d : c;
+    expect(u.matches).toEqual(byModel.matches);
+    expect(d.matches).not.toEqual(c.matches);
     expect(d.matches[0]).toMatchObject({ characterId: 'hero-11', verdict: 'match' });
     expect(temporalIoU(d.matches[0].segments[0], { startSec: 2, endSec: 6 })).toBeGreaterThan(0.8);
     // The copy rests on its keypoints, so both ways give it the same verdict and segments.

@@ -1,5 +1,5 @@
 /**
- * Kagami's own trained descriptors (models/kagami-descriptor-v1.* and -v2.*, reproduced by
+ * Kagami's own trained descriptors (models/kagami-descriptor-v{1,2,6,8}.*, reproduced by
  * training/run.sh): each loads through the product's embedder with its hash checked, and separates
  * characters better than the frozen ImageNet model on crops it has never seen (seeds disjoint from
  * training).
@@ -39,7 +39,7 @@ async function separation(e: OnnxEmbedder, pairs: Array<[RawImage, RawImage]>): 
   return same / pairs.length - other / n;
 }
 
-test.each(['kagami-descriptor-v1', 'kagami-descriptor-v2', 'kagami-descriptor-v6'])('%s loads, is verified, and separates unseen characters better than the frozen trunk', async (id) => {
+test.each(['kagami-descriptor-v1', 'kagami-descriptor-v2', 'kagami-descriptor-v6', 'kagami-descriptor-v8'])('%s loads, is verified, and separates unseen characters better than the frozen trunk', async (id) => {
   const trained = await OnnxEmbedder.create(path.join(MODELS_DIR, `${id}.json`));
   const frozen = await OnnxEmbedder.create(path.join(MODELS_DIR, 'mobilenetv2-block10-gem3x3.json'));
   expect([trained.dimension, trained.inputWidth, trained.inputHeight]).toEqual([256, 128, 128]);

@@ -58,7 +58,7 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   const passLabel = (upTo: number) =>
     upTo === 0 ? 'all windows as crops, one inference each' : upTo === 1 ? 'all windows dense, one pass per window size' : `windows up to ${upTo} of the height dense, the rest as crops`;
   const others = (embedder.embedRegions ? [0, 0.25, 1] : [])
-    .filter((upTo) => upTo !== DEFAULT_SCAN_OPTIONS.denseUpTo)
+    .filter((upTo) => upTo !== scanner.denseUpTo())
     .map((upTo) => ({
       upTo,
       label: `${passLabel(upTo)} (KAGAMI_DENSE_UP_TO=${upTo})`,
@@ -146,7 +146,7 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   stageTable(stages1, stages, reps, DEFAULT_SCAN_OPTIONS.scanThreads);
   if (others.length) {
     const ms = (s: ScanStages) => ((s.crops + s.inference) / reps).toFixed(0);
-    const all = [{ upTo: DEFAULT_SCAN_OPTIONS.denseUpTo, stages }, ...others].sort((a, b) => a.upTo - b.upTo);
+    const all = [{ upTo: scanner.denseUpTo(), stages }, ...others].sort((a, b) => a.upTo - b.upTo);
     out(`  windows (crops + inference, ms a clip, main thread): ${all.map((o) => `KAGAMI_DENSE_UP_TO=${o.upTo} ${ms(o.stages)}`).join(', ')}`);
   }
   ctx.summary.clip10sP50 = p50(direct);

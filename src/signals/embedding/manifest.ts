@@ -133,6 +133,12 @@ export const ModelManifestSchema = z
         stride: z.number().int().positive(),
         /** How it was derived from `file` (e.g. the script). */
         recipe: z.string().min(1),
+        /**
+         * Windows up to this fraction of the frame height go through the dense form unless the scan
+         * says otherwise (KAGAMI_DENSE_UP_TO): 1 for a model trained to see past its window's edges,
+         * absent (0) for one trained on crops alone.
+         */
+        upTo: z.number().min(0).max(1).optional(),
       })
       .strict()
       .optional(),

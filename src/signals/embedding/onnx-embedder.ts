@@ -104,11 +104,13 @@ export class OnnxEmbedder {
       const runner = denseRunner;
       const stride = manifest.dense.stride;
       this.embedRegions = (frame, regions) => this.denseVectors(runner, stride, frame, regions);
+      this.denseUpTo = manifest.dense.upTo ?? 0;
     }
   }
 
   /** See Embedder.embedRegions (only for models whose manifest has a dense form). */
   readonly embedRegions?: (frame: RawImage, regions: readonly Region[]) => Promise<Float32Array[]>;
+  readonly denseUpTo?: number;
 
   /** See Embedder.backgroundBank (only for crop models calibrated against the bank). */
   readonly backgroundBank?: () => Promise<BackgroundBank>;
