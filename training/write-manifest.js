@@ -54,16 +54,22 @@ if (id !== V1.id) {
   const r05 = (v) => Math.round(v * 20) / 20;
   calibration = { floor: r05(raw.floor), ceil: r05(raw.ceil) };
 }
+// A model fine-tuned from a committed one (train.py --init) says so, and what its views added.
+const init = results.args.init ? path.basename(results.args.init, '.onnx') : '';
+const tuned = init
+  ? ` Fine-tuned from ${init} (its ONNX, BatchNorms folded and frozen)` +
+    (results.args.context_frac ? ` with ${Math.round(100 * results.args.context_frac)} % of the views a ${size} px box of a larger scene, pooled over the box as the dense form pools a window, so a window's vector holds with its surroundings in view.` : '.')
+  : '';
 const manifest = {
   id,
   description:
     `Kagami's trained likeness descriptor for character crops: MobileNetV2 trunk (ImageNet weights from nsfwjs, cut after block_10_project_BN; blocks 7-10 fine-tuned) ` +
     `-> 1x1 conv 96->512 + BN + ReLU6 -> global GeM (p=3) -> linear 512->256 -> L2. Trained with an SSCD-style contrastive loss (InfoNCE + KoLeo) on augmented ` +
     `composites and pose pairs of open game art (${real.map((s) => ART[s].name).join(', ')}) and Kagami's synthetic characters (training/README.md). Input: a ${size}x${size} crop around ONE character ` +
-    `(a box from keypoint verification or a region proposal), not a whole frame.`,
+    `(a box from keypoint verification or a region proposal), not a whole frame.${tuned}`,
   training: {
     recipe: id === 'kagami-descriptor-v2' ? 'training/run.sh' : `ID=${id} training/run.sh`,
-    files: ['training/run.sh', 'training/train.py', 'training/mnv2.py', 'training/export-weights.js', 'training/render-synthetic.js', ...real.map((s) => `training/${s}.py`), ...(real.length ? ['training/art_index.py'] : [])],
+    files: [...(init ? [`models/${init}.onnx`] : []), 'training/run.sh', 'training/train.py', 'training/mnv2.py', 'training/export-weights.js', 'training/render-synthetic.js', ...real.map((s) => `training/${s}.py`), ...(real.length ? ['training/art_index.py'] : [])],
     data:
       real.map((s) => `${ART[s].name} (Debian; ${ART[s].licence}) ${ART[s].what}`).join(', ') +
       ", and Kagami's synthetic characters (seeds disjoint from tests and benchmarks); see training/README.md",
