@@ -324,6 +324,13 @@ def koleo(z):
 
 # ------------------------------------------------------------------------------------- evaluation
 
+def pose_frames(c, refs, n=8):
+    """A character's frames other than its references, n of them spread evenly when it has more:
+    the new-pose queries."""
+    others = [f for f in c['frames'] if all(f is not r for r in refs)]
+    return [others[int(i * len(others) / n)] for i in range(n)] if len(others) > n else others
+
+
 def eval_set(chars, bgs, seed, S=224):
     """Fixed, seeded queries: per held-out character its reference views, 3 augmented copies of each
     reference (near copies), up to 8 other frames / renditions, augmented (new poses), and one copy
@@ -339,10 +346,7 @@ def eval_set(chars, bgs, seed, S=224):
             for _ in range(3):
                 near.append((ci, view(f['img'], rng, bgs, S, strong=False)))
             recol.append((ci, view(f['img'], rrng, bgs, S, strong=False, recolour=True)))
-        others = [f for f in c['frames'] if all(f is not r for r in rf)]
-        if len(others) > 8:
-            others = [others[int(i * len(others) / 8)] for i in range(8)]
-        for f in others:
+        for f in pose_frames(c, rf):
             new.append((ci, view(f['img'], rng, bgs, S, strong=False)))
     return refs, near, new, recol
 
@@ -358,10 +362,7 @@ def eval_context(chars, bgs, seed, context, S=128):
         for f in rf:
             for _ in range(3):
                 near.append((ci, view(f['img'], rng, bgs, S, strong=False, context=context, neighbours=chars)))
-        others = [f for f in c['frames'] if all(f is not r for r in rf)]
-        if len(others) > 8:
-            others = [others[int(i * len(others) / 8)] for i in range(8)]
-        for f in others:
+        for f in pose_frames(c, rf):
             new.append((ci, view(f['img'], rng, bgs, S, strong=False, context=context, neighbours=chars)))
     return near, new
 
