@@ -104,7 +104,7 @@ export class OnnxEmbedder {
       const runner = denseRunner;
       const stride = manifest.dense.stride;
       this.embedRegions = (frame, regions) => this.denseVectors(runner, stride, frame, regions);
-      this.denseUpTo = manifest.dense.upTo ?? 0;
+      this.denseUpTo = manifest.dense.upTo;
     }
   }
 
