@@ -55,11 +55,14 @@ const expectColoursOf = (f: Frame, s: number) => {
   }
 };
 
-test('frames sampled at 2 fps carry their own pixels and timestamps, also when read ahead of a slow consumer', async () => {
+test.each([
+  ['every frame decoded', false],
+  ['non-reference frames skipped (the default at 2 fps)', undefined],
+])('frames sampled at 2 fps carry their own pixels and timestamps, also when read ahead of a slow consumer: %s', async (_, skipNonReference) => {
   const frames: Frame[] = [];
   // A slow consumer: ffmpeg gets ahead, the read-ahead fills and pauses the pipe, and reads then
   // span frame boundaries (a consumer that keeps up gets one frame per ffmpeg write).
-  for await (const f of sampleFrames(clip, { fps: 2, sceneThreshold: 0, maxFrames: 100, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 })) {
+  for await (const f of sampleFrames(clip, { fps: 2, sceneThreshold: 0, maxFrames: 100, maxDurationSec: 60, maxWidth: 320, maxHeight: 320, skipNonReference })) {
     frames.push(f);
     await new Promise((r) => setTimeout(r, 40));
   }
@@ -69,9 +72,43 @@ test('frames sampled at 2 fps carry their own pixels and timestamps, also when r
     expect(f.width).toBe(320);
     expect(f.height).toBe(180);
     expect(f.data.length).toBe(320 * 180 * 3);
-    expect(f.timeSec).toBeCloseTo(i * 0.5, 1);
+    // Decoding everything, a slot's first frame (25 fps: 0, 0.52, 1, …); skipping, its first
+    // reference frame (x264's B-frame runs here are at most 3 frames of 40 ms).
+    expect(f.timeSec).toBeGreaterThanOrEqual(i * 0.5 - 1e-6);
+    expect(f.timeSec).toBeLessThanOrEqual(i * 0.5 + (skipNonReference === false ? 0.041 : 0.161));
     expectColoursOf(f, Math.floor(f.timeSec));
   });
+});
+
+test('with non-reference frames skipped, each frame is the picture of the time it is reported at, at most a few frames after its slot began', async () => {
+  // A white bar moves 4 px a frame (25 fps) over black: its position says which frame a picture is.
+  const file = path.join(dir, 'bar.mp4');
+  const graph = 'color=c=black:s=640x120:r=25:d=4[bg];color=c=white:s=8x120:r=25:d=4[bar];[bg][bar]overlay=x=4*n:shortest=1[v]';
+  await run(resolveBinaries().ffmpeg, ['-y', '-hide_banner', '-loglevel', 'error', '-filter_complex', graph, '-map', '[v]', '-c:v', 'libx264', '-preset', 'veryfast', '-bf', '3', '-pix_fmt', 'yuv420p', file]);
+  const barFrame = (f: Frame): number => {
+    let best = 0;
+    let at = 0;
+    for (let x = 0; x < f.width; x++) {
+      let v = 0;
+      for (let y = 10; y < f.height - 10; y++) v += f.data[(y * f.width + x) * 3];
+      if (v > best) (best = v), (at = x);
+    }
+    return Math.round((at - 3.5) / 4); // the bar's centre column is 4n + 3.5
+  };
+  const times: Record<string, number[]> = {};
+  for (const skipNonReference of [false, true]) {
+    const got: number[] = (times[String(skipNonReference)] = []);
+    for await (const f of sampleFrames(file, { fps: 2, sceneThreshold: 0, maxFrames: 100, maxDurationSec: 60, maxWidth: 640, maxHeight: 640, skipNonReference })) {
+      expect(barFrame(f)).toBe(Math.round(f.timeSec * 25));
+      got.push(f.timeSec);
+    }
+  }
+  // Every slot's first frame (25 fps: a slot starting between frames begins at the next one).
+  expect(times.false).toEqual([0, 1, 2, 3, 4, 5, 6, 7].map((i) => Math.ceil(i * 12.5) / 25));
+  expect(times.true).toHaveLength(8);
+  // Some slot began on a skipped frame, so its sample came a frame or two later.
+  expect(times.true.some((t, i) => t > times.false[i] + 1e-6)).toBe(true);
+  times.true.forEach((t, i) => expect(t - times.false[i]).toBeLessThanOrEqual(0.121));
 });
 
 test('a sampling stopped early leaves no frame half-read: maxFrames frames, each whole', async () => {

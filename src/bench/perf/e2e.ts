@@ -14,8 +14,9 @@ import path from 'node:path';
 import { readEnv } from '../../config';
 import { addReferences, openLibrary } from '../../library/library';
 import { SQLITE_FILE } from '../../library/open-store';
+import { skipsNonReference } from '../../media/ffmpeg';
 import { ReferenceSet } from '../../scan/reference-set';
-import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanReport, type ScanStages } from '../../scan/scanner';
+import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanOptions, type ScanReport, type ScanStages } from '../../scan/scanner';
 import { createApiKey } from '../../service/keys';
 import { createRuntime, startApi, startWorker } from '../../service/runtime';
 import { benchClip, characterArt, CLIP_CHARACTERS, loadProductEmbedder as loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
@@ -57,15 +58,22 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   // window size); those that are not the default.
   const passLabel = (upTo: number) =>
     upTo === 0 ? 'all windows as crops, one inference each' : upTo === 1 ? 'all windows dense, one pass per window size' : `windows up to ${upTo} of the height dense, the rest as crops`;
-  const others = (embedder.embedRegions ? [0, 0.25, 1] : [])
-    .filter((upTo) => upTo !== scanner.denseUpTo())
-    .map((upTo) => ({
-      upTo,
-      label: `${passLabel(upTo)} (KAGAMI_DENSE_UP_TO=${upTo})`,
-      scanner: new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, denseUpTo: upTo }),
-      times: [] as number[],
-      stages: newScanStages(),
-    }));
+  const variant = (label: string, opts: Partial<ScanOptions>, upTo?: number) => ({
+    upTo,
+    label,
+    scanner: new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, ...opts }),
+    times: [] as number[],
+    stages: newScanStages(),
+  });
+  const others = [
+    ...(embedder.embedRegions ? [0, 0.25, 1] : [])
+      .filter((upTo) => upTo !== scanner.denseUpTo())
+      .map((upTo) => variant(`${passLabel(upTo)} (KAGAMI_DENSE_UP_TO=${upTo})`, { denseUpTo: upTo }, upTo)),
+    // The decoder skipping non-reference frames (SampleOptions.skipNonReference) against decoding them all.
+    ...(skipsNonReference(DEFAULT_SCAN_OPTIONS.sampling)
+      ? [variant('every frame decoded (skipNonReference: false)', { sampling: { ...DEFAULT_SCAN_OPTIONS.sampling, skipNonReference: false } })]
+      : []),
+  ];
   let report: ScanReport = await scanner.scan({ file: clip, minScore: 0.35, top: 10 }); // warm-up (and the pool's threads)
   const report1 = await inThread.scan({ file: clip, minScore: 0.35, top: 10 });
   const same = JSON.stringify({ ...report, elapsedSec: 0 }) === JSON.stringify({ ...report1, elapsedSec: 0 });
@@ -144,9 +152,9 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')}); reports in-thread and pooled ${same ? 'identical' : 'DIFFER'}`);
   out(`  worker: model, references and warm-up ${warmUpS.toFixed(2)} s at start; its first job ${firstJob.toFixed(2)} s, later ones ${p50(queued).toFixed(2)} s p50`);
   stageTable(stages1, stages, reps, DEFAULT_SCAN_OPTIONS.scanThreads);
-  if (others.length) {
+  if (embedder.embedRegions) {
     const ms = (s: ScanStages) => ((s.crops + s.inference) / reps).toFixed(0);
-    const all = [{ upTo: scanner.denseUpTo(), stages }, ...others].sort((a, b) => a.upTo - b.upTo);
+    const all = [{ upTo: scanner.denseUpTo(), stages }, ...others.filter((o) => o.upTo !== undefined)].sort((a, b) => a.upTo! - b.upTo!);
     out(`  windows (crops + inference, ms a clip, main thread): ${all.map((o) => `KAGAMI_DENSE_UP_TO=${o.upTo} ${ms(o.stages)}`).join(', ')}`);
   }
   ctx.summary.clip10sP50 = p50(direct);
