@@ -10,6 +10,7 @@
 #   ID=kagami-descriptor-v6 training/run.sh   # v6 (the default's float model): v2's data and loss, 3,000 steps (~1 h on one busy core)
 #   ID=kagami-descriptor-v7 training/run.sh   # v7 experiment: v2's recipe, 4,500 steps (not shipped: training/README.md)
 #   ID=kagami-descriptor-v8 training/run.sh   # v8: v6 fine-tuned (600 steps) with half the views boxes of larger scenes, pooled as the dense form pools a window
+#   ID=kagami-descriptor-v9 training/run.sh   # v9 experiment: v8 fine-tuned again on a fresh pool (pool seed 2, 12 pairs, 1,200 steps)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -32,6 +33,7 @@ case "$ID" in
   kagami-descriptor-v6) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=3000; DEF_REAL=0.5 ;;
   kagami-descriptor-v7) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=4500; DEF_REAL=0.5 ;;
   kagami-descriptor-v8) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=600; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=6; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v6.onnx ;;
+  kagami-descriptor-v9) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=12; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v8.onnx; DEF_POOL_SEED=2 ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
@@ -44,11 +46,13 @@ WINDOW_FRAC=${WINDOW_FRAC:-${DEF_WINDOW:-0}}  # share of training views framed a
 HUE_PROB=${HUE_PROB:-${DEF_HUE:-0}}  # share of training views recoloured by a hue rotation of 20-180 degrees
 RECOLOURS=${RECOLOURS-${DEF_RECOLOURS:-}}  # --recolours-same: a recolour of one body (same silhouette) is the same character
 CONTEXT_FRAC=${CONTEXT_FRAC:-${DEF_CONTEXT:-0}}  # share of training views that are a box of a larger scene (train.py --context-frac)
+POOL_SEED=${POOL_SEED-${DEF_POOL_SEED:-}}  # seed of the view pool and batches (train.py --pool-seed): fresh views for a fine-tune, the same evaluation queries
 ONNX=${ONNX:-models/$ID.onnx}     # where the model (and its manifest, .json) go
 case "$ID" in
   kagami-descriptor-v1) DEF_COMPARE= ;;
   kagami-descriptor-v2) DEF_COMPARE=models/kagami-descriptor-v1.json ;;
   kagami-descriptor-v8) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v6.json ;;
+  kagami-descriptor-v9) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v8.json ;;
   *) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v2.json ;;
 esac
 COMPARE=${COMPARE-$DEF_COMPARE}  # committed models evaluated on the same queries
@@ -84,7 +88,7 @@ node training/check-onnx.js models/mobilenetv2-block10-gem3x3.json training/out/
 
 # 5. train, evaluate (before/after), export ONNX
 $PY training/train.py --threads "$THREADS" --steps "$STEPS" --pairs "$PAIRS" --max-minutes "$MAX_MINUTES" --seed 1234 \
-  --sources "$SOURCES" --real-frac "$REAL_FRAC" --window-frac "$WINDOW_FRAC" --hue-prob "$HUE_PROB" --context-frac "$CONTEXT_FRAC" --lr "$LR" ${INIT:+--init "$INIT"} $RECOLOURS $([ "$BASELINE" = 0 ] && echo --no-baseline) --compare "$COMPARE" --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
+  --sources "$SOURCES" --real-frac "$REAL_FRAC" --window-frac "$WINDOW_FRAC" --hue-prob "$HUE_PROB" --context-frac "$CONTEXT_FRAC" --lr "$LR" ${INIT:+--init "$INIT"} ${POOL_SEED:+--pool-seed "$POOL_SEED"} $RECOLOURS $([ "$BASELINE" = 0 ] && echo --no-baseline) --compare "$COMPARE" --out training/out --onnx "$ONNX" 2>&1 | grep -v -e 'UserWarning' -e '_C._jit_pass'
 
 # 6. the exported graph simplified (pads folded into the convs: same outputs, faster on CPU),
 #    manifest (sha256), and the product's OnnxEmbedder gives torch's vectors

@@ -484,6 +484,7 @@ def main():
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--max-minutes', type=float, default=0, help='stop training after this long (0: no limit); the log says where it stopped')
     ap.add_argument('--seed', type=int, default=1234)
+    ap.add_argument('--pool-seed', type=int, default=None, help='seed of the view pool and the batches (default: --seed); the evaluation queries keep --seed, so a run with fresh views is evaluated on the same queries')
     ap.add_argument('--onnx', default=os.path.join(HERE, '..', 'models', 'kagami-descriptor-v1.onnx'))
     ap.add_argument('--sources', default='freedink', help='real art sources to use besides synthetic (comma-separated: ' + ','.join(REAL_SOURCES) + ')')
     ap.add_argument('--real-frac', type=float, default=1 / 3, help='share of each batch taken from the real art sources')
@@ -503,7 +504,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.pool_seed is None else args.pool_seed)
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, 'train.log'), 'w')
 
@@ -586,7 +587,7 @@ def main():
     pool, cpool = [], []
     chunk, cchunk = [], []
     where = []  # view index -> (0, row) for a crop, (1, row, (ox, oy)) for a box of a scene
-    cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}-p{args.pairs}-f{args.freeze}-{args.size}{f"-w{args.window_frac}" if args.window_frac else ""}'
+    cache = os.path.join(args.out, f'pool-{"-".join(real)}-s{args.seed}{f"-ps{args.pool_seed}" if args.pool_seed is not None else ""}-p{args.pairs}-f{args.freeze}-{args.size}{f"-w{args.window_frac}" if args.window_frac else ""}'
                          f'{f"-h{args.hue_prob}" if args.hue_prob else ""}{"-rs" if args.recolours_same else ""}'
                          f'{f"-c{args.context_frac}x{args.context}" if args.context_frac else ""}.pt')
 
