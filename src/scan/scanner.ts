@@ -91,7 +91,9 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   // denseUpTo unset: the model's own (manifest dense.upTo). 200-clip accuracy bench, 150 characters,
   // µAP (seed 1 / seed 2): kagami-descriptor-v6-int8 (trained on crops alone) all as crops 0.803 /
   // 0.823, the 0.25 windows dense 0.802 / 0.817, all dense 0.785 / 0.807; kagami-descriptor-v8-int8
-  // (v6 fine-tuned with its windows' surroundings in view; dense.upTo 1) all dense 0.816 / 0.826.
+  // (v6 fine-tuned with its windows' surroundings in view; dense.upTo 1) all dense 0.816 / 0.826;
+  // kagami-descriptor-v9-int8 (v8 fine-tuned again on fresh views) 0.805 / 0.853 (v8 0.811 / 0.825
+  // in the same session, both with the decoder skipping non-reference frames).
 };
 
 export interface ReportMatch {
