@@ -158,6 +158,24 @@ export function outputSize(w: number, h: number, maxW: number, maxH: number): { 
 }
 
 /**
+ * What a sampling run asks of ffmpeg besides the output: the decoder's input options (skipping
+ * non-reference frames, skipsNonReference) and the `select` filter that keeps the first frame of
+ * every 1/fps slot of the timeline (so 2 fps gives 0, 0.5, 1.0 s … on any source frame rate) and,
+ * optionally, any frame where the scene score says the picture changed. sampleFrames and the perf
+ * bench's floor both use it, so the floor decodes and keeps the same frames.
+ */
+export function samplingSelection(opts: SampleOptions): { inputArgs: string[]; select: string } {
+  const keep = [`isnan(prev_selected_t)`, `gt(floor(t*${opts.fps})\\,floor(prev_selected_t*${opts.fps}))`];
+  if (opts.sceneThreshold > 0) keep.push(`gt(scene\\,${opts.sceneThreshold})`);
+  return { inputArgs: skipsNonReference(opts) ? ['-skip_frame', 'noref'] : [], select: `select='${keep.join('+')}'` };
+}
+
+export interface SampleHooks {
+  /** The container's duration, from ffmpeg's input header (before the first frame; not called when unknown). */
+  onDuration?: (sec: number) => void;
+}
+
+/**
  * Decodes the sampled frames of a video straight to raw RGB over a pipe (no temporary files).
  * A frame is taken when at least 1/fps seconds passed since the last taken one, or at a scene
  * change; its timestamp and size come from ffmpeg's own `showinfo` for that frame, so they are
@@ -165,22 +183,13 @@ export function outputSize(w: number, h: number, maxW: number, maxH: number): { 
  * sampling needs no probe first and can run while the caller probes. Frames are yielded in order;
  * stopping the iteration stops ffmpeg.
  */
-export interface SampleHooks {
-  /** The container's duration, from ffmpeg's input header (before the first frame; not called when unknown). */
-  onDuration?: (sec: number) => void;
-}
-
 export async function* sampleFrames(file: string, opts: SampleOptions, bins = resolveBinaries(), hooks: SampleHooks = {}): AsyncGenerator<Frame> {
   const gap = 1 / opts.fps;
-  // Keep the first frame of every 1/fps slot of the timeline (so 2 fps gives 0, 0.5, 1.0 s … on any
-  // source frame rate) and, optionally, any frame where the scene score says the picture changed.
-  const keep = [`isnan(prev_selected_t)`, `gt(floor(t*${opts.fps})\\,floor(prev_selected_t*${opts.fps}))`];
-  if (opts.sceneThreshold > 0) keep.push(`gt(scene\\,${opts.sceneThreshold})`);
+  const { inputArgs, select } = samplingSelection(opts);
   const fit = `min(1\\,min(${opts.maxWidth}/iw\\,${opts.maxHeight}/ih))`;
   const scale = `scale=w='max(2\\,2*round(iw*${fit}/2))':h='max(2\\,2*round(ih*${fit}/2))':flags=area`;
-  const filter = [`select='${keep.join('+')}'`, scale, 'format=rgb24', 'showinfo'].join(',');
-  const skip = skipsNonReference(opts);
-  const args = ['-nostdin', '-hide_banner', ...(skip ? ['-skip_frame', 'noref'] : []), '-i', file, '-t', String(opts.maxDurationSec), '-vf', filter, '-vsync', '0', '-an', '-sn', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
+  const filter = [select, scale, 'format=rgb24', 'showinfo'].join(',');
+  const args = ['-nostdin', '-hide_banner', ...inputArgs, '-i', file, '-t', String(opts.maxDurationSec), '-vf', filter, '-vsync', '0', '-an', '-sn', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
 
   const shown: Array<{ timeSec: number; width: number; height: number }> = [];
   const stderrTail: string[] = [];
@@ -297,7 +306,7 @@ export async function* sampleFrames(file: string, opts: SampleOptions, bins = re
     const reason = stderrTail.filter((l) => /error|invalid|not found|unsupported|no such file/i.test(l)).slice(-2).join('; ');
     throw new InvalidMediaError(file, `ffmpeg could not decode it${reason ? `: ${reason}` : ''}`, { cause: ffError });
   }
-  if (index === 0 && skip) {
+  if (index === 0 && skipsNonReference(opts)) {
     // A stream whose every frame the decoder calls non-reference would give nothing: decode it all.
     yield* sampleFrames(file, { ...opts, skipNonReference: false }, bins, hooks);
     return;

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MODELS_DIR, modelManifestPath } from '../../config';
-import { binaryVersion, outputSize, packagedBinaries, probeVideo, resolveBinaries, sampleFrames, skipsNonReference, type SampleOptions } from '../../media/ffmpeg';
+import { binaryVersion, outputSize, packagedBinaries, probeVideo, resolveBinaries, sampleFrames, samplingSelection, type SampleOptions } from '../../media/ffmpeg';
 import { resizeRaw } from '../../media/image';
 import type { RawImage } from '../../media/types';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
@@ -24,11 +24,9 @@ import { cacheDir, now, out, p50, section, table, type BenchContext } from './ut
 
 /** ffmpeg only: the same selection, scaling and pixel format as sampleFrames; returns frames decoded. */
 async function floorRun(file: string, opts: SampleOptions, width: number, height: number, ffmpeg = resolveBinaries().ffmpeg): Promise<number> {
-  const keep = [`isnan(prev_selected_t)`, `gt(floor(t*${opts.fps})\\,floor(prev_selected_t*${opts.fps}))`];
-  if (opts.sceneThreshold > 0) keep.push(`gt(scene\\,${opts.sceneThreshold})`);
-  const filter = [`select='${keep.join('+')}'`, `scale=${width}:${height}:flags=area`, 'format=rgb24'].join(',');
-  const skip = skipsNonReference(opts) ? ['-skip_frame', 'noref'] : [];
-  const args = ['-nostdin', '-hide_banner', '-loglevel', 'error', ...skip, '-i', file, '-t', String(opts.maxDurationSec), '-vf', filter, '-vsync', '0', '-an', '-sn', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
+  const { inputArgs, select } = samplingSelection(opts);
+  const filter = [select, `scale=${width}:${height}:flags=area`, 'format=rgb24'].join(',');
+  const args = ['-nostdin', '-hide_banner', '-loglevel', 'error', ...inputArgs, '-i', file, '-t', String(opts.maxDurationSec), '-vf', filter, '-vsync', '0', '-an', '-sn', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
   return new Promise((resolve, reject) => {
     const p = spawn(ffmpeg, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let bytes = 0;
