@@ -11,6 +11,8 @@ import {
   unionIntervals,
   type ScoredPair,
 } from '../../src/bench/accuracy/metrics';
+import { describeDiagnosis, diagnose } from '../../src/bench/accuracy/diagnose';
+import type { FrameObservation } from '../../src/matching/types';
 
 /** '0.9+' is a positive scored 0.9, '0.8-' a negative. */
 const P = (...xs: string[]): ScoredPair[] => xs.map((x) => ({ score: Number(x.slice(0, -1)), positive: x.endsWith('+') }));
@@ -118,5 +120,42 @@ describe('proposal coverage (hand-computed)', () => {
     const r = windowCoverage(box, [{ x: 0, y: 0, size: 300 }, { x: 80, y: 90, size: 100 }]);
     expect(r.usable).toBe(true);
     expect(r.bestIoU).toBeCloseTo(0.32, 10);
+  });
+});
+
+describe('diagnose (hand-built observations)', () => {
+  const box = { x: 0, y: 0, width: 10, height: 10 };
+  const kp = (inliers: number, verified = true) => ({ score: 0.5, inliers, referenceId: 'r', mirrored: false, box, ...(verified ? {} : { verified: false }) });
+  const emb = (score: number) => ({ score, cosine: 0.9, referenceId: 'r' });
+  const at = (characterId: string, frameIndex: number, o: Partial<FrameObservation>): FrameObservation => ({ frameIndex, timeSec: frameIndex / 2, characterId, ...o });
+  const obs = (...list: FrameObservation[]) => {
+    const m = new Map<string, FrameObservation[]>();
+    for (const o of list) m.set(o.characterId, [...(m.get(o.characterId) ?? []), o]);
+    return m;
+  };
+
+  test('verified keypoints on any frame make it a copy, whatever the likeness says', () => {
+    const d = diagnose(obs(at('a', 0, { keypoints: kp(9, false) }), at('a', 1, { keypoints: kp(12), embedding: emb(0.2) }), at('b', 1, { embedding: emb(0.9) })), 'a');
+    expect(d).toEqual({ cause: 'copy', verifiedInliers: 12, unverifiedInliers: 9, likeness: 0.2, rivalLikeness: 0.9, rival: 'b' });
+    expect(describeDiagnosis(d)).toBe('copy, 12 inliers verified');
+  });
+
+  test('keypoints that never verified', () => {
+    const d = diagnose(obs(at('a', 0, { keypoints: kp(8, false), embedding: emb(0.4) }), at('b', 0, { embedding: emb(0.3) })), 'a');
+    expect(d.cause).toBe('unverified');
+    expect(describeDiagnosis(d)).toBe('8 inliers, outline not verified; likeness 0.40 vs 0.30 b');
+  });
+
+  test('likeness alone: outranked by another key, or not', () => {
+    expect(diagnose(obs(at('a', 0, { embedding: emb(0.5) }), at('b', 3, { embedding: emb(0.6) }), at('c', 1, { embedding: emb(0.55) })), 'a')).toMatchObject({ cause: 'likeness-outranked', rival: 'b', rivalLikeness: 0.6 });
+    // A tie is not outranked.
+    expect(diagnose(obs(at('a', 0, { embedding: emb(0.6) }), at('b', 3, { embedding: emb(0.6) })), 'a').cause).toBe('likeness-only');
+    expect(diagnose(obs(at('a', 0, { embedding: emb(0.6) })), 'a')).toEqual({ cause: 'likeness-only', verifiedInliers: 0, unverifiedInliers: 0, likeness: 0.6, rivalLikeness: 0 });
+  });
+
+  test('not observed at all', () => {
+    const d = diagnose(obs(at('b', 0, { embedding: emb(0.7) })), 'a');
+    expect(d.cause).toBe('unseen');
+    expect(describeDiagnosis(d)).toBe('seen by neither tier');
   });
 });

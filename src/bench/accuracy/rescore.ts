@@ -14,8 +14,9 @@ import { aggregateClip, DEFAULT_AGGREGATE, type AggregateParams } from '../../ma
 import { calibrateCosine, type FusionParams } from '../../matching/fuse';
 import type { Box, FrameObservation } from '../../matching/types';
 import { iou } from '../../synthetic/art';
+import { diagnose } from './diagnose';
 import type { Plan } from './generate';
-import { evaluate, type ClipResult } from './run';
+import { evaluate, printMissCauses, type ClipResult } from './run';
 
 interface Recorded {
   clip: string;
@@ -150,7 +151,9 @@ function main(argv: string[]): void {
       if (v.transform) obs = v.transform(obs);
       const kagami: ClipResult['kagami'] = {};
       for (const c of aggregateClip(registered, obs, rec.frameTimes, rec.durationSec, p)) kagami[c.characterId] = { score: c.score, segments: c.segments, verdict: c.verdict, kind: c.kind };
-      return { clip, file: '', durationSec: rec.durationSec, kagami, phash: { frameTimes: [], perChar: {} }, scanSec: 0, phashSec: 0 };
+      // The misses' causes, for the product's own observations (a variant's transform may change them).
+      const diagnosis = v.name === 'product' && clip.truthCharacter ? diagnose(obs, clip.truthCharacter) : undefined;
+      return { clip, file: '', durationSec: rec.durationSec, kagami, phash: { frameTimes: [], perChar: {} }, scanSec: 0, phashSec: 0, ...(diagnosis ? { diagnosis } : {}) };
     });
     const k = evaluate(plan, results, registered).kagami;
     const f = (x: number) => x.toFixed(3);
@@ -158,6 +161,7 @@ function main(argv: string[]): void {
       `${v.name.padEnd(44)} µAP ${f(k.overall.ap)} near ${f(k.byKind['near-copy'].ap)} new ${f(k.byKind['new-rendition'].ap)} ` +
         `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}`,
     );
+    if (v.name === 'product') printMissCauses(k.failures);
   }
 }
 

@@ -23,6 +23,7 @@ import { scanOptionsFromEnv } from '../../scan/options';
 import { DEFAULT_SCAN_OPTIONS, Scanner } from '../../scan/scanner';
 import { slidingWindows } from '../../scan/windows';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
+import { CAUSES, describeDiagnosis, diagnose, type Diagnosis } from './diagnose';
 import { artLookup, artPlacement, CLIP_KINDS, DEFAULT_MIX, describeTransforms, makePlan, renderClip, type ClipKind, type Plan, type PlannedClip } from './generate';
 import { clipBox, hitsToIntervals, mean, rateAtOrAbove, summarise, temporalIoU, windowCoverage, type Interval, type ScoredPair, type Summary } from './metrics';
 import { frameHashes, phashScore, referenceHashes } from './phash';
@@ -47,6 +48,8 @@ export interface ClipResult {
   phash: { frameTimes: number[]; perChar: Record<string, number[]> };
   scanSec: number;
   phashSec: number;
+  /** Positives: which tier saw the true character (diagnose.ts). */
+  diagnosis?: Diagnosis;
 }
 
 const int = (v: string) => {
@@ -174,13 +177,15 @@ async function main(argv: string[]): Promise<void> {
     const r = await rendered[i]!;
     if (!r.cached) generated++;
     const s0 = performance.now();
+    let diagnosis: Diagnosis | undefined;
     const report = await scanner.scan({
       file: r.file,
       minScore: 0,
       top: 1000,
-      onObservations: o.record
-        ? (x) => appendFileSync(o.record!, JSON.stringify({ clip: clip.id, durationSec: x.durationSec, frameTimes: x.frameTimes, observations: Object.fromEntries(x.observations) }) + '\n')
-        : undefined,
+      onObservations: (x) => {
+        if (clip.truthCharacter) diagnosis = diagnose(x.observations, clip.truthCharacter);
+        if (o.record) appendFileSync(o.record, JSON.stringify({ clip: clip.id, durationSec: x.durationSec, frameTimes: x.frameTimes, observations: Object.fromEntries(x.observations) }) + '\n');
+      },
     });
     const scanSec = (performance.now() - s0) / 1000;
     const kagami: ClipResult['kagami'] = {};
@@ -195,7 +200,7 @@ async function main(argv: string[]): Promise<void> {
       for (const k of registered) perChar[k].push(phashScore(fh, refHashes.get(k) ?? []));
     }
     const phashSec = (performance.now() - p0) / 1000;
-    results.push({ clip, file: r.file, durationSec: report.durationSec, kagami, phash: { frameTimes, perChar }, scanSec, phashSec });
+    results.push({ clip, file: r.file, durationSec: report.durationSec, kagami, phash: { frameTimes, perChar }, scanSec, phashSec, ...(diagnosis ? { diagnosis } : {}) });
     const truth = clip.truthCharacter ? kagami[clip.truthCharacter]?.score ?? 0 : undefined;
     const topOther = Math.max(0, ...Object.entries(kagami).filter(([k]) => k !== clip.truthCharacter).map(([, v]) => v.score));
     log(`[${i + 1}/${plan.clips.length}] ${clip.id} ${clip.kind.padEnd(13)} ${(clip.characterKey ?? '-').padEnd(28)} ` +
@@ -243,6 +248,7 @@ look-alike clips that are a registered character recoloured (same silhouette), c
       transforms: describeTransforms(r.clip.transforms),
       file: r.file,
       kagami: Object.fromEntries(Object.entries(r.kagami).filter(([, v]) => v.score > 0)),
+      ...(r.diagnosis ? { diagnosis: r.diagnosis } : {}),
       phashMax: Object.fromEntries(Object.entries(r.phash.perChar).map(([k, v]) => [k, Math.max(0, ...v)])),
     })),
   };
@@ -279,7 +285,7 @@ export interface MethodEval {
   };
   /** Recall (truth score ≥ the P0.9 threshold) by transform, over positive clips. */
   recallByFactor: Record<string, { n: number; recall: number }>;
-  failures: Array<{ id: string; kind: ClipKind; character: string; image: string; score: number; rank: number; transforms: string }>;
+  failures: Array<{ id: string; kind: ClipKind; character: string; image: string; score: number; rank: number; transforms: string; diagnosis?: Diagnosis }>;
 }
 
 export function evaluate(plan: Plan, results: ClipResult[], registered: string[]): { kagami: MethodEval; phash: MethodEval; thresholds: { match: number; review: number } } {
@@ -335,7 +341,16 @@ export function evaluate(plan: Plan, results: ClipResult[], registered: string[]
       .map((r) => {
         const s = score(r, r.clip.truthCharacter!);
         const rank = 1 + registered.filter((k) => k !== r.clip.truthCharacter && score(r, k) >= s).length;
-        return { id: r.clip.id, kind: r.clip.kind, character: r.clip.truthCharacter!, image: r.clip.image?.label ?? '', score: s, rank, transforms: describeTransforms(r.clip.transforms) };
+        return {
+          id: r.clip.id,
+          kind: r.clip.kind,
+          character: r.clip.truthCharacter!,
+          image: r.clip.image?.label ?? '',
+          score: s,
+          rank,
+          transforms: describeTransforms(r.clip.transforms),
+          ...(r.diagnosis ? { diagnosis: r.diagnosis } : {}),
+        };
       })
       .filter((f) => f.score < tP90 || f.rank > 1)
       .sort((a, b) => a.score - b.score);
@@ -391,6 +406,19 @@ function printTable(e: ReturnType<typeof evaluate>): void {
   console.log(`\nKagami's misses (truth below its P≥0.90 threshold ${f3(e.kagami.overall.thresholdAtP90)}, or outranked), lowest first:`);
   for (const f of e.kagami.failures.slice(0, 25)) {
     console.log(`  ${f.id} ${f.kind.padEnd(13)} ${f.score.toFixed(3)} rank ${String(f.rank).padEnd(3)} ${f.character.padEnd(28)} ${f.transforms}  [${f.image}]`);
+    if (f.diagnosis) console.log(`        ${describeDiagnosis(f.diagnosis)}`);
+  }
+  printMissCauses(e.kagami.failures);
+}
+
+/** How many of the misses each tier saw, by clip kind (diagnose.ts). */
+export function printMissCauses(failures: MethodEval['failures']): void {
+  const kinds = [...new Set(failures.map((f) => f.kind))];
+  if (!failures.some((f) => f.diagnosis)) return;
+  console.log(`\nKagami's misses by what saw the true character (${CAUSES.join(' / ')}):`);
+  for (const kind of kinds) {
+    const of = failures.filter((f) => f.kind === kind && f.diagnosis);
+    console.log(`  ${kind.padEnd(15)} ${CAUSES.map((c) => of.filter((f) => f.diagnosis!.cause === c).length).join(' / ')}  (of ${of.length})`);
   }
 }
 
