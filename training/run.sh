@@ -7,10 +7,10 @@
 #   ID=kagami-descriptor-v3 training/run.sh   # v3 experiment: v2's data + Freeciv, 1,500 steps (not shipped: training/README.md)
 #   ID=kagami-descriptor-v4 training/run.sh   # v4 experiment: v2 with half the views framed as sliding windows (not shipped)
 #   ID=kagami-descriptor-v5 training/run.sh   # v5: v2 taught that a recolour is the same character (hue rotations, recolour pairs)
-#   ID=kagami-descriptor-v6 training/run.sh   # v6 (the default's float model): v2's data and loss, 3,000 steps (~1 h on one busy core)
+#   ID=kagami-descriptor-v6 training/run.sh   # v6: v2's data and loss, 3,000 steps (~1 h on one busy core)
 #   ID=kagami-descriptor-v7 training/run.sh   # v7 experiment: v2's recipe, 4,500 steps (not shipped: training/README.md)
 #   ID=kagami-descriptor-v8 training/run.sh   # v8: v6 fine-tuned (600 steps) with half the views boxes of larger scenes, pooled as the dense form pools a window
-#   ID=kagami-descriptor-v9 training/run.sh   # v9 experiment: v8 fine-tuned again on a fresh pool (pool seed 2, 12 pairs, 1,200 steps)
+#   ID=kagami-descriptor-v9 training/run.sh   # v9 (the default's float model): v8 fine-tuned again on a fresh pool (pool seed 2, 12 pairs, 1,200 steps)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
