@@ -413,8 +413,8 @@ function printTable(e: ReturnType<typeof evaluate>): void {
 
 /** How many of the misses each tier saw, by clip kind (diagnose.ts). */
 export function printMissCauses(failures: MethodEval['failures']): void {
-  const kinds = [...new Set(failures.map((f) => f.kind))];
   if (!failures.some((f) => f.diagnosis)) return;
+  const kinds = [...new Set(failures.map((f) => f.kind))];
   console.log(`\nKagami's misses by what saw the true character (${CAUSES.join(' / ')}):`);
   for (const kind of kinds) {
     const of = failures.filter((f) => f.kind === kind && f.diagnosis);
