@@ -25,7 +25,7 @@ interface Recorded {
   observations: Record<string, FrameObservation[]>;
 }
 
-type Transform = (obs: Map<string, FrameObservation[]>) => Map<string, FrameObservation[]>;
+type Transform = (obs: Map<string, FrameObservation[]>, frameCount: number) => Map<string, FrameObservation[]>;
 
 interface Variant {
   name: string;
@@ -98,6 +98,32 @@ function keypointFloor(floor: number, unverifiedToo: boolean): Transform {
     );
 }
 
+/** How many sampled frames the keypoint tier ran on, over all clips, under keypointFrames (printed with its variant). */
+const orbFrames = { ran: 0, of: 0 };
+
+/**
+ * The keypoint tier on every step-th sampled frame only (index % step === phase), its observations
+ * on the other frames dropped; with `densify`, a skipped frame keeps them when a neighbouring frame
+ * it ran on had a keypoint hit (any character; `verified`: a verified one), as a scanner would run
+ * ORB on the neighbours of a hit after the fact.
+ */
+function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified'): Transform {
+  return (obs, frameCount) => {
+    const on = (f: number) => f % step === phase;
+    const hit = new Set<number>();
+    for (const list of obs.values()) for (const o of list) if (o.keypoints && on(o.frameIndex) && (densify === 'any' || o.keypoints.verified !== false)) hit.add(o.frameIndex);
+    const runs = (f: number) => on(f) || (!!densify && (hit.has(f - 1) || hit.has(f + 1)));
+    for (let f = 0; f < frameCount; f++) orbFrames.ran += runs(f) ? 1 : 0;
+    orbFrames.of += frameCount;
+    return new Map(
+      [...obs].map(([cid, list]) => [
+        cid,
+        list.map((o) => (o.keypoints && !runs(o.frameIndex) ? { ...o, keypoints: undefined } : o)).filter((o) => o.keypoints || o.embedding),
+      ]),
+    );
+  };
+}
+
 function main(argv: string[]): void {
   const program = new Command('rescore')
     .description('re-scores a recorded accuracy-bench run under variants of the clip aggregation')
@@ -141,6 +167,8 @@ function main(argv: string[]): void {
     ...[1, 2].map((span) => ({ name: `likeness support span ${span} alpha 0.25`, transform: likenessSupport(span, 0.25) })),
     ...[0.6, 0.8].map((pen) => ({ name: `likeness consistency span 0.6 penalty ${pen}`, transform: likenessConsistency(0.6, 0.1, pen) })),
     { name: 'likeness consistency span 1.1 penalty 0.3', transform: likenessConsistency(1.1, 0.1, 0.3) },
+    ...[[2, 1], [2, 0]].map(([step, phase]) => ({ name: `keypoints on frames ${phase} mod ${step}`, transform: keypointFrames(step, phase) })),
+    ...(['any', 'verified'] as const).map((d) => ({ name: `keypoints on frames 1 mod 2 + next to ${d} hits`, transform: keypointFrames(2, 1, d) })),
   ];
   const variants = only ? all.filter((v) => v.name === 'product' || v.name.includes(only)) : all;
   for (const v of variants) {
@@ -148,7 +176,7 @@ function main(argv: string[]): void {
     const results: ClipResult[] = clips.map((clip) => {
       const rec = byClip.get(clip.id)!;
       let obs = new Map(Object.entries(rec.observations));
-      if (v.transform) obs = v.transform(obs);
+      if (v.transform) obs = v.transform(obs, rec.frameTimes.length);
       const kagami: ClipResult['kagami'] = {};
       for (const c of aggregateClip(registered, obs, rec.frameTimes, rec.durationSec, p)) kagami[c.characterId] = { score: c.score, segments: c.segments, verdict: c.verdict, kind: c.kind };
       // The misses' causes, for the product's own observations (a variant's transform may change them).
@@ -156,10 +184,12 @@ function main(argv: string[]): void {
       return { clip, file: '', durationSec: rec.durationSec, kagami, phash: { frameTimes: [], perChar: {} }, scanSec: 0, phashSec: 0, ...(diagnosis ? { diagnosis } : {}) };
     });
     const k = evaluate(plan, results, registered).kagami;
+    const ran = orbFrames.of ? ` keypoint tier on ${((100 * orbFrames.ran) / orbFrames.of).toFixed(0)} % of frames` : '';
+    orbFrames.ran = orbFrames.of = 0;
     const f = (x: number) => x.toFixed(3);
     console.log(
       `${v.name.padEnd(44)} µAP ${f(k.overall.ap)} near ${f(k.byKind['near-copy'].ap)} new ${f(k.byKind['new-rendition'].ap)} ` +
-        `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}`,
+        `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}${ran}`,
     );
     if (v.name === 'product') printMissCauses(k.failures);
   }
