@@ -43,6 +43,8 @@ const EnvSchema = z.object({
   KAGAMI_SAMPLE_FPS: num(2, 0.05, 30),
   KAGAMI_SCENE_THRESHOLD: num(0.3, 0, 1),
   KAGAMI_FRAME_KEYPOINTS: num(4000, 100, 20_000),
+  // The keypoint tier on every sampled frame (1) or every other one plus the neighbours of a verified hit (2)
+  KAGAMI_KEYPOINT_FRAME_STEP: z.coerce.number().int().min(1).max(2).default(2),
   KAGAMI_MAX_FRAMES: num(1200, 1, 1_000_000),
   KAGAMI_MAX_DURATION_SEC: num(3600, 1, 1_000_000),
   KAGAMI_MATCH_THRESHOLD: num(0.6, 0, 1),

@@ -14,6 +14,7 @@ export function scanOptionsFromEnv(env: Env, fps?: number): ScanOptions {
     },
     maxKeypoints: env.KAGAMI_FRAME_KEYPOINTS,
     scanThreads: env.KAGAMI_SCAN_THREADS,
+    keypointFrameStep: env.KAGAMI_KEYPOINT_FRAME_STEP === 1 ? 1 : 2,
     windows: env.KAGAMI_WINDOWS ?? DEFAULT_SCAN_OPTIONS.windows,
     denseUpTo: env.KAGAMI_DENSE_UP_TO,
     aggregate: { ...DEFAULT_SCAN_OPTIONS.aggregate, thresholds: { match: env.KAGAMI_MATCH_THRESHOLD, review: env.KAGAMI_REVIEW_THRESHOLD } },

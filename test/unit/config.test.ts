@@ -31,3 +31,22 @@ describe('KAGAMI_WINDOWS', () => {
     expect((err as KagamiError).message).toMatch(/KAGAMI_WINDOWS: .* is not size\/frameStep/);
   });
 });
+
+describe('KAGAMI_KEYPOINT_FRAME_STEP', () => {
+  test('unset: every other frame (2); 1: every frame', () => {
+    expect(scanOptionsFromEnv(readEnv({} as NodeJS.ProcessEnv)).keypointFrameStep).toBe(2);
+    expect(scanOptionsFromEnv(readEnv({ KAGAMI_KEYPOINT_FRAME_STEP: '1' } as NodeJS.ProcessEnv)).keypointFrameStep).toBe(1);
+  });
+
+  test.each(['0', '3', '1.5', 'odd'])('%p is refused with invalid_config naming the variable', (v) => {
+    let err: unknown;
+    try {
+      readEnv({ KAGAMI_KEYPOINT_FRAME_STEP: v } as NodeJS.ProcessEnv);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(KagamiError);
+    expect((err as KagamiError).code).toBe('invalid_config');
+    expect((err as KagamiError).message).toMatch(/KAGAMI_KEYPOINT_FRAME_STEP/);
+  });
+});

@@ -175,6 +175,59 @@ describe('Scanner with keypoint threads', () => {
     }
   });
 
+  test('keypointFrameStep 2: the odd frames, and the even ones next to a verified hit, each with the keypoints a scan of every frame finds there', async () => {
+    type Seen = Parameters<NonNullable<ScanRequest['onObservations']>>[0];
+    const run = async (file: string, keypointFrameStep: 1 | 2) => {
+      const scanner = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2, keypointFrameStep });
+      try {
+        let seen: Seen | undefined;
+        const stages = newScanStages();
+        const report = await scanner.scan({ file, minScore: 0, top: 10, stages, onObservations: (r) => (seen = r) });
+        // frame index -> character -> its keypoint observation there
+        const kp = new Map<number, Map<string, unknown>>();
+        for (const [cid, list] of seen!.observations) {
+          for (const o of list) if (o.keypoints) kp.set(o.frameIndex, (kp.get(o.frameIndex) ?? new Map()).set(cid, o.keypoints));
+        }
+        const verified = new Set([...seen!.observations.values()].flat().filter((o) => o.keypoints && o.keypoints.verified !== false).map((o) => o.frameIndex));
+        return { report, stages, kp, verified };
+      } finally {
+        await scanner.dispose();
+      }
+    };
+    const every = await run(clip, 1);
+    const half = await run(clip, 2);
+    const frames = every.report.framesSampled;
+    expect(every.stages.orbFrames).toBe(frames);
+    expect(every.verified.size).toBeGreaterThan(2);
+    const looked = (i: number) => i % 2 === 1 || half.verified.has(i - 1) || half.verified.has(i + 1);
+    let evenLooked = 0;
+    for (let i = 0; i < frames; i++) {
+      if (!looked(i)) {
+        expect(half.kp.has(i)).toBe(false);
+        continue;
+      }
+      if (i % 2 === 0) evenLooked++;
+      expect(half.kp.get(i)).toEqual(every.kp.get(i));
+    }
+    expect(evenLooked).toBeGreaterThan(0);
+    expect(half.stages.orbFrames).toBe(Array.from({ length: frames }, (_, i) => i).filter(looked).length);
+    for (const id of ['c21', 'c22']) expect(half.report.matches.find((m) => m.characterId === id)?.verdict).toBe(every.report.matches.find((m) => m.characterId === id)?.verdict);
+
+    // A clip that copies nothing registered: the keypoint tier on the odd frames only.
+    const plain = path.join(dir, 'plain.mp4');
+    await makeClip({
+      out: plain,
+      width: 960,
+      height: 540,
+      durationSec: 4,
+      background: await renderBackground(11, 1360, 540),
+      appearances: [{ png: await renderCharacter(31, 400, { styleSeed: 5 }), startSec: 0.5, endSec: 3.5, heightFrac: 0.5, x: 0.3, y: 0.2 }],
+    });
+    const quiet = await run(plain, 2);
+    expect(quiet.verified.size).toBe(0);
+    expect(quiet.stages.orbFrames).toBe(Math.floor(quiet.report.framesSampled / 2));
+  });
+
   test('a dying keypoint worker fails the scan with a clear error', async () => {
     const pool = new ExtractPool(1, { resourceLimits: { maxOldGenerationSizeMb: 2, maxYoungGenerationSizeMb: 1 } });
     const scanner = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2 }, undefined, pool);
