@@ -19,7 +19,7 @@ import { ReferenceSet } from '../../scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanOptions, type ScanReport, type ScanStages } from '../../scan/scanner';
 import { createApiKey } from '../../service/keys';
 import { createRuntime, startApi, startWorker } from '../../service/runtime';
-import { benchClip, characterArt, CLIP_CHARACTERS, loadProductEmbedder as loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
+import { benchClip, benchCleanClip, characterArt, CLIP_CHARACTERS, loadProductEmbedder as loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
 import { cacheDir, now, out, p50, p95, section, table, type BenchContext } from './util';
 
 const DISTRACTORS = Array.from({ length: 17 }, (_, i) => 200 + i);
@@ -72,6 +72,16 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     // The decoder skipping non-reference frames (SampleOptions.skipNonReference) against decoding them all.
     ...(skipsNonReference(DEFAULT_SCAN_OPTIONS.sampling)
       ? [variant('every frame decoded (skipNonReference: false)', { sampling: { ...DEFAULT_SCAN_OPTIONS.sampling, skipNonReference: false } })]
+      : []),
+    // The keypoint tier on every sampled frame against every other one and the neighbours of its hits.
+    ...(DEFAULT_SCAN_OPTIONS.keypointFrameStep === 2 ? [variant('keypoints on every frame (KAGAMI_KEYPOINT_FRAME_STEP=1)', { keypointFrameStep: 1 })] : []),
+  ];
+  // The screening case: a clip that copies no registered character, default and keypoints on every frame.
+  const clean = await benchCleanClip();
+  const cleanRuns = [
+    { label: 'clip with no registered character', scanner, times: [] as number[], stages: newScanStages(), frames: 0 },
+    ...(DEFAULT_SCAN_OPTIONS.keypointFrameStep === 2
+      ? [{ label: 'clip with no registered character, keypoints on every frame', scanner: new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, keypointFrameStep: 1 }), times: [] as number[], stages: newScanStages(), frames: 0 }]
       : []),
   ];
   let report: ScanReport = await scanner.scan({ file: clip, minScore: 0.35, top: 10 }); // warm-up (and the pool's threads)
@@ -128,6 +138,11 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
         await o.scanner.scan({ file: clip, minScore: 0.35, top: 10, stages: o.stages });
         o.times.push((now() - t0) / 1000);
       }
+      for (const o of cleanRuns) {
+        t0 = now();
+        o.frames = (await o.scanner.scan({ file: clean, minScore: 0.35, top: 10, stages: o.stages })).framesSampled;
+        o.times.push((now() - t0) / 1000);
+      }
       queued.push(await viaQueue());
     }
   } finally {
@@ -138,6 +153,7 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   }
   await scanner.dispose();
   for (const o of others) await o.scanner.dispose();
+  for (const o of cleanRuns.slice(1)) await o.scanner.dispose();
   await embedder.dispose();
   const found = report.matches.filter((m) => m.verdict !== 'clear').map((m) => m.characterId);
   table(
@@ -146,11 +162,14 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
       [`direct (Scanner.scan, as the CLI; ${DEFAULT_SCAN_OPTIONS.scanThreads} keypoint threads)`, p50(direct), p95(direct), 10 / p50(direct), 1],
       ['direct, keypoints in-thread (KAGAMI_SCAN_THREADS=1)', p50(direct1), p95(direct1), 10 / p50(direct1), p50(direct) / p50(direct1)],
       ...others.map((o) => [`direct, ${o.label}`, p50(o.times), p95(o.times), 10 / p50(o.times), p50(direct) / p50(o.times)]),
+      ...cleanRuns.map((o) => [`direct, ${o.label}`, p50(o.times), p95(o.times), 10 / p50(o.times), p50(direct) / p50(o.times)]),
       ['API + BullMQ + worker (POST /v1/scans?wait)', p50(queued), p95(queued), 10 / p50(queued), p50(direct) / p50(queued)],
     ],
   );
   out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')}); reports in-thread and pooled ${same ? 'identical' : 'DIFFER'}`);
   out(`  worker: model, references and warm-up ${warmUpS.toFixed(2)} s at start; its first job ${firstJob.toFixed(2)} s, later ones ${p50(queued).toFixed(2)} s p50`);
+  const orbShare = (label: string, st: ScanStages, runs: number, frames: number) => `${label} ${((100 * st.orbFrames) / (runs * frames)).toFixed(0)} %`;
+  out(`  keypoint tier on (share of sampled frames): ${[orbShare('this clip', stages, reps, report.framesSampled), ...others.filter((o) => o.label.includes('KEYPOINT_FRAME_STEP')).map((o) => orbShare('every frame', o.stages, reps, report.framesSampled)), ...cleanRuns.map((o) => orbShare(o.label, o.stages, reps, o.frames))].join(', ')}`);
   stageTable(stages1, stages, reps, DEFAULT_SCAN_OPTIONS.scanThreads);
   if (embedder.embedRegions) {
     const ms = (s: ScanStages) => ((s.crops + s.inference) / reps).toFixed(0);

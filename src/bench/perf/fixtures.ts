@@ -47,6 +47,28 @@ export async function benchClip(v = 0, durationSec = 10): Promise<string> {
   return file;
 }
 
+/**
+ * The screening case: benchClip's 720p background with one character the bench library does not
+ * hold (no registered drawing is copied), for the cost of a clip that finds nothing.
+ */
+export async function benchCleanClip(durationSec = 10): Promise<string> {
+  const file = path.join(cacheDir('clips'), `clip720-${durationSec}s-clean.mp4`);
+  if (existsSync(file)) return file;
+  const W = 1280;
+  const H = 720;
+  const tmp = file + '.tmp.mp4';
+  await makeClip({
+    out: tmp,
+    width: W,
+    height: H,
+    durationSec,
+    background: await renderBackground(500, W + 400, H),
+    appearances: [{ png: await characterArt(900), startSec: 1, endSec: 9, heightFrac: 0.5, x: 0.2, y: 0.2, drift: 40 }],
+  });
+  renameSync(tmp, file);
+  return file;
+}
+
 /** The converted frame model, for the pipeline and embedding sections. */
 export async function loadEmbedder(threads = 1): Promise<OnnxEmbedder> {
   return OnnxEmbedder.create(modelManifestPath(MODEL_ID), { threads });
