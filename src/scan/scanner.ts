@@ -420,7 +420,8 @@ export class Scanner {
     };
 
     // Without the pool: decode a batch, then process it. With it: each frame's ORB starts as it is
-    // decoded, and one batch is processed while the next is decoded (at most two batches in memory;
+    // decoded (those keypointsAtDecode; the others' when their batch finds a verified hit next to
+    // them), and one batch is processed while the next is decoded (at most two batches in memory;
     // the decoder's pipe pauses meanwhile). Decode wait = waiting for a frame while no batch is processed.
     let pending: Pending[] = [];
     let running: Promise<void> | undefined;

@@ -112,7 +112,23 @@ function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified
     const on = (f: number) => f % step === phase;
     const hit = new Set<number>();
     for (const list of obs.values()) for (const o of list) if (o.keypoints && on(o.frameIndex) && (densify === 'any' || o.keypoints.verified !== false)) hit.add(o.frameIndex);
-    const runs = (f: number) => on(f) || (!!densify && (hit.has(f - 1) || hit.has(f + 1)));
+    // Growing outward: a hit on a frame looked at late makes its neighbours looked at too.
+    const looked = new Set<number>();
+    for (let f = 0; f < frameCount; f++) if (on(f)) looked.add(f);
+    if (densify && step > 2) {
+      const hitAt = new Set<number>();
+      for (const list of obs.values()) for (const o of list) if (o.keypoints && (densify === 'any' || o.keypoints.verified !== false)) hitAt.add(o.frameIndex);
+      const queue = [...looked].filter((f) => hitAt.has(f));
+      while (queue.length) {
+        const f = queue.pop()!;
+        for (const g of [f - 1, f + 1]) {
+          if (g < 0 || g >= frameCount || looked.has(g)) continue;
+          looked.add(g);
+          if (hitAt.has(g)) queue.push(g);
+        }
+      }
+    }
+    const runs = (f: number) => looked.has(f) || (!!densify && step <= 2 && (hit.has(f - 1) || hit.has(f + 1)));
     for (let f = 0; f < frameCount; f++) orbFrames.ran += runs(f) ? 1 : 0;
     orbFrames.of += frameCount;
     return new Map(
@@ -169,6 +185,7 @@ function main(argv: string[]): void {
     { name: 'likeness consistency span 1.1 penalty 0.3', transform: likenessConsistency(1.1, 0.1, 0.3) },
     ...[[2, 1], [2, 0]].map(([step, phase]) => ({ name: `keypoints on frames ${phase} mod ${step}`, transform: keypointFrames(step, phase) })),
     ...(['any', 'verified'] as const).map((d) => ({ name: `keypoints on frames 1 mod 2 + next to ${d} hits`, transform: keypointFrames(2, 1, d) })),
+    ...[3, 4].map((step) => ({ name: `keypoints on frames ${step - 1} mod ${step} + growing around verified hits`, transform: keypointFrames(step, step - 1, 'verified') })),
   ];
   const variants = only ? all.filter((v) => v.name === 'product' || v.name.includes(only)) : all;
   for (const v of variants) {
