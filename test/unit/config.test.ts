@@ -3,6 +3,16 @@ import { KagamiError } from '../../src/errors';
 import { scanOptionsFromEnv } from '../../src/scan/options';
 import { DEFAULT_SCAN_OPTIONS } from '../../src/scan/scanner';
 
+/** The configuration error reading `env` raises (undefined when it reads fine). */
+function configError(env: Record<string, string>): KagamiError | undefined {
+  try {
+    readEnv(env as NodeJS.ProcessEnv);
+  } catch (e) {
+    return e as KagamiError;
+  }
+  return undefined;
+}
+
 describe('KAGAMI_WINDOWS', () => {
   test('unset: the scanner default (small windows on every fourth frame included)', () => {
     const o = scanOptionsFromEnv(readEnv({} as NodeJS.ProcessEnv));
@@ -20,15 +30,10 @@ describe('KAGAMI_WINDOWS', () => {
   });
 
   test.each(['0.35', '0/2', '1.5/2', '0.35/0', '0.35/2,,0.6/2', 'big/2'])('%p is refused with invalid_config naming the variable', (spec) => {
-    let err: unknown;
-    try {
-      readEnv({ KAGAMI_WINDOWS: spec } as NodeJS.ProcessEnv);
-    } catch (e) {
-      err = e;
-    }
+    const err = configError({ KAGAMI_WINDOWS: spec });
     expect(err).toBeInstanceOf(KagamiError);
-    expect((err as KagamiError).code).toBe('invalid_config');
-    expect((err as KagamiError).message).toMatch(/KAGAMI_WINDOWS: .* is not size\/frameStep/);
+    expect(err?.code).toBe('invalid_config');
+    expect(err?.message).toMatch(/KAGAMI_WINDOWS: .* is not size\/frameStep/);
   });
 });
 
@@ -39,14 +44,9 @@ describe('KAGAMI_KEYPOINT_FRAME_STEP', () => {
   });
 
   test.each(['0', '3', '1.5', 'odd'])('%p is refused with invalid_config naming the variable', (v) => {
-    let err: unknown;
-    try {
-      readEnv({ KAGAMI_KEYPOINT_FRAME_STEP: v } as NodeJS.ProcessEnv);
-    } catch (e) {
-      err = e;
-    }
+    const err = configError({ KAGAMI_KEYPOINT_FRAME_STEP: v });
     expect(err).toBeInstanceOf(KagamiError);
-    expect((err as KagamiError).code).toBe('invalid_config');
-    expect((err as KagamiError).message).toMatch(/KAGAMI_KEYPOINT_FRAME_STEP/);
+    expect(err?.code).toBe('invalid_config');
+    expect(err?.message).toMatch(/KAGAMI_KEYPOINT_FRAME_STEP/);
   });
 });

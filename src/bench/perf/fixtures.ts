@@ -7,7 +7,7 @@ import path from 'node:path';
 import { modelFor, modelManifestPath, readEnv } from '../../config';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { renderBackground, renderCharacter } from '../../synthetic/art';
-import { makeClip } from '../../synthetic/video';
+import { makeClip, type ClipSpec } from '../../synthetic/video';
 import { cacheDir } from './util';
 
 export const MODEL_ID = 'mobilenetv2-block10-gem3x3';
@@ -25,26 +25,14 @@ export async function characterArt(seed: number): Promise<Buffer> {
  * background and positions (several distinct clips for the concurrency runs).
  */
 export async function benchClip(v = 0, durationSec = 10): Promise<string> {
-  const file = path.join(cacheDir('clips'), `clip720-${durationSec}s-v${v}.mp4`);
-  if (existsSync(file)) return file;
-  const W = 1280;
-  const H = 720;
-  const [a, b, c] = await Promise.all(CLIP_CHARACTERS.map((s) => characterArt(s)));
-  const tmp = file + '.tmp.mp4';
-  await makeClip({
-    out: tmp,
-    width: W,
-    height: H,
-    durationSec,
-    background: await renderBackground(500 + v, W + 400, H),
-    appearances: [
+  return cachedClip(`clip720-${durationSec}s-v${v}.mp4`, durationSec, 500 + v, async () => {
+    const [a, b, c] = await Promise.all(CLIP_CHARACTERS.map((s) => characterArt(s)));
+    return [
       { png: a, startSec: 0.5, endSec: 4.5, heightFrac: 0.55, x: 0.1 + 0.05 * v, y: 0.2, drift: 40 },
       { png: b, startSec: 3, endSec: 8, heightFrac: 0.4, x: 0.55, y: 0.3, mirror: true, drift: -30 },
       { png: c, startSec: 6.5, endSec: 9.5, heightFrac: 0.7, x: 0.3, y: 0.15 },
-    ],
+    ];
   });
-  renameSync(tmp, file);
-  return file;
 }
 
 /**
@@ -52,19 +40,19 @@ export async function benchClip(v = 0, durationSec = 10): Promise<string> {
  * hold (no registered drawing is copied), for the cost of a clip that finds nothing.
  */
 export async function benchCleanClip(durationSec = 10): Promise<string> {
-  const file = path.join(cacheDir('clips'), `clip720-${durationSec}s-clean.mp4`);
+  return cachedClip(`clip720-${durationSec}s-clean.mp4`, durationSec, 500, async () => [
+    { png: await characterArt(900), startSec: 1, endSec: 9, heightFrac: 0.5, x: 0.2, y: 0.2, drift: 40 },
+  ]);
+}
+
+/** A 1280x720 clip over background `backgroundSeed`, rendered once into the bench cache as `name`. */
+async function cachedClip(name: string, durationSec: number, backgroundSeed: number, appearances: () => Promise<ClipSpec['appearances']>): Promise<string> {
+  const file = path.join(cacheDir('clips'), name);
   if (existsSync(file)) return file;
   const W = 1280;
   const H = 720;
   const tmp = file + '.tmp.mp4';
-  await makeClip({
-    out: tmp,
-    width: W,
-    height: H,
-    durationSec,
-    background: await renderBackground(500, W + 400, H),
-    appearances: [{ png: await characterArt(900), startSec: 1, endSec: 9, heightFrac: 0.5, x: 0.2, y: 0.2, drift: 40 }],
-  });
+  await makeClip({ out: tmp, width: W, height: H, durationSec, background: await renderBackground(backgroundSeed, W + 400, H), appearances: await appearances() });
   renameSync(tmp, file);
   return file;
 }
