@@ -90,8 +90,8 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   // 2: re-scored from recorded 200-clip accuracy-bench scans (150 characters), against every frame:
   // µAP 0.806 → 0.805 (seed 1), 0.853 → 0.853 (seed 2), 0.786 → 0.780 (seed 3), the keypoint tier on
   // 61-63 % of the frames (the bench's clips show a character for under half their length); odd
-  // frames alone, with no neighbours, cost temporal IoU 0.70-0.75 → 0.61-0.68. Seed 1 scanned again
-  // with it read the re-scored figures exactly.
+  // frames alone, with no neighbours, cost temporal IoU 0.70-0.75 → 0.61-0.68. Seeds 1 and 3
+  // scanned again with it read the re-scored figures exactly.
   keypointFrameStep: 2,
   // 200-clip accuracy bench with 150 characters registered (as the held-out one): µAP 0.667 → 0.681
   // (seed 1) and 0.676 → 0.689 (seed 2); with the plans' 22 characters 0.787 either way (seed 1),
