@@ -103,19 +103,16 @@ const orbFrames = { ran: 0, of: 0 };
 
 /**
  * The keypoint tier on every step-th sampled frame only (index % step === phase), its observations
- * on the other frames dropped; with `densify`, a skipped frame keeps them when a neighbouring frame
- * it ran on had a keypoint hit (any character; `verified`: a verified one), as a scanner would run
- * ORB on the neighbours of a hit after the fact.
+ * on the other frames dropped; with `densify`, growing outward from its hits (any character;
+ * `verified`: a verified one): the frames next to a frame it looked at and found a hit on are looked
+ * at too, as a scanner would run ORB on the neighbours of a hit after the fact (for step 2, the
+ * scanner's keypointFrameStep 2).
  */
 function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified'): Transform {
   return (obs, frameCount) => {
-    const on = (f: number) => f % step === phase;
-    const hit = new Set<number>();
-    for (const list of obs.values()) for (const o of list) if (o.keypoints && on(o.frameIndex) && (densify === 'any' || o.keypoints.verified !== false)) hit.add(o.frameIndex);
-    // Growing outward: a hit on a frame looked at late makes its neighbours looked at too.
     const looked = new Set<number>();
-    for (let f = 0; f < frameCount; f++) if (on(f)) looked.add(f);
-    if (densify && step > 2) {
+    for (let f = 0; f < frameCount; f++) if (f % step === phase) looked.add(f);
+    if (densify) {
       const hitAt = new Set<number>();
       for (const list of obs.values()) for (const o of list) if (o.keypoints && (densify === 'any' || o.keypoints.verified !== false)) hitAt.add(o.frameIndex);
       const queue = [...looked].filter((f) => hitAt.has(f));
@@ -128,13 +125,12 @@ function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified
         }
       }
     }
-    const runs = (f: number) => looked.has(f) || (!!densify && step <= 2 && (hit.has(f - 1) || hit.has(f + 1)));
-    for (let f = 0; f < frameCount; f++) orbFrames.ran += runs(f) ? 1 : 0;
+    orbFrames.ran += looked.size;
     orbFrames.of += frameCount;
     return new Map(
       [...obs].map(([cid, list]) => [
         cid,
-        list.map((o) => (o.keypoints && !runs(o.frameIndex) ? { ...o, keypoints: undefined } : o)).filter((o) => o.keypoints || o.embedding),
+        list.map((o) => (o.keypoints && !looked.has(o.frameIndex) ? { ...o, keypoints: undefined } : o)).filter((o) => o.keypoints || o.embedding),
       ]),
     );
   };
