@@ -44,3 +44,13 @@ test('a disposed embedder rejects further work with a clear error', async () => 
   await e.dispose();
   await expect(e.embed(crops(1))).rejects.toThrow(/inference thread is closed/);
 });
+
+test('disposing during a run lets the run end first: its vectors still arrive, later work is refused', async () => {
+  const e = await OnnxEmbedder.create(modelManifestPath('kagami-descriptor-v2'));
+  await e.embed(crops(1)); // the worker and its session are up
+  const running = e.embed(crops(64));
+  await new Promise((r) => setTimeout(r, 50)); // inside the run by now
+  await e.dispose();
+  expect(await running).toHaveLength(64);
+  await expect(e.embed(crops(1))).rejects.toThrow(/inference thread is closed/);
+});

@@ -24,6 +24,9 @@ export class InferenceThread {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closed = false;
+  private closing: Promise<void> | undefined;
+  /** Called once nothing is pending any more (close() waits on it). */
+  private whenIdle: (() => void) | undefined;
 
   constructor(
     /** The model file's bytes (already checked by the caller). */
@@ -50,9 +53,19 @@ export class InferenceThread {
     });
   }
 
-  async close(): Promise<void> {
+  /**
+   * Refuses new runs, lets those under way end (their callers get their results), then ends the
+   * worker. A worker terminated in the middle of onnxruntime's native run takes the whole process
+   * down (`terminate called after throwing an instance of 'Napi::Error'`), so it is never cut short.
+   */
+  close(): Promise<void> {
+    return (this.closing ??= this.end());
+  }
+
+  private async end(): Promise<void> {
     this.closed = true;
     const w = this.worker;
+    if (w && this.pending.size) await new Promise<void>((resolve) => (this.whenIdle = resolve));
     this.worker = undefined;
     this.failAll(new Error('inference thread is closed'));
     if (w) await w.terminate();
@@ -67,7 +80,10 @@ export class InferenceThread {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
-      if (!this.pending.size) w.unref();
+      if (!this.pending.size) {
+        w.unref();
+        this.whenIdle?.();
+      }
       if (m.error !== undefined) p.reject(new Error(`inference failed: ${m.error}`));
       else p.resolve({ data: m.data!, dims: m.dims! });
     });
@@ -86,5 +102,6 @@ export class InferenceThread {
     const all = [...this.pending.values()];
     this.pending.clear();
     for (const p of all) p.reject(e);
+    this.whenIdle?.();
   }
 }
