@@ -164,7 +164,8 @@ export interface ScanRequest {
 
 /**
  * Milliseconds of a scan by stage, on the main thread (they add up to its wall time, `other` being
- * the rest); `orbWorkers` is the ORB time spent in pool threads, overlapped with the rest.
+ * the rest); `orbWorkers` is the ORB time spent in pool threads and `inferenceThread` the windows'
+ * inference in its thread, both overlapped with the rest.
  */
 export interface ScanStages {
   decodeWait: number;
@@ -180,6 +181,8 @@ export interface ScanStages {
   other: number;
   total: number;
   orbWorkers: number;
+  /** The likeness windows' inference in its own thread, from hand-off to result (`inference` is the part this thread waited for). */
+  inferenceThread: number;
   /** Frames whose keypoints were extracted and matched (keypointFrameStep). */
   orbFrames: number;
 }
@@ -196,6 +199,7 @@ export const newScanStages = (): ScanStages => ({
   other: 0,
   total: 0,
   orbWorkers: 0,
+  inferenceThread: 0,
   orbFrames: 0,
 });
 
@@ -365,17 +369,14 @@ export class Scanner {
 
     const flush = async (batch: Pending[]) => {
       if (!batch.length) return;
-      const nearest = await this.likeness(batch.map((p) => p.frame), st);
-      const perFrame = batch.map(({ frame }, i) => {
-        const perChar = new Map<string, FrameObservation>();
-        for (const n of nearest[i] ?? []) {
-          const o = observation(perChar, frame, n.key);
-          if (!o.embedding || n.score > o.embedding.score || (n.score === o.embedding.score && n.similarity > o.embedding.cosine)) {
-            o.embedding = { score: n.score, cosine: n.similarity, referenceId: n.id, ...(n.box ? { box: n.box } : {}) };
-          }
-        }
-        return perChar;
-      });
+      // The likeness windows' inference runs in its own thread: their frames are handed to it first,
+      // and the keypoint tier's matching runs in this thread meanwhile (likeness() continues between
+      // the keypoint awaits). Its stages are kept apart and added after, the inference as the time
+      // this thread still had to wait for it once the keypoints were done.
+      const ls = newScanStages();
+      const likenessRun = this.likeness(batch.map((p) => p.frame), ls);
+      likenessRun.catch(() => undefined); // reported where awaited
+      const kpHits: Array<Array<{ characterId: string; kp: NonNullable<FrameObservation['keypoints']> }>> = batch.map(() => []);
       /** Matches frame i's keypoints; true when a hit verified. */
       const keypointsOf = async (i: number, pooled: Promise<PooledKeypointSet> | undefined): Promise<boolean> => {
         const frame = batch[i].frame;
@@ -386,27 +387,55 @@ export class Scanner {
         let verified = false;
         for (const h of unlessNegated(hits, (x) => x.characterId, (x) => x.score)) {
           verified ||= h.verified;
-          const o = observation(perFrame[i], frame, h.characterId);
-          if (!o.keypoints || h.score > o.keypoints.score) {
-            o.keypoints = { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box, ...(h.verified ? {} : { verified: false }) };
-          }
+          kpHits[i].push({
+            characterId: h.characterId,
+            kp: { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box, ...(h.verified ? {} : { verified: false }) },
+          });
         }
         return verified;
       };
       const verifiedAt = new Set<number>();
-      if (verifiedBefore >= 0) verifiedAt.add(verifiedBefore);
-      for (let i = 0; i < batch.length; i++) {
-        if (keypointsAtDecode(batch[i].frame.index) && (await keypointsOf(i, batch[i].keypoints))) verifiedAt.add(batch[i].frame.index);
+      try {
+        if (verifiedBefore >= 0) verifiedAt.add(verifiedBefore);
+        for (let i = 0; i < batch.length; i++) {
+          if (keypointsAtDecode(batch[i].frame.index) && (await keypointsOf(i, batch[i].keypoints))) verifiedAt.add(batch[i].frame.index);
+        }
+        // The frames between: only next to a verified hit, all of them handed to the pool at once.
+        const around = batch
+          .map((p, i) => ({ i, index: p.frame.index }))
+          .filter(({ index }) => !keypointsAtDecode(index) && (verifiedAt.has(index - 1) || verifiedAt.has(index + 1)));
+        const late = around.map(({ i }) => (pool ? timedSync(st, 'orbSubmit', () => pool.extract(batch[i].frame, kpOpts)) : undefined));
+        for (const p of late) p?.catch(() => undefined); // reported where awaited
+        for (let j = 0; j < around.length; j++) if (await keypointsOf(around[j].i, late[j])) verifiedAt.add(around[j].index);
+        const last = batch[batch.length - 1].frame.index;
+        verifiedBefore = verifiedAt.has(last) ? last : -1;
+      } catch (e) {
+        // The windows' inference may still be running: let it end before the error reaches the
+        // caller, who may close the model next (a session released mid-run aborts the process).
+        await likenessRun.catch(() => undefined);
+        throw e;
       }
-      // The frames between: only next to a verified hit, all of them handed to the pool at once.
-      const around = batch
-        .map((p, i) => ({ i, index: p.frame.index }))
-        .filter(({ index }) => !keypointsAtDecode(index) && (verifiedAt.has(index - 1) || verifiedAt.has(index + 1)));
-      const late = around.map(({ i }) => (pool ? timedSync(st, 'orbSubmit', () => pool.extract(batch[i].frame, kpOpts)) : undefined));
-      for (const p of late) p?.catch(() => undefined); // reported where awaited
-      for (let j = 0; j < around.length; j++) if (await keypointsOf(around[j].i, late[j])) verifiedAt.add(around[j].index);
-      const last = batch[batch.length - 1].frame.index;
-      verifiedBefore = verifiedAt.has(last) ? last : -1;
+
+      const tWait = performance.now();
+      const nearest = await likenessRun;
+      st.inference += performance.now() - tWait;
+      st.crops += ls.crops;
+      st.windowSearch += ls.windowSearch;
+      st.inferenceThread += ls.inference;
+      const perFrame = batch.map(({ frame }, i) => {
+        const perChar = new Map<string, FrameObservation>();
+        for (const n of nearest[i] ?? []) {
+          const o = observation(perChar, frame, n.key);
+          if (!o.embedding || n.score > o.embedding.score || (n.score === o.embedding.score && n.similarity > o.embedding.cosine)) {
+            o.embedding = { score: n.score, cosine: n.similarity, referenceId: n.id, ...(n.box ? { box: n.box } : {}) };
+          }
+        }
+        for (const { characterId, kp } of kpHits[i]) {
+          const o = observation(perChar, frame, characterId);
+          if (!o.keypoints || kp.score > o.keypoints.score) o.keypoints = kp;
+        }
+        return perChar;
+      });
 
       for (let i = 0; i < batch.length; i++) {
         for (const o of perFrame[i].values()) {
@@ -565,7 +594,7 @@ function unlessNegated<T>(hits: T[], key: (h: T) => string, value: (h: T) => num
   });
 }
 
-type TimedStage = Exclude<keyof ScanStages, 'total' | 'other' | 'orbWorkers' | 'orbFrames'>;
+type TimedStage = Exclude<keyof ScanStages, 'total' | 'other' | 'orbWorkers' | 'inferenceThread' | 'orbFrames'>;
 
 async function timed<T>(st: ScanStages, stage: TimedStage, fn: () => Promise<T>): Promise<T> {
   const t = performance.now();
