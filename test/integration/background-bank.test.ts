@@ -72,6 +72,11 @@ test('bad rows are refused', () => {
   expect(bank.maxSimilarity(Float32Array.from([0, 5]))).toBeCloseTo(1, 6);
   expect(bank.maxSimilarity(Float32Array.from([1, 0]))).toBeCloseTo(0.6, 6);
   expect(() => bank.maxSimilarity(new Float32Array(3))).toThrow(/expected 2/);
+  // Its rows, normalised, as copies.
+  const rows = bank.vectors();
+  expect(rows.map((r) => Array.from(r, (x) => +x.toFixed(6)))).toEqual([[0.6, 0.8], [0, 1]]);
+  rows[0][0] = 9;
+  expect(bank.maxSimilarity(Float32Array.from([1, 0]))).toBeCloseTo(0.6, 6);
 });
 
 test('the margin over the bank ranks scenery-only windows below windows showing the character, and scores them 0', async () => {

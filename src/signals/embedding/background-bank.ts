@@ -66,6 +66,12 @@ export class BackgroundBank {
     return best * k;
   }
 
+  /** The bank's crops' vectors, one L2-normalised row each (a copy). */
+  vectors(): Float32Array[] {
+    const d = this.dimension;
+    return Array.from({ length: this.size }, (_, i) => this.rows.slice(i * d, (i + 1) * d));
+  }
+
   /** Embeds the bank's crops with `embedder` (deterministic for a given model). */
   static async build(embedder: Embedder): Promise<BackgroundBank> {
     const d = embedder.dimension;
