@@ -13,6 +13,7 @@ import { Command } from 'commander';
 import { aggregateClip, DEFAULT_AGGREGATE, type AggregateParams } from '../../matching/aggregate';
 import { calibrateCosine, type FusionParams } from '../../matching/fuse';
 import type { Box, FrameObservation } from '../../matching/types';
+import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
 import { iou } from '../../synthetic/art';
 import { diagnose } from './diagnose';
 import type { Plan } from './generate';
@@ -136,6 +137,42 @@ function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified
   };
 }
 
+/** How many sampled frames the likeness windows ran on, over all clips, under windowFrames (printed with its variant). */
+const windowFrameCount = { ran: 0, of: 0, emptyRan: 0, emptyOf: 0 };
+/** Whether the clip being re-scored shows no character at all (its share of windowed frames is printed apart). */
+let emptyClip = false;
+
+/**
+ * The likeness windows on every `step`-th sampled frame only (the recorded scan ran them on the
+ * even-numbered ones), their observations on the other frames dropped; a frame in between that a
+ * recorded scan windowed is windowed again when a neighbouring windowed frame (`step`/2 away) has a
+ * likeness observation scoring at least `minScore` (any character).
+ */
+function windowFrames(step: number, minScore: number): Transform {
+  return (obs, frameCount) => {
+    const half = step / 2;
+    // The scanner decides a batch's frames from that batch and the one before it.
+    const sameBatch = (a: number, b: number) => Math.floor(a / DEFAULT_SCAN_OPTIONS.batchSize) === Math.floor(b / DEFAULT_SCAN_OPTIONS.batchSize);
+    const strong = new Set<number>();
+    for (const list of obs.values()) for (const o of list) if (o.frameIndex % step === 0 && (o.embedding?.score ?? -1) >= minScore) strong.add(o.frameIndex);
+    const looked = (f: number) => f % step === 0 || (f % half === 0 && (strong.has(f - half) || (sameBatch(f, f + half) && strong.has(f + half))));
+    for (let f = 0; f < frameCount; f += 2) {
+      windowFrameCount.of++;
+      if (emptyClip) windowFrameCount.emptyOf++;
+      if (looked(f)) {
+        windowFrameCount.ran++;
+        if (emptyClip) windowFrameCount.emptyRan++;
+      }
+    }
+    return new Map(
+      [...obs].map(([cid, list]) => [
+        cid,
+        list.map((o) => (o.embedding && !looked(o.frameIndex) ? { ...o, embedding: undefined } : o)).filter((o) => o.keypoints || o.embedding),
+      ]),
+    );
+  };
+}
+
 function main(argv: string[]): void {
   const program = new Command('rescore')
     .description('re-scores a recorded accuracy-bench run under variants of the clip aggregation')
@@ -182,6 +219,8 @@ function main(argv: string[]): void {
     ...[[2, 1], [2, 0]].map(([step, phase]) => ({ name: `keypoints on frames ${phase} mod ${step}`, transform: keypointFrames(step, phase) })),
     ...(['any', 'verified'] as const).map((d) => ({ name: `keypoints on frames 1 mod 2 + next to ${d} hits`, transform: keypointFrames(2, 1, d) })),
     ...[3, 4].map((step) => ({ name: `keypoints on frames ${step - 1} mod ${step} + growing around verified hits`, transform: keypointFrames(step, step - 1, 'verified') })),
+    { name: 'windows on frames 0 mod 4', transform: windowFrames(4, Infinity) },
+    ...[0.5, 0.6].map((t) => ({ name: `windows on frames 0 mod 4 + next to likeness ${t}`, transform: windowFrames(4, t) })),
   ];
   const variants = only ? all.filter((v) => v.name === 'product' || v.name.includes(only)) : all;
   for (const v of variants) {
@@ -189,6 +228,7 @@ function main(argv: string[]): void {
     const results: ClipResult[] = clips.map((clip) => {
       const rec = byClip.get(clip.id)!;
       let obs = new Map(Object.entries(rec.observations));
+      emptyClip = clip.kind === 'empty';
       if (v.transform) obs = v.transform(obs, rec.frameTimes.length);
       const kagami: ClipResult['kagami'] = {};
       for (const c of aggregateClip(registered, obs, rec.frameTimes, rec.durationSec, p)) kagami[c.characterId] = { score: c.score, segments: c.segments, verdict: c.verdict, kind: c.kind };
@@ -199,10 +239,14 @@ function main(argv: string[]): void {
     const k = evaluate(plan, results, registered).kagami;
     const ran = orbFrames.of ? ` keypoint tier on ${((100 * orbFrames.ran) / orbFrames.of).toFixed(0)} % of frames` : '';
     orbFrames.ran = orbFrames.of = 0;
+    const pc = (a: number, b: number) => ((100 * a) / b).toFixed(0);
+    const w = windowFrameCount;
+    const windowed = w.of ? ` windows on ${pc(w.ran, w.of)} % of the even frames (${pc(w.emptyRan, w.emptyOf)} % in empty clips)` : '';
+    w.ran = w.of = w.emptyRan = w.emptyOf = 0;
     const f = (x: number) => x.toFixed(3);
     console.log(
       `${v.name.padEnd(44)} µAP ${f(k.overall.ap)} near ${f(k.byKind['near-copy'].ap)} new ${f(k.byKind['new-rendition'].ap)} ` +
-        `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}${ran}`,
+        `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}${ran}${windowed}`,
     );
     if (v.name === 'product') printMissCauses(k.failures);
   }
