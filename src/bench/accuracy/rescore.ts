@@ -137,6 +137,36 @@ function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified
   };
 }
 
+/**
+ * The keypoint tier on the odd-numbered frames, and on an even-numbered one only where a verified
+ * copy starts or ends next to it: when some character is verified on one of its two neighbours and
+ * not on the other. Between two frames that verified the same characters it is not looked at (the
+ * segment spans it anyway; mergeGapSec bridges one frame).
+ */
+function keypointEdges(): Transform {
+  return (obs, frameCount) => {
+    const verified = new Map<number, Set<string>>();
+    for (const [cid, list] of obs) {
+      for (const o of list) {
+        if (o.frameIndex % 2 !== 1 || !o.keypoints || o.keypoints.verified === false) continue;
+        let set = verified.get(o.frameIndex);
+        if (!set) verified.set(o.frameIndex, (set = new Set()));
+        set.add(cid);
+      }
+    }
+    const differ = (a = new Set<string>(), b = new Set<string>()) => a.size !== b.size || [...a].some((c) => !b.has(c));
+    const looked = (f: number) => f % 2 === 1 || differ(verified.get(f - 1), verified.get(f + 1));
+    for (let f = 0; f < frameCount; f++) if (looked(f)) orbFrames.ran++;
+    orbFrames.of += frameCount;
+    return new Map(
+      [...obs].map(([cid, list]) => [
+        cid,
+        list.map((o) => (o.keypoints && !looked(o.frameIndex) ? { ...o, keypoints: undefined } : o)).filter((o) => o.keypoints || o.embedding),
+      ]),
+    );
+  };
+}
+
 /** How many sampled frames the likeness windows ran on, over all clips, under windowFrames (printed with its variant). */
 const windowFrameCount = { ran: 0, of: 0, emptyRan: 0, emptyOf: 0 };
 /** Whether the clip being re-scored shows no character at all (its share of windowed frames is printed apart). */
@@ -219,6 +249,7 @@ function main(argv: string[]): void {
     ...[[2, 1], [2, 0]].map(([step, phase]) => ({ name: `keypoints on frames ${phase} mod ${step}`, transform: keypointFrames(step, phase) })),
     ...(['any', 'verified'] as const).map((d) => ({ name: `keypoints on frames 1 mod 2 + next to ${d} hits`, transform: keypointFrames(2, 1, d) })),
     ...[3, 4].map((step) => ({ name: `keypoints on frames ${step - 1} mod ${step} + growing around verified hits`, transform: keypointFrames(step, step - 1, 'verified') })),
+    { name: 'keypoints on frames 1 mod 2 + where a verified copy starts or ends', transform: keypointEdges() },
     { name: 'windows on frames 0 mod 4', transform: windowFrames(4, Infinity) },
     ...[0.5, 0.6].map((t) => ({ name: `windows on frames 0 mod 4 + next to likeness ${t}`, transform: windowFrames(4, t) })),
   ];
