@@ -1,4 +1,4 @@
-import { AnnVectorIndex, ANN_THRESHOLD, createVectorIndex } from '../../src/signals/embedding/ann-index';
+import { AnnVectorIndex, ANN_THRESHOLD, BEAM_LARGE, BEAM_SMALL, createVectorIndex, defaultBeam, LARGE_INDEX } from '../../src/signals/embedding/ann-index';
 import { ExactVectorIndex } from '../../src/signals/embedding/exact-index';
 
 /** Deterministic clustered vectors (LCG): `clusters` centres, each vector a noisy copy of one. */
@@ -59,6 +59,19 @@ describe('AnnVectorIndex', () => {
     const perCall = ann.search(queries, 1, 128).filter((h, i) => h[0]?.id === truth[i]).length / queries.length;
     expect(perCall).toBeCloseTo(wide, 2);
     expect(() => ann.search(queries, 1, 0)).toThrow(/bad beam/);
+  });
+
+  test('the default beam widens for large libraries; a beam set by option or setter stays', () => {
+    expect(defaultBeam(LARGE_INDEX - 1)).toBe(BEAM_SMALL);
+    expect(defaultBeam(LARGE_INDEX)).toBe(BEAM_LARGE);
+    expect(BEAM_LARGE).toBeGreaterThan(BEAM_SMALL);
+    const ann = new AnnVectorIndex('m', 3);
+    ann.add('a', 'ka', new Float32Array([1, 0, 0]));
+    expect(ann.expansionSearch).toBe(BEAM_SMALL);
+    expect(new AnnVectorIndex('m', 3, { expansionSearch: 40 }).expansionSearch).toBe(40);
+    ann.expansionSearch = 300;
+    expect(ann.expansionSearch).toBe(300);
+    expect(() => new AnnVectorIndex('m', 3, { expansionSearch: 0 })).toThrow(/bad expansion/);
   });
 
   test('add / replace / remove / keys / model checks', () => {
