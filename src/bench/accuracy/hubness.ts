@@ -20,7 +20,6 @@ import { Command } from 'commander';
 import { modelFor, modelManifestPath, readEnv } from '../../config';
 import { openLibrary } from '../../library/library';
 import { sampleFrames } from '../../media/ffmpeg';
-import { aggregateClip, DEFAULT_AGGREGATE } from '../../matching/aggregate';
 import { calibrateCosine } from '../../matching/fuse';
 import type { FrameObservation } from '../../matching/types';
 import { ReferenceSet } from '../../scan/reference-set';
@@ -29,7 +28,7 @@ import { frameWindows } from '../../scan/windows';
 import { BackgroundBank } from '../../signals/embedding/background-bank';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { windowCrops } from '../../synthetic/crops';
-import type { Plan } from './generate';
+import { clipResultOf, figuresLine, readRecordedRun } from './recorded';
 import { evaluate, type ClipResult } from './run';
 
 const NEAREST = 16;
@@ -110,19 +109,15 @@ async function dump(o: { cache: string; seed: string; out: string }): Promise<vo
 type Adjust = (w: DumpedWindow, ref: number, cosine: number) => number;
 
 function score(resultFile: string, obsFile: string, dumpFile: string): void {
-  const result = JSON.parse(readFileSync(resultFile, 'utf8')) as { plan: Plan; options: { neverShown?: string[] } };
-  const plan = result.plan;
-  const registered = [...new Set([...plan.registered.map((r) => r.key), ...(result.options?.neverShown ?? [])])].sort();
+  const { plan, registered, byClip: recs, clips } = readRecordedRun(resultFile, obsFile);
   const lines = readFileSync(dumpFile, 'utf8').split('\n').filter(Boolean);
   const header = JSON.parse(lines[0]) as Header;
   const dumps = new Map(lines.slice(1).map((l) => JSON.parse(l) as DumpedClip).map((d) => [d.clip, d]));
-  type Recorded = { clip: string; durationSec: number; frameTimes: number[]; observations: Record<string, FrameObservation[]> };
-  const recs = new Map(readFileSync(obsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Recorded).map((r) => [r.clip, r]));
   const { floor, ceil } = header.calibration;
 
   const run = (name: string, adjust: Adjust) => {
-    const results: ClipResult[] = plan.clips
-      .filter((c) => recs.has(c.id) && dumps.has(c.id))
+    const results: ClipResult[] = clips
+      .filter((c) => dumps.has(c.id))
       .map((clip) => {
         const rec = recs.get(clip.id)!;
         const obs = new Map<string, Map<number, FrameObservation>>();
@@ -150,23 +145,15 @@ function score(resultFile: string, obsFile: string, dumpFile: string): void {
           }
         }
         const observations = new Map([...obs].map(([cid, m]) => [cid, [...m.values()].sort((a, b) => a.frameIndex - b.frameIndex)]));
-        const kagami: ClipResult['kagami'] = {};
-        for (const c of aggregateClip(registered, observations, rec.frameTimes, rec.durationSec, DEFAULT_AGGREGATE)) kagami[c.characterId] = { score: c.score, segments: c.segments, verdict: c.verdict, kind: c.kind };
-        return { clip, file: '', durationSec: rec.durationSec, kagami, phash: { frameTimes: [], perChar: {} }, scanSec: 0, phashSec: 0 };
+        return clipResultOf(clip, rec, observations, registered);
       });
-    const k = evaluate(plan, results, registered).kagami;
-    const f = (x: number) => x.toFixed(3);
-    console.log(
-      `${name.padEnd(40)} µAP ${f(k.overall.ap)} near ${f(k.byKind['near-copy'].ap)} new ${f(k.byKind['new-rendition'].ap)} ` +
-        `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}`,
-    );
+    console.log(figuresLine(name, evaluate(plan, results, registered).kagami, 40));
   };
 
   // How lopsided the wins are: the references that top clips not showing their character.
   const wrongTops = new Map<string, number>();
-  for (const clip of plan.clips) {
-    const rec = recs.get(clip.id);
-    if (!rec) continue;
+  for (const clip of clips) {
+    const rec = recs.get(clip.id)!;
     let top: [string, number] | undefined;
     for (const [cid, list] of Object.entries(rec.observations)) for (const o of list) if (o.embedding && (!top || o.embedding.score > top[1])) top = [cid, o.embedding.score];
     if (top && top[0] !== clip.truthCharacter) wrongTops.set(top[0], (wrongTops.get(top[0]) ?? 0) + 1);

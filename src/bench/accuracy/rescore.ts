@@ -8,23 +8,15 @@
  *
  * The first variant is the product's own aggregation and must reproduce the bench's SUMMARY.
  */
-import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { aggregateClip, DEFAULT_AGGREGATE, type AggregateParams } from '../../matching/aggregate';
+import { DEFAULT_AGGREGATE, type AggregateParams } from '../../matching/aggregate';
 import { calibrateCosine, type FusionParams } from '../../matching/fuse';
 import type { Box, FrameObservation } from '../../matching/types';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
 import { iou } from '../../synthetic/art';
 import { diagnose } from './diagnose';
-import type { Plan } from './generate';
+import { clipResultOf, figuresLine, readRecordedRun, type RecordedRun } from './recorded';
 import { evaluate, printMissCauses, type ClipResult } from './run';
-
-interface Recorded {
-  clip: string;
-  durationSec: number;
-  frameTimes: number[];
-  observations: Record<string, FrameObservation[]>;
-}
 
 type Transform = (obs: Map<string, FrameObservation[]>, frameCount: number) => Map<string, FrameObservation[]>;
 
@@ -212,23 +204,14 @@ function main(argv: string[]): void {
     .parse(argv);
   const [resultFile, recordFile] = program.args;
   const only = program.opts<{ only?: string }>().only;
-  let result: { plan: Plan; options: { neverShown?: string[] } };
-  let records: Recorded[];
+  let run: RecordedRun;
   try {
-    result = JSON.parse(readFileSync(resultFile, 'utf8'));
-    records = readFileSync(recordFile, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as Recorded);
+    run = readRecordedRun(resultFile, recordFile);
   } catch (e) {
-    return fail(`cannot read the run: ${(e as Error).message}`);
+    return fail((e as Error).message);
   }
-  const plan = result.plan;
-  if (!plan?.clips || !plan.registered) return fail(`${resultFile} is not an accuracy-result.json (no plan)`);
-  const registered = [...new Set([...plan.registered.map((r) => r.key), ...(result.options?.neverShown ?? [])])].sort();
-  const byClip = new Map(records.map((r) => [r.clip, r]));
-  const clips = plan.clips.filter((c) => byClip.has(c.id));
-  if (!clips.length) return fail(`${recordFile} holds none of the run's clips (recorded by another run?)`);
+  const { plan, registered, byClip, clips } = run;
+  const records = [...byClip.values()];
   const stats = { likenessOnly: 0, withBox: 0 };
   for (const r of records) for (const list of Object.values(r.observations)) for (const o of list) if (o.embedding && !o.keypoints) (stats.likenessOnly++, o.embedding.box && stats.withBox++);
   console.log(`${clips.length}/${plan.clips.length} clips recorded, ${registered.length} characters; likeness-only observations ${stats.likenessOnly} (${stats.withBox} with a window)`);
@@ -261,11 +244,9 @@ function main(argv: string[]): void {
       let obs = new Map(Object.entries(rec.observations));
       emptyClip = clip.kind === 'empty';
       if (v.transform) obs = v.transform(obs, rec.frameTimes.length);
-      const kagami: ClipResult['kagami'] = {};
-      for (const c of aggregateClip(registered, obs, rec.frameTimes, rec.durationSec, p)) kagami[c.characterId] = { score: c.score, segments: c.segments, verdict: c.verdict, kind: c.kind };
       // The misses' causes, for the product's own observations (a variant's transform may change them).
       const diagnosis = v.name === 'product' && clip.truthCharacter ? diagnose(obs, clip.truthCharacter) : undefined;
-      return { clip, file: '', durationSec: rec.durationSec, kagami, phash: { frameTimes: [], perChar: {} }, scanSec: 0, phashSec: 0, ...(diagnosis ? { diagnosis } : {}) };
+      return { ...clipResultOf(clip, rec, obs, registered, p), ...(diagnosis ? { diagnosis } : {}) };
     });
     const k = evaluate(plan, results, registered).kagami;
     const ran = orbFrames.of ? ` keypoint tier on ${((100 * orbFrames.ran) / orbFrames.of).toFixed(0)} % of frames` : '';
@@ -274,11 +255,7 @@ function main(argv: string[]): void {
     const w = windowFrameCount;
     const windowed = w.of ? ` windows on ${pc(w.ran, w.of)} % of the even frames (${pc(w.emptyRan, w.emptyOf)} % in empty clips)` : '';
     w.ran = w.of = w.emptyRan = w.emptyOf = 0;
-    const f = (x: number) => x.toFixed(3);
-    console.log(
-      `${v.name.padEnd(44)} µAP ${f(k.overall.ap)} near ${f(k.byKind['near-copy'].ap)} new ${f(k.byKind['new-rendition'].ap)} ` +
-        `R@P.95 ${f(k.overall.recallAtP95)} (near ${f(k.byKind['near-copy'].recallAtP95)}, new ${f(k.byKind['new-rendition'].recallAtP95)}) tIoU ${f(k.temporalIoU)}${ran}${windowed}`,
-    );
+    console.log(`${figuresLine(v.name, k, 44)}${ran}${windowed}`);
     if (v.name === 'product') printMissCauses(k.failures);
   }
 }
