@@ -26,6 +26,8 @@ import { ReferenceSet } from '../../scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
 import { frameWindows } from '../../scan/windows';
 import { BackgroundBank } from '../../signals/embedding/background-bank';
+import { dot } from '../../signals/embedding/drift';
+import { normaliseInto } from '../../signals/embedding/exact-index';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { windowCrops } from '../../synthetic/crops';
 import { clipResultOf, figuresLine, readRecordedRun } from './recorded';
@@ -47,14 +49,10 @@ interface DumpedClip {
   frames: Array<{ i: number; t: number; w: DumpedWindow[] }>;
 }
 
-const dot = (a: Float32Array, b: Float32Array) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
 const unit = (v: Float32Array) => {
-  const n = Math.sqrt(dot(v, v)) || 1;
-  return v.map((x) => x / n);
+  const out = new Float32Array(v.length);
+  normaliseInto(v, out, 0);
+  return out;
 };
 const meanTop = (values: number[], k: number) => {
   const top = values.sort((a, b) => b - a).slice(0, k);
@@ -66,6 +64,9 @@ async function dump(o: { cache: string; seed: string; out: string }): Promise<vo
   const result = JSON.parse(readFileSync(path.join(o.cache, 'accuracy-result.json'), 'utf8')) as { clips: Array<{ id: string; file: string }> };
   const embedder = await OnnxEmbedder.create(modelManifestPath(modelFor(readEnv())), { threads: 2 });
   try {
+    // As a scan with the product model (denseUpTo 1): every window through the dense form.
+    if (!embedder.embedRegions || embedder.denseUpTo !== 1) throw new Error(`${embedder.modelId} does not send all windows through a dense form; the dump would differ from its scans`);
+    const embedRegions = embedder.embedRegions.bind(embedder);
     const lib = await openLibrary(path.join(o.cache, `library-seed${o.seed}-full`), { create: false });
     const refs = await ReferenceSet.load(lib.store, embedder);
     const { features } = await lib.store.loadFeatures();
@@ -90,9 +91,7 @@ async function dump(o: { cache: string; seed: string; out: string }): Promise<vo
       for await (const frame of sampleFrames(c.file, opts.sampling)) {
         const windows = frameWindows(frame.width, frame.height, opts.windows, frame.index);
         if (!windows.length) continue;
-        // As a scan with the product model (denseUpTo 1): every window through the dense form.
-        if (!embedder.embedRegions || embedder.denseUpTo !== 1) throw new Error(`${embedder.modelId} does not send all windows through a dense form; the dump would differ from its scans`);
-        const vectors = await embedder.embedRegions(frame, windows);
+        const vectors = await embedRegions(frame, windows);
         const found = refs.vectors.search(vectors, NEAREST, opts.windowBeam);
         frames.push({ i: frame.index, t: frame.timeSec, w: windows.map((w, j) => [w.x, w.y, w.size, ...found[j].flatMap((h) => [index.get(h.id)!, h.similarity])]) });
       }

@@ -91,6 +91,16 @@ function keypointFloor(floor: number, unverifiedToo: boolean): Transform {
     );
 }
 
+/** The observations with one tier's evidence dropped on the frames it did not look at (and observations left empty dropped). */
+function withoutTier(obs: Map<string, FrameObservation[]>, tier: 'keypoints' | 'embedding', looked: (frame: number) => boolean): Map<string, FrameObservation[]> {
+  return new Map(
+    [...obs].map(([cid, list]) => [
+      cid,
+      list.map((o) => (o[tier] && !looked(o.frameIndex) ? { ...o, [tier]: undefined } : o)).filter((o) => o.keypoints || o.embedding),
+    ]),
+  );
+}
+
 /** How many sampled frames the keypoint tier ran on, over all clips, under keypointFrames (printed with its variant). */
 const orbFrames = { ran: 0, of: 0 };
 
@@ -120,12 +130,7 @@ function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified
     }
     orbFrames.ran += looked.size;
     orbFrames.of += frameCount;
-    return new Map(
-      [...obs].map(([cid, list]) => [
-        cid,
-        list.map((o) => (o.keypoints && !looked.has(o.frameIndex) ? { ...o, keypoints: undefined } : o)).filter((o) => o.keypoints || o.embedding),
-      ]),
-    );
+    return withoutTier(obs, 'keypoints', (f) => looked.has(f));
   };
 }
 
@@ -150,12 +155,7 @@ function keypointEdges(): Transform {
     const looked = (f: number) => f % 2 === 1 || differ(verified.get(f - 1), verified.get(f + 1));
     for (let f = 0; f < frameCount; f++) if (looked(f)) orbFrames.ran++;
     orbFrames.of += frameCount;
-    return new Map(
-      [...obs].map(([cid, list]) => [
-        cid,
-        list.map((o) => (o.keypoints && !looked(o.frameIndex) ? { ...o, keypoints: undefined } : o)).filter((o) => o.keypoints || o.embedding),
-      ]),
-    );
+    return withoutTier(obs, 'keypoints', looked);
   };
 }
 
@@ -186,12 +186,7 @@ function windowFrames(step: number, minScore: number): Transform {
         if (emptyClip) windowFrameCount.emptyRan++;
       }
     }
-    return new Map(
-      [...obs].map(([cid, list]) => [
-        cid,
-        list.map((o) => (o.embedding && !looked(o.frameIndex) ? { ...o, embedding: undefined } : o)).filter((o) => o.keypoints || o.embedding),
-      ]),
-    );
+    return withoutTier(obs, 'embedding', looked);
   };
 }
 
