@@ -14,7 +14,8 @@ import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
 import ffmpeg from 'fluent-ffmpeg';
 import { InvalidMediaError } from '../errors';
-import type { Frame } from './types';
+import { probeIsoVideo } from './iso-probe';
+import type { Frame, VideoInfo } from './types';
 
 export interface FfmpegBinaries {
   ffmpeg: string;
@@ -73,15 +74,7 @@ export function resolveBinaries(configured: Partial<FfmpegBinaries> = {}): Ffmpe
   return resolved;
 }
 
-export interface VideoInfo {
-  durationSec: number;
-  width: number;
-  height: number;
-  /** Average frame rate, frames per second (0 when unknown). */
-  fps: number;
-  codec: string;
-  frameCount?: number;
-}
+export type { VideoInfo } from './types';
 
 /** InvalidMediaError unless `file` is a readable, non-empty file (no process started). */
 export function checkMediaFile(file: string): void {
@@ -94,8 +87,18 @@ export function checkMediaFile(file: string): void {
   if (size === 0) throw new InvalidMediaError(file, 'file is empty (0 bytes)');
 }
 
-/** Reads the container and first video stream; throws InvalidMediaError for anything that is not a playable video. */
+/**
+ * Reads the container and first video stream; throws InvalidMediaError for anything that is not a
+ * playable video. A plain MP4/MOV is read in-process (iso-probe.ts); every other file, and any MP4
+ * that probe is unsure of, goes to ffprobe.
+ */
 export async function probeVideo(file: string, bins = resolveBinaries()): Promise<VideoInfo> {
+  checkMediaFile(file);
+  return probeIsoVideo(file) ?? ffprobeVideo(file, bins);
+}
+
+/** probeVideo through ffprobe alone. */
+export async function ffprobeVideo(file: string, bins = resolveBinaries()): Promise<VideoInfo> {
   checkMediaFile(file);
   const cmd = ffmpeg(file).setFfprobePath(bins.ffprobe);
   const data = await new Promise<ffmpeg.FfprobeData>((resolve, reject) =>

@@ -14,3 +14,15 @@ export interface Frame extends RawImage {
   /** Presentation time in seconds from the start of the video. */
   timeSec: number;
 }
+
+/** What a probe reads from a video's container and first video stream. */
+export interface VideoInfo {
+  durationSec: number;
+  width: number;
+  height: number;
+  /** Average frame rate, frames per second (0 when unknown). */
+  fps: number;
+  /** ffprobe's name of the codec (h264, hevc, av1, vp9, ...). */
+  codec: string;
+  frameCount?: number;
+}
