@@ -11,6 +11,7 @@
 #   ID=kagami-descriptor-v7 training/run.sh   # v7 experiment: v2's recipe, 4,500 steps (not shipped: training/README.md)
 #   ID=kagami-descriptor-v8 training/run.sh   # v8: v6 fine-tuned (600 steps) with half the views boxes of larger scenes, pooled as the dense form pools a window
 #   ID=kagami-descriptor-v9 training/run.sh   # v9 (the default's float model): v8 fine-tuned again on a fresh pool (pool seed 2, 12 pairs, 1,200 steps)
+#   ID=kagami-descriptor-v10 training/run.sh  # v10 experiment: v9 fine-tuned on a fresh pool with Crossfire's monsters added (training/README.md)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -34,6 +35,7 @@ case "$ID" in
   kagami-descriptor-v7) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=4500; DEF_REAL=0.5 ;;
   kagami-descriptor-v8) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=600; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=6; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v6.onnx ;;
   kagami-descriptor-v9) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=12; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v8.onnx; DEF_POOL_SEED=2 ;;
+  kagami-descriptor-v10) DEF_SOURCES=freedink,widelands,tuxpaint,crossfire; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=8; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v9.onnx; DEF_POOL_SEED=3 ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
@@ -53,6 +55,7 @@ case "$ID" in
   kagami-descriptor-v2) DEF_COMPARE=models/kagami-descriptor-v1.json ;;
   kagami-descriptor-v8) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v6.json ;;
   kagami-descriptor-v9) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v8.json ;;
+  kagami-descriptor-v10) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v9.json ;;
   *) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v2.json ;;
 esac
 COMPARE=${COMPARE-$DEF_COMPARE}  # committed models evaluated on the same queries
@@ -60,12 +63,13 @@ BASELINE=${BASELINE:-1}  # 0: skip the frozen models' rows of the table (train.p
 MAX_MINUTES=${MAX_MINUTES:-0}  # >0: stop training early on a slow machine (the log says where)
 export OMP_NUM_THREADS=$THREADS
 
-# 1. dependencies (Debian bookworm: torch 1.13, numpy, Pillow, onnx; art: freedink-data, widelands-data, tuxpaint-stamps-default, freeciv-data)
+# 1. dependencies (Debian bookworm: torch 1.13, numpy, Pillow, onnx; art: freedink-data, widelands-data, tuxpaint-stamps-default, freeciv-data, crossfire-client-images)
 if ! $PY -c 'import torch, numpy, PIL, onnx' 2>/dev/null || [ ! -d /usr/share/games/dink/dink/graphics ] \
-   || [ ! -d /usr/share/games/widelands/data/tribes ] || [ ! -d /usr/share/tuxpaint/stamps ] || [ ! -d /usr/share/games/freeciv/cimpletoon ]; then
+   || [ ! -d /usr/share/games/widelands/data/tribes ] || [ ! -d /usr/share/tuxpaint/stamps ] || [ ! -d /usr/share/games/freeciv/cimpletoon ] \
+   || [ ! -f /usr/share/games/crossfire-client/crossfire.base ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy python3-pil python3-onnx \
-    freedink-data widelands-data tuxpaint-stamps-default freeciv-data
+    freedink-data widelands-data tuxpaint-stamps-default freeciv-data crossfire-client-images
 fi
 
 # 2. the TS modules the scripts use, compiled into training/.build (independent of dist/)
@@ -81,6 +85,7 @@ $PY training/freedink.py training/data > training/out/freedink.txt
 $PY training/widelands.py training/data > training/out/widelands.txt
 $PY training/tuxpaint.py training/data > training/out/tuxpaint.txt
 $PY training/freeciv.py training/data > training/out/freeciv.txt
+$PY training/crossfire.py training/data > training/out/crossfire.txt
 
 # 4. the torch trunk reproduces the ONNX model our converter builds (max abs diff must be < 1e-3)
 $PY training/verify-trunk.py training/out

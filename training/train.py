@@ -40,6 +40,9 @@ HELDOUT = {
                  'animals-mammals1', 'seasonal-halloween1', 'town-cartoon1'},
     # a tileset's units of one kind: two cimpletoon families with 8 directions each, two single-drawing ones
     'freeciv': {'cimpletoon-mounted0', 'cimpletoon-civil0', 'amplio2-ancient0', 'trident-ships0'},
+    # a folder's monsters: 40 characters, 112 frames (animation frames and facings)
+    'crossfire': {'monster-goblin0', 'monster-undead1', 'monster-humanoid-Human2', 'monster-insect-ant0',
+                  'monster-dragon-Hatchlings0', 'monster-animal0', 'monster-humanoid-Elf0'},
 }
 REAL_SOURCES = list(HELDOUT)
 

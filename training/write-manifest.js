@@ -24,6 +24,7 @@ const ART = {
   widelands: { name: 'widelands-data', licence: 'GPL-2+', what: 'worker, animal and ship animations' },
   tuxpaint: { name: 'tuxpaint-stamps-default', licence: 'GPL-2', what: 'animal, people and cartoon stamps' },
   freeciv: { name: 'freeciv-data', licence: 'GPL-2+', what: 'unit sprites of three tilesets' },
+  crossfire: { name: 'crossfire-client-images', licence: 'GPL', what: 'monster animation frames' },
 };
 // Calibration: v1's floor 0.5 / ceil 0.95 were set by hand when it became the default. A later model
 // gets the cosines at the same places of its own held-out distributions (train.py `cosines`, stored
