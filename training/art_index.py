@@ -1,9 +1,20 @@
-"""The command line shared by the art extractors (freedink.py, widelands.py, tuxpaint.py, freeciv.py):
+"""The command line shared by the art extractors (freedink.py, widelands.py, tuxpaint.py, freeciv.py,
+crossfire.py):
 `python3 training/<source>.py [OUT]` extracts into OUT (default training/data), writes OUT/<source>.json
 (the licence and the characters) and prints a summary, one line per character."""
 import json
 import os
 import sys
+
+import numpy as np
+
+
+def trimmed(a):
+    """An RGBA sprite cut to its opaque pixels (alpha > 16), or None if too little of it is opaque."""
+    ys, xs = np.nonzero(a[:, :, 3] > 16)
+    if len(ys) < 40 or ys.max() - ys.min() < 6 or xs.max() - xs.min() < 6:
+        return None
+    return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
 def main(source, licence, extract):

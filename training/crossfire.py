@@ -19,6 +19,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from art_index import trimmed
+
 ROOT = '/usr/share/games/crossfire-client/crossfire.base'
 CHUNK = 6
 
@@ -38,13 +40,6 @@ def images(path):
             i = end + 1 + n
         else:
             i = j + 6
-
-
-def trimmed(a):
-    ys, xs = np.nonzero(a[:, :, 3] > 16)
-    if len(ys) < 40 or ys.max() - ys.min() < 6 or xs.max() - xs.min() < 6:
-        return None
-    return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
 def extract(out_dir):

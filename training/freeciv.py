@@ -18,6 +18,8 @@ import re
 import numpy as np
 from PIL import Image
 
+from art_index import trimmed
+
 ROOT = '/usr/share/games/freeciv'
 SPECS = [('amplio2', 'amplio2/units.spec'), ('amplio2', 'amplio2/extra_units.spec'),
          ('trident', 'trident/units.spec'), ('trident', 'trident/extra_units.spec'),
@@ -52,13 +54,6 @@ def grids(text):
             if m:
                 cells.append((int(m.group(1)), int(m.group(2)), re.findall(r'"([^"]+)"', m.group(3))))
         yield num('x_top_left'), num('y_top_left'), num('dx'), num('dy'), num('pixel_border'), cells
-
-
-def trimmed(a):
-    ys, xs = np.nonzero(a[:, :, 3] > 16)
-    if len(ys) < 40 or ys.max() - ys.min() < 6 or xs.max() - xs.min() < 6:
-        return None
-    return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
 def extract(out_dir):
