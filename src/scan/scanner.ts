@@ -107,7 +107,9 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   // 0.823, the 0.25 windows dense 0.802 / 0.817, all dense 0.785 / 0.807; kagami-descriptor-v8-int8
   // (v6 fine-tuned with its windows' surroundings in view; dense.upTo 1) all dense 0.816 / 0.826;
   // kagami-descriptor-v9-int8 (v8 fine-tuned again on fresh views) 0.805 / 0.853 (v8 0.811 / 0.825
-  // in the same session, both with the decoder skipping non-reference frames).
+  // in the same session, both with the decoder skipping non-reference frames);
+  // kagami-descriptor-v10-int8 (v9 fine-tuned with Crossfire's monsters added) 0.811 / 0.857 / 0.795
+  // (seed 3 too; v9 0.806 / 0.850 / 0.783 in the same session).
 };
 
 export interface ReportMatch {

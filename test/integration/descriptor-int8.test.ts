@@ -20,6 +20,7 @@ const MODELS = [
   { INT8: 'kagami-descriptor-v6-int8', FP32: 'kagami-descriptor-v6', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
   { INT8: 'kagami-descriptor-v8-int8', FP32: 'kagami-descriptor-v8', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
   { INT8: 'kagami-descriptor-v9-int8', FP32: 'kagami-descriptor-v9', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
+  { INT8: 'kagami-descriptor-v10-int8', FP32: 'kagami-descriptor-v10', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
 ];
 
 describe.each(MODELS)('$INT8', ({ INT8, FP32, bounds }) => {
