@@ -83,9 +83,9 @@ export type Env = z.infer<typeof EnvSchema>;
 /**
  * The model a library gets when KAGAMI_MODEL is unset and it has none yet: the trained descriptor
  * (kagami-descriptor-v10: v6 fine-tuned to see past its windows' edges into v8, then again on fresh
- * views into v9, then v9 again with Crossfire's monsters added) in its int8 form (7-bit weights), whose manifest sends every window through its
- * dense form (models/README.md); for v2 the int8 form was 1.3x faster per clip than the float one
- * with the same accuracy on the accuracy bench.
+ * views into v9, then v9 again with Crossfire's monsters added) in its int8 form (7-bit weights),
+ * whose manifest sends every window through its dense form (models/README.md); for v2 the int8
+ * form was 1.3x faster per clip than the float one with the same accuracy on the accuracy bench.
  */
 export const DEFAULT_MODEL = 'kagami-descriptor-v10-int8';
 

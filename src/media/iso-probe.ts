@@ -1,7 +1,7 @@
 /**
  * In-process probe of MP4 / QuickTime files (ISO base media file format): reads the `moov` box
  * and answers what ffprobe would for the first video track (size, codec, duration, frame rate,
- * frame count), in about a millisecond instead of the ~0.1 s it takes to start ffprobe.
+ * frame count), in well under a millisecond instead of the ~0.13 s it takes to start ffprobe.
  *
  * It only answers when it is sure: a plain (not fragmented, not encrypted) file whose first video
  * track uses a codec named below, every top-level box of which fits in the file, and whose chunks
