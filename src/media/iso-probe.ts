@@ -32,21 +32,31 @@ interface Box {
   end: number;
 }
 
+/**
+ * The header of a box that begins at position `at` of a container ending at `limit`, read from
+ * buf[off, off + 16): its type, header length and whole size. Undefined if it does not fit.
+ */
+function boxHeader(buf: Buffer, off: number, at: number, limit: number): { type: string; header: number; size: number } | undefined {
+  if (at + 8 > limit) return undefined;
+  let size = buf.readUInt32BE(off);
+  let header = 8;
+  if (size === 1) {
+    if (at + 16 > limit) return undefined;
+    size = Number(buf.readBigUInt64BE(off + 8));
+    header = 16;
+  } else if (size === 0) size = limit - at; // to the end of the container
+  if (size < header || at + size > limit) return undefined;
+  return { type: buf.toString('latin1', off + 4, off + 8), header, size };
+}
+
 /** The child boxes of buf[from, to). Undefined if a size does not fit. */
 function children(buf: Buffer, from: number, to: number): Box[] | undefined {
   const out: Box[] = [];
-  let at = from;
-  while (at + 8 <= to) {
-    let size = buf.readUInt32BE(at);
-    let header = 8;
-    if (size === 1) {
-      if (at + 16 > to) return undefined;
-      size = Number(buf.readBigUInt64BE(at + 8));
-      header = 16;
-    } else if (size === 0) size = to - at;
-    if (size < header || at + size > to) return undefined;
-    out.push({ type: buf.toString('latin1', at + 4, at + 8), start: at + header, end: at + size });
-    at += size;
+  for (let at = from; at + 8 <= to; ) {
+    const h = boxHeader(buf, at, at, to);
+    if (!h) return undefined;
+    out.push({ type: h.type, start: at + h.header, end: at + h.size });
+    at += h.size;
   }
   return out;
 }
@@ -125,23 +135,15 @@ export function probeIsoVideo(file: string): VideoInfo | undefined {
     let moov: { at: number; size: number; header: number } | undefined;
     let at = 0;
     for (let n = 0; at < size; n++) {
-      if (n === MAX_TOP_BOXES || at + 8 > size) return undefined;
+      if (n === MAX_TOP_BOXES) return undefined;
       readSync(fd, head, 0, Math.min(16, size - at), at);
-      let boxSize = head.readUInt32BE(0);
-      const type = head.toString('latin1', 4, 8);
-      if (n === 0 && !FIRST_BOXES.has(type)) return undefined;
-      let header = 8;
-      if (boxSize === 1) {
-        if (at + 16 > size) return undefined;
-        boxSize = Number(head.readBigUInt64BE(8));
-        header = 16;
-      } else if (boxSize === 0) boxSize = size - at;
-      if (boxSize < header || at + boxSize > size) return undefined;
-      if (type === 'moov') {
+      const h = boxHeader(head, 0, at, size);
+      if (!h || (n === 0 && !FIRST_BOXES.has(h.type))) return undefined;
+      if (h.type === 'moov') {
         if (moov) return undefined;
-        moov = { at, size: boxSize, header };
+        moov = { at, size: h.size, header: h.header };
       }
-      at += boxSize;
+      at += h.size;
     }
     if (!moov || moov.size > MAX_MOOV_BYTES) return undefined;
     const buf = Buffer.alloc(moov.size);

@@ -29,6 +29,14 @@ async function ffmpeg(name: string, args: string[]): Promise<string> {
 
 const h264 = ['-c:v', 'libx264', '-preset', 'veryfast', '-pix_fmt', 'yuv420p'];
 
+/** The first `fraction` of a file ffmpeg writes, as an upload cut off there. */
+async function cutOff(name: string, args: string[], fraction: number): Promise<string> {
+  const full = readFileSync(await ffmpeg(`whole-${name}`, args));
+  const cut = path.join(dir, name);
+  writeFileSync(cut, full.subarray(0, Math.floor(full.length * fraction)));
+  return cut;
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'kagami-probe-'));
   encoders = (await run(resolveBinaries().ffmpeg, ['-hide_banner', '-encoders'])).stdout;
@@ -90,26 +98,8 @@ describe('files it leaves to ffprobe', () => {
     ['fragmented MP4', () => ffmpeg('frag.mp4', [...SRC, ...h264, '-movflags', 'frag_keyframe+empty_moov']), 'ok'],
     ['MPEG-4 part 2 in MP4 (a codec it does not name)', () => ffmpeg('mpeg4.mp4', [...SRC, '-c:v', 'mpeg4']), 'ok'],
     ['audio-only MP4', () => ffmpeg('tone.m4a', [...TONE, '-c:a', 'aac']), 'error'],
-    [
-      'an upload cut off before its index',
-      async () => {
-        const full = readFileSync(await ffmpeg('whole.mp4', [...SRC, ...h264]));
-        const cut = path.join(dir, 'cut.mp4');
-        writeFileSync(cut, full.subarray(0, Math.floor(full.length * 0.6)));
-        return cut;
-      },
-      'error',
-    ],
-    [
-      'a faststart upload cut off in its data',
-      async () => {
-        const full = readFileSync(await ffmpeg('whole-fast.mp4', [...SRC, ...h264, '-movflags', '+faststart']));
-        const cut = path.join(dir, 'cut-fast.mp4');
-        writeFileSync(cut, full.subarray(0, Math.floor(full.length * 0.3)));
-        return cut;
-      },
-      'ok',
-    ],
+    ['an upload cut off before its index', () => cutOff('cut.mp4', [...SRC, ...h264], 0.6), 'error'],
+    ['a faststart upload cut off in its data', () => cutOff('cut-fast.mp4', [...SRC, ...h264, '-movflags', '+faststart'], 0.3), 'ok'],
     [
       'text that begins like an MP4',
       async () => {
