@@ -1,6 +1,7 @@
 /**
  * A crop model's reference is embedded at several sizes (REFERENCE_VIEW_SCALES: the whole picture
- * fitted into the input, then at 70 % and 50 % of it, centred on grey) and indexed by the
+ * fitted into the input, then at 70 % and 50 % of it), each flattened onto several canvas colours
+ * (REFERENCE_VIEW_BACKGROUNDS: grey first), and indexed by the
  * re-normalised mean of those views: one vector of the model's dimension, as before. A library
  * registered before the views is brought up to date by re-embedding it with its own model, which a
  * running scanner picks up at its next refresh. Real descriptor model, SQLite library on disk.
@@ -9,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
-import { addReferences, meanOfViews, openLibrary, reembedLibrary, REFERENCE_VIEW_SCALES, type Library } from '../../src/library/library';
+import { addReferences, meanOfViews, openLibrary, reembedLibrary, REFERENCE_VIEW_BACKGROUNDS, REFERENCE_VIEW_SCALES, type Library } from '../../src/library/library';
 import { decodeReference, resizeCentred, resizeRaw } from '../../src/media/image';
 import { ReferenceSet } from '../../src/scan/reference-set';
 import { dot } from '../../src/signals/embedding/drift';
@@ -50,15 +51,21 @@ test('resizeCentred: scale 1 is a contain fit; smaller scales put the picture in
 
 test('each reference is stored as the unit mean of its views, closest to each view and unlike the other character', async () => {
   expect(REFERENCE_VIEW_SCALES).toEqual([1, 0.7, 0.5]);
+  expect(REFERENCE_VIEW_BACKGROUNDS[0]).toEqual({ r: 128, g: 128, b: 128 });
   const { features } = await lib.store.loadFeatures();
   const sorted = [...features].sort((a, b) => a.characterId.localeCompare(b.characterId));
   expect(sorted.map((f) => f.embedding.length)).toEqual([embedder.dimension, embedder.dimension]);
   for (const [i, f] of sorted.entries()) {
     const { image } = await decodeReference(`hero-${i}.png`, art[i]);
-    const views = await embedder.embed(await Promise.all(REFERENCE_VIEW_SCALES.map((s) => resizeCentred(image, 128, 128, s))));
+    const views = await embedder.embed(
+      await Promise.all(REFERENCE_VIEW_BACKGROUNDS.flatMap((bg) => REFERENCE_VIEW_SCALES.map((s) => resizeCentred(image, 128, 128, s, bg)))),
+    );
+    expect(views).toHaveLength(REFERENCE_VIEW_BACKGROUNDS.length * REFERENCE_VIEW_SCALES.length);
     const mean = meanOfViews(views);
     expect(dot(f.embedding, mean)).toBeGreaterThan(0.9999);
     expect(Math.sqrt(dot(f.embedding, f.embedding))).toBeCloseTo(1, 4);
+    // The grey views alone are not the stored vector: the other canvases count.
+    expect(dot(f.embedding, meanOfViews(views.slice(0, REFERENCE_VIEW_SCALES.length)))).toBeLessThan(0.9999);
     // The smaller views really differ from the whole picture, and the mean lies between them.
     expect(dot(views[0], views[2])).toBeLessThan(0.99);
     for (const v of views) expect(dot(f.embedding, v)).toBeGreaterThan(dot(views[0], views[2]));
