@@ -49,6 +49,8 @@ const EnvSchema = z.object({
   KAGAMI_MAX_DURATION_SEC: num(3600, 1, 1_000_000),
   KAGAMI_MATCH_THRESHOLD: num(0.6, 0, 1),
   KAGAMI_REVIEW_THRESHOLD: num(0.35, 0, 1),
+  // Weights of int8 models whose manifest has a `weights8` variant: 8 (full 8-bit) on CPUs with int8 dot products (x86-64 VNNI/AMX, arm64), else 7; auto: by the CPU
+  KAGAMI_INT8_WEIGHTS: z.enum(['auto', '7', '8']).default('auto'),
   // onnxruntime intra-op threads of the likeness model
   KAGAMI_THREADS: num(1, 1, 64),
   // Worker threads for the frames' keypoints (ORB) during a scan; 1 = in the scanning thread
@@ -83,7 +85,8 @@ export type Env = z.infer<typeof EnvSchema>;
 /**
  * The model a library gets when KAGAMI_MODEL is unset and it has none yet: the trained descriptor
  * (kagami-descriptor-v10: v6 fine-tuned to see past its windows' edges into v8, then again on fresh
- * views into v9, then v9 again with Crossfire's monsters added) in its int8 form (7-bit weights),
+ * views into v9, then v9 again with Crossfire's monsters added) in its int8 form (7-bit weights, or
+ * full 8-bit ones on CPUs with int8 dot products: signals/embedding/int8-weights.ts),
  * whose manifest sends every window through its dense form (models/README.md); for v2 the int8
  * form was 1.3x faster per clip than the float one with the same accuracy on the accuracy bench.
  */

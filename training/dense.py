@@ -10,7 +10,8 @@ symbolic. The product feeds the boxes (onnx-embedder.ts, denseVectors).
 usage: python3 training/dense.py models/<id>.onnx models/<id>-dense.onnx [models/<id>.json [UP_TO]]
 With a manifest, its `dense` section is (re)written: the file, its sha256, the stride, this recipe,
 and UP_TO (the share of the windows that go through the dense form by default: 1 for a model
-trained to see past its windows' edges; omitted: none).
+trained to see past its windows' edges; omitted: none). A manifest with an 8-bit weights variant
+(`weights8`, quantise.sh) gets that variant's dense form too, `<its file>-dense.onnx`.
 """
 import hashlib
 import json
@@ -63,6 +64,12 @@ def write_manifest(manifest: str, src: str, dst: str, up_to: str | None, stride:
     dense = {'file': os.path.basename(dst), 'sha256': hashlib.sha256(open(dst, 'rb').read()).hexdigest(), 'stride': stride, 'recipe': recipe}
     if up_to is not None:
         dense['upTo'] = float(up_to) if '.' in up_to else int(up_to)
+    if 'weights8' in m:
+        # The 8-bit weights variant (quantise.sh) gets its own dense form, derived the same way.
+        w8 = os.path.join(os.path.dirname(os.path.abspath(manifest)), m['weights8']['file'])
+        w8_dense = w8[:-len('.onnx')] + '-dense.onnx'
+        main(w8, w8_dense, stride)
+        m['weights8']['dense'] = {'file': os.path.basename(w8_dense), 'sha256': hashlib.sha256(open(w8_dense, 'rb').read()).hexdigest()}
     out = {}
     for k, v in m.items():
         if k != 'dense':

@@ -5,7 +5,10 @@
 #
 #   training/quantise.sh                          # percentile ranges (default, shipped)
 #   METHOD=minmax training/quantise.sh            # min/max ranges
-#   WEIGHT_BITS=8 training/quantise.sh            # full int8 weights (saturate on CPUs without VNNI)
+#   WEIGHT_BITS=8 training/quantise.sh            # full int8 weights only (saturate on CPUs without VNNI)
+# With 7-bit weights (the default) it also writes <id>-int8-w8.onnx, the same model with full 8-bit
+# weights, as the manifest's `weights8` variant: CPUs with int8 dot products run that one
+# (src/signals/embedding/int8-weights.ts). `training/dense.py` then derives both dense forms.
 #   FROM=models/kagami-descriptor-v1.json training/quantise.sh   # another float model -> models/<id>-int8.*
 set -euo pipefail
 set -x
@@ -35,6 +38,12 @@ FLOAT=models/$(node -p "require('./$FROM').file")
 $PY training/quantise.py prepare "$FLOAT" "$W/prepped.onnx" "$W/calib.onnx" "$W/tensors.json"
 node training/calibrate-int8.js "$W/calib.onnx" "$W/tensors.json" "$W/ranges.json" "$CROPS" "$PCT" "$METHOD"
 $PY training/quantise.py write "$W/prepped.onnx" "$W/tensors.json" "$W/ranges.json" "$OUT" "$WEIGHT_BITS"
-node training/write-int8-manifest.js "$FROM" "$OUT" "$W/ranges.json" "$WEIGHT_BITS"
+W8=
+if [ "$WEIGHT_BITS" = 7 ]; then
+  # The same ranges with full 8-bit weights: the variant CPUs with int8 dot products run (weights8).
+  W8=${OUT%.onnx}-w8.onnx
+  $PY training/quantise.py write "$W/prepped.onnx" "$W/tensors.json" "$W/ranges.json" "$W8" 8
+fi
+node training/write-int8-manifest.js "$FROM" "$OUT" "$W/ranges.json" "$WEIGHT_BITS" $W8
 node training/check-int8.js "$FROM" "${OUT%.onnx}.json" | tee "$W/check.txt"
 $PY -c "import collections, onnx; m = onnx.load('$W/int8.opt.onnx'); print('onnxruntime runs:', dict(collections.Counter(n.op_type for n in m.graph.node)))" | tee -a "$W/check.txt"

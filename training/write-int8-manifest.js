@@ -12,7 +12,7 @@ const path = require('path');
 const { parseManifest } = require('./.build/signals/embedding/manifest.js');
 
 const [floatManifest, onnx, rangesPath] = process.argv.slice(2);
-if (!floatManifest || !onnx || !rangesPath) throw new Error('usage: write-int8-manifest.js FLOAT.json INT8.onnx RANGES.json [WEIGHT_BITS]');
+if (!floatManifest || !onnx || !rangesPath) throw new Error('usage: write-int8-manifest.js FLOAT.json INT8.onnx RANGES.json [WEIGHT_BITS [INT8-W8.onnx]]');
 const base = JSON.parse(fs.readFileSync(floatManifest, 'utf8'));
 const ranges = JSON.parse(fs.readFileSync(rangesPath, 'utf8'));
 const sha = (f) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
@@ -20,6 +20,10 @@ const floatFile = path.join(path.dirname(floatManifest), base.file);
 const id = path.basename(onnx, '.onnx');
 const bits = Number(process.argv[5] || 7);
 if (bits !== 7 && bits !== 8) throw new Error('WEIGHT_BITS is 7 or 8');
+const w8 = process.argv[6];
+if (w8 && (bits !== 7 || path.dirname(path.resolve(w8)) !== path.dirname(path.resolve(onnx)))) {
+  throw new Error('an 8-bit weights variant goes beside a 7-bit model');
+}
 const how = ranges.method === 'minmax' ? 'min/max' : `${ranges.percentile}th percentile`;
 const acts = `uint8, asymmetric, per tensor; ranges: ${how} over ${ranges.crops.count} synthetic window crops (training/calibrate-int8.js)`;
 const m = {
@@ -50,6 +54,9 @@ const m = {
   calibration: base.calibration,
   file: path.basename(onnx),
   sha256: sha(onnx),
+  // The same quantisation with full 8-bit weights, for CPUs whose int8 kernels cannot saturate
+  // (src/signals/embedding/int8-weights.ts); dense.py adds its dense form.
+  ...(w8 ? { weights8: { file: path.basename(w8), sha256: sha(w8) } } : {}),
   input: base.input,
   output: base.output,
   licence: base.licence,

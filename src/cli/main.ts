@@ -357,7 +357,7 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
       const table = [['ID', 'KIND', 'PRESENT', 'DIM', 'HASH', 'LICENCE']];
       for (const r of rows) {
         if (r.error) table.push([r.id, 'invalid', '-', '-', '-', r.error]);
-        else table.push([r.id, r.kind, r.present ? `yes (${mib(r.bytes ?? 0)} MiB)` : 'no', String(r.dimension), pins[r.pin], r.licence]);
+        else table.push([r.id, r.weightBits ? `${r.kind}, ${r.weightBits}-bit weights` : r.kind, r.present ? `yes (${mib(r.bytes ?? 0)} MiB)` : 'no', String(r.dimension), pins[r.pin], r.licence]);
       }
       const widths = table[0].map((_, i) => Math.max(...table.map((row) => (i < row.length - 1 ? row[i].length : 0))));
       for (const row of table) process.stdout.write(row.map((c, i) => (i < row.length - 1 ? c.padEnd(widths[i]) : c)).join('  ') + '\n');

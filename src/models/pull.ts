@@ -346,6 +346,8 @@ export interface ModelListing {
   pin: 'built' | 'sha256' | 'lock' | 'unpinned' | 'invalid-lock';
   licence: string;
   url?: string;
+  /** Int8 models with an 8-bit weights variant: the weights this machine runs (file and path are theirs). */
+  weightBits?: 7 | 8;
   /** Set when the manifest itself is invalid. */
   error?: string;
 }
@@ -383,6 +385,7 @@ export function listModels(manifestsDir: string, modelsDir?: string): ModelListi
       pin,
       licence: m.download?.licence ?? m.licence,
       url: m.download?.url,
+      ...(m.weightBits ? { weightBits: m.weightBits } : {}),
     };
   });
 }

@@ -84,10 +84,19 @@ test('a dense form is refused when its file differs from the manifest, and is on
   const dir = mkdtempSync(path.join(tmpdir(), 'kagami-dense-'));
   try {
     const m = JSON.parse(readFileSync(modelManifestPath(DEFAULT_MODEL), 'utf8'));
-    copyFileSync(path.join(path.dirname(modelManifestPath(DEFAULT_MODEL)), m.file), path.join(dir, m.file));
-    writeFileSync(path.join(dir, m.dense.file), 'not the dense model');
     writeFileSync(path.join(dir, `${m.id}.json`), JSON.stringify(m));
-    await expect(OnnxEmbedder.create(path.join(dir, `${m.id}.json`))).rejects.toMatchObject({ code: 'model_checksum' });
+    // Both weights variants (7-bit and, where the manifest has one, 8-bit) check their own dense form.
+    const variants: Array<{ bits: 7 | 8; file: string; dense: string }> = [{ bits: 7, file: m.file, dense: m.dense.file }];
+    if (m.weights8) variants.push({ bits: 8, file: m.weights8.file, dense: m.weights8.dense.file });
+    for (const v of variants) {
+      copyFileSync(path.join(path.dirname(modelManifestPath(DEFAULT_MODEL)), v.file), path.join(dir, v.file));
+      writeFileSync(path.join(dir, v.dense), 'not the dense model');
+      await expect(OnnxEmbedder.create(path.join(dir, `${m.id}.json`), { int8Weights: v.bits })).rejects.toMatchObject({
+        code: 'model_checksum',
+        message: expect.stringContaining(v.dense),
+      });
+    }
+    expect(variants.length).toBe(2);
     expect(() => parseManifest({ ...m, usage: 'frame' }, path.join(dir, 'x.json'))).toThrow(/dense: a dense form is for committed crop models/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -321,6 +321,23 @@ describe('kagami models pull', () => {
     expect(table.out).toMatch(/^ID +KIND +PRESENT +DIM/);
     expect(table.out).toMatch(/ccip +downloaded +no +768 +unpinned/);
   });
+
+  test('models list names the int8 weights this machine runs (KAGAMI_INT8_WEIGHTS forces them)', async () => {
+    const before = process.env.KAGAMI_INT8_WEIGHTS;
+    try {
+      for (const bits of [7, 8] as const) {
+        process.env.KAGAMI_INT8_WEIGHTS = String(bits);
+        const rows = JSON.parse((await cli('models', 'list', '--json')).out) as Array<{ id: string; file: string; weightBits?: number; present: boolean }>;
+        const v10 = rows.find((x) => x.id === 'kagami-descriptor-v10-int8');
+        expect(v10).toMatchObject({ weightBits: bits, present: true, file: bits === 8 ? 'kagami-descriptor-v10-int8-w8.onnx' : 'kagami-descriptor-v10-int8.onnx' });
+        expect(rows.find((x) => x.id === 'kagami-descriptor-v9-int8')?.weightBits).toBeUndefined();
+        expect((await cli('models', 'list')).out).toMatch(new RegExp(`kagami-descriptor-v10-int8 +trained, ${bits}-bit weights +yes`));
+      }
+    } finally {
+      if (before === undefined) delete process.env.KAGAMI_INT8_WEIGHTS;
+      else process.env.KAGAMI_INT8_WEIGHTS = before;
+    }
+  });
 });
 
 describe('OnnxEmbedder on a pulled NCHW model', () => {

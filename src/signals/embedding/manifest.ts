@@ -18,6 +18,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { z } from 'zod';
+import { int8WeightBits, type WeightBits } from './int8-weights';
 
 const rgbTriple = z.tuple([z.number(), z.number(), z.number()]);
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'lower-case hex sha256');
@@ -142,6 +143,20 @@ export const ModelManifestSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Quantised models: the same quantisation with full 8-bit weights (the manifest's own file holds
+     * 7-bit ones), run on CPUs whose int8 kernels cannot saturate (int8-weights.ts). The same model
+     * id: its vectors and the 7-bit file's are two approximations of one float model.
+     */
+    weights8: z
+      .object({
+        file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'),
+        sha256: sha256Hex,
+        /** Its dense form, when the manifest has one. */
+        dense: z.object({ file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'), sha256: sha256Hex }).strict().optional(),
+      })
+      .strict()
+      .optional(),
     /** Cosine of unrelated images (score 0) and of the same character (score 1), measured for this model. */
     calibration: z
       .object({
@@ -189,6 +204,8 @@ export const ModelManifestSchema = z
     if (m.dense && (m.usage !== 'crop' || !m.training || m.input.layout !== 'NHWC' || m.input.width !== m.input.height)) {
       issue(['dense'], 'a dense form is for committed crop models with a square NHWC input');
     }
+    if (m.weights8 && !m.quantised) issue(['weights8'], 'an 8-bit weights variant is for quantised models');
+    if (m.weights8 && !!m.weights8.dense !== !!m.dense) issue(['weights8', 'dense'], 'the 8-bit weights variant has a dense form exactly when the model has one');
     if (m.training) {
       if (!m.sha256) issue(['sha256'], 'trained models need sha256');
     } else if (m.source) {
@@ -217,11 +234,15 @@ export interface LoadedManifest extends ModelManifest {
   lockPath: string;
   /** Absolute path of the dense form's ONNX file, when the manifest has one. */
   densePath?: string;
+  /** Quantised models with a `weights8` variant: the weights this load runs with (file, sha256 and dense are that variant's). */
+  weightBits?: WeightBits;
 }
 
 export interface ManifestOptions {
   /** Folder of the model files and lock files (default: the manifest's folder). */
   modelsDir?: string;
+  /** Which weights a manifest with a `weights8` variant loads (default: int8WeightBits(), by the CPU). */
+  int8Weights?: WeightBits;
 }
 
 export function parseManifest(json: unknown, manifestPath: string, opts: ManifestOptions = {}): LoadedManifest {
@@ -233,12 +254,22 @@ export function parseManifest(json: unknown, manifestPath: string, opts: Manifes
   const abs = path.resolve(manifestPath);
   // A trained model is committed beside its manifest; built and downloaded files go to modelsDir.
   const dir = path.resolve(r.data.training ? path.dirname(abs) : (opts.modelsDir ?? path.dirname(abs)));
+  const m: ModelManifest & { weightBits?: WeightBits } = { ...r.data };
+  if (m.weights8) {
+    m.weightBits = opts.int8Weights ?? int8WeightBits();
+    if (m.weightBits === 8) {
+      const w = m.weights8;
+      m.file = w.file;
+      m.sha256 = w.sha256;
+      if (m.dense && w.dense) m.dense = { ...m.dense, file: w.dense.file, sha256: w.dense.sha256 };
+    }
+  }
   return {
-    ...r.data,
+    ...m,
     manifestPath: abs,
-    modelPath: path.join(dir, r.data.file),
     lockPath: path.join(dir, `${r.data.id}.lock.json`),
-    ...(r.data.dense ? { densePath: path.join(dir, r.data.dense.file) } : {}),
+    modelPath: path.join(dir, m.file),
+    ...(m.dense ? { densePath: path.join(dir, m.dense.file) } : {}),
   };
 }
 

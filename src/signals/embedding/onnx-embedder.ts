@@ -18,6 +18,7 @@ import type { Region } from '../embedder';
 import { buildModel } from '../../models/build';
 import { BackgroundBank, bankCacheFile } from './background-bank';
 import { InferenceThread } from './inference-thread';
+import type { WeightBits } from './int8-weights';
 import { expectedSha256, LoadedManifest, loadManifest, type ModelManifest } from './manifest';
 
 export interface OnnxEmbedderOptions {
@@ -25,6 +26,8 @@ export interface OnnxEmbedderOptions {
   threads?: number;
   /** Folder of the model files and lock files (KAGAMI_MODELS_DIR); default: the manifest's folder. */
   modelsDir?: string;
+  /** Int8 models with a `weights8` variant: which weights to run (default: by the CPU, int8-weights.ts). */
+  int8Weights?: WeightBits;
 }
 
 /**
@@ -122,7 +125,7 @@ export class OnnxEmbedder {
    * refuses a downloaded file whose hash was never pinned.
    */
   static async create(manifestPath: string, opts: OnnxEmbedderOptions = {}): Promise<OnnxEmbedder> {
-    const manifest = loadManifest(manifestPath, { modelsDir: opts.modelsDir });
+    const manifest = loadManifest(manifestPath, { modelsDir: opts.modelsDir, int8Weights: opts.int8Weights });
     if (!fs.existsSync(manifest.modelPath)) {
       if (manifest.download) {
         throw new KagamiError('model_missing', `model ${manifest.id} is not downloaded (${manifest.modelPath}): run \`kagami models pull ${manifest.id}\``, 500);
