@@ -197,8 +197,9 @@ async function quantCrops(count: number): Promise<{ crops: RawImage[]; labels: n
 
 /**
  * fp32 vs int8 crop model, in the same run: ms per crop at batch 64 through the product's embedder
- * (fp32 and int8 batches alternate, so both see the same machine load), and the int8 model's drift:
+ * (the models' batches alternate, so all see the same machine load), and each int8 file's drift:
  * cosine to the fp32 vector of the same crop, and nearest-reference agreement among 200 characters.
+ * An int8 manifest with an 8-bit weights variant (`weights8`) is measured with each weights file.
  */
 async function benchQuantised(ctx: BenchContext): Promise<void> {
   const pair = quantisedPair();
@@ -206,53 +207,59 @@ async function benchQuantised(ctx: BenchContext): Promise<void> {
     out(`  quantised variant: none for ${PRODUCT_MODEL_ID} (training/quantise.sh builds one)`);
     return;
   }
-  section(`likeness crop model fp32 vs int8: ${pair.fp32} vs ${pair.int8} (128x128, batch 64, interleaved)`);
+  const int8 = loadManifest(modelManifestPath(pair.int8));
+  const variants: Array<{ name: string; id: string; int8Weights?: 7 | 8 }> = [
+    { name: 'fp32', id: pair.fp32 },
+    ...(int8.weights8
+      ? [{ name: 'int8 7-bit', id: pair.int8, int8Weights: 7 as const }, { name: 'int8 8-bit', id: pair.int8, int8Weights: 8 as const }]
+      : [{ name: 'int8', id: pair.int8 }]),
+  ];
+  const here = int8.weightBits ? ` (this CPU runs the ${int8.weightBits}-bit weights)` : '';
+  section(`likeness crop model fp32 vs int8: ${pair.fp32} vs ${pair.int8}${here} (128x128, batch 64, interleaved)`);
   const { crops, labels, refs } = await quantCrops(ctx.quick ? 128 : 512);
   const batch = crops.slice(0, 64);
   const reps = ctx.quick ? 3 : 8;
   const rows: Array<Array<string | number>> = [];
-  const vecs: Record<'fp32' | 'int8', Float32Array[][]> = { fp32: [], int8: [] };
+  const vecs: Float32Array[][][] = variants.map(() => []);
   for (const threads of [1, 2]) {
-    const e = {
-      fp32: await OnnxEmbedder.create(modelManifestPath(pair.fp32), { threads }),
-      int8: await OnnxEmbedder.create(modelManifestPath(pair.int8), { threads }),
-    };
-    const t: Record<'fp32' | 'int8', number[]> = { fp32: [], int8: [] };
+    const e = await Promise.all(variants.map((v) => OnnxEmbedder.create(modelManifestPath(v.id), { threads, int8Weights: v.int8Weights })));
+    const t: number[][] = variants.map(() => []);
     // Warm-up: onnxruntime's first two or three runs of a session are 1.5-2.5x slower (the int8 one's
     // too: with a single warm-up run its 1-thread median read slower than fp32's in quick runs).
-    for (let w = 0; w < 3; w++) {
-      await e.fp32.embed(batch);
-      await e.int8.embed(batch);
-    }
+    for (let w = 0; w < 3; w++) for (const x of e) await x.embed(batch);
     for (let r = 0; r < reps; r++) {
-      for (const k of r % 2 ? (['int8', 'fp32'] as const) : (['fp32', 'int8'] as const)) {
+      const order = variants.map((_, k) => k);
+      if (r % 2) order.reverse();
+      for (const k of order) {
         const t0 = now();
         await e[k].embed(batch);
         t[k].push(now() - t0);
       }
     }
-    const ms = (k: 'fp32' | 'int8') => p50(t[k]) / batch.length;
-    rows.push([threads, 1000 / ms('fp32'), 1000 / ms('int8'), ms('fp32'), ms('int8'), ms('fp32') / ms('int8')]);
+    const ms = t.map((x) => p50(x) / batch.length);
+    rows.push([threads, ...ms.map((m) => 1000 / m), ...ms, ...ms.slice(1).map((m) => ms[0] / m)]);
     if (threads === 1) {
-      for (const k of ['fp32', 'int8'] as const) {
+      for (let k = 0; k < variants.length; k++) {
         const all: Float32Array[] = [];
         for (let i = 0; i < crops.length; i += 64) all.push(...(await e[k].embed(crops.slice(i, i + 64))));
         vecs[k] = [all, await e[k].embed(refs)];
       }
     }
-    await e.fp32.dispose();
-    await e.int8.dispose();
+    await Promise.all(e.map((x) => x.dispose()));
   }
-  table(['threads', 'fp32 images/s', 'int8 images/s', 'fp32 ms/crop', 'int8 ms/crop', 'int8 speed-up'], rows);
-  const d = cosineDrift(vecs.fp32[0], vecs.int8[0]);
+  const names = variants.map((v) => v.name);
+  table(['threads', ...names.map((n) => `${n} images/s`), ...names.map((n) => `${n} ms/crop`), ...names.slice(1).map((n) => `${n} speed-up`)], rows);
+  out(`  ${reps} batches of 64 each, median; drift over ${crops.length} synthetic window crops (not calibration crops):`);
   const withChar = labels.flatMap((l, i) => (l >= 0 ? [i] : []));
-  const nn = neighbourAgreement(
-    withChar.map((i) => vecs.fp32[0][i]), vecs.fp32[1],
-    withChar.map((i) => vecs.int8[0][i]), vecs.int8[1],
-    withChar.map((i) => labels[i]),
-  );
-  out(`  ${reps} batches of 64 each, median; drift over ${d.count} synthetic window crops (not calibration crops):`);
-  out(`  cosine(fp32, int8) median ${d.median.toFixed(4)}, p5 ${d.p5.toFixed(4)}, min ${d.min.toFixed(4)}`);
   const pc = (v: number | undefined) => `${(100 * (v ?? NaN)).toFixed(1)} %`;
-  out(`  nearest of ${refs.length} characters' references (${nn.queries} crops with one): same ${pc(nn.agreement)}, same where fp32 is right ${pc(nn.agreementWhereARight)}; top-1 fp32 ${pc(nn.top1A)}, int8 ${pc(nn.top1B)}`);
+  for (let k = 1; k < variants.length; k++) {
+    const d = cosineDrift(vecs[0][0], vecs[k][0]);
+    const nn = neighbourAgreement(
+      withChar.map((i) => vecs[0][0][i]), vecs[0][1],
+      withChar.map((i) => vecs[k][0][i]), vecs[k][1],
+      withChar.map((i) => labels[i]),
+    );
+    out(`  ${names[k]}: cosine to fp32 median ${d.median.toFixed(4)}, p5 ${d.p5.toFixed(4)}, min ${d.min.toFixed(4)}`);
+    out(`    nearest of ${refs.length} characters' references (${nn.queries} crops with one): same ${pc(nn.agreement)}, same where fp32 is right ${pc(nn.agreementWhereARight)}; top-1 fp32 ${pc(nn.top1A)}, ${names[k]} ${pc(nn.top1B)}`);
+  }
 }
