@@ -86,10 +86,10 @@ export async function prepareReference(file: ReferenceFile, embedder: Embedder, 
 /**
  * Crop models: the sizes, as fractions of the model's input side, at which a reference picture is
  * embedded, centred (on each of REFERENCE_VIEW_BACKGROUNDS); the reference's vector is the mean of
- * these views (re-normalised). A
- * sliding window sees a character at 40-105 % of its side, not always filling it as the reference
- * picture does. 200-clip accuracy bench, seed 1, 150 characters: µAP 0.732 → 0.750, temporal IoU
- * 0.663 → 0.688 (the three views as separate index rows: 0.736 / 0.685, for three times the vectors).
+ * these views (re-normalised). A sliding window sees a character at 40-105 % of its side, not always
+ * filling it as the reference picture does. 200-clip accuracy bench, seed 1, 150 characters: µAP
+ * 0.732 → 0.750, temporal IoU 0.663 → 0.688 (the three views as separate index rows: 0.736 / 0.685,
+ * for three times the vectors).
  */
 export const REFERENCE_VIEW_SCALES: readonly number[] = [1, 0.7, 0.5];
 
