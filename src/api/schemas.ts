@@ -129,6 +129,7 @@ export const Report = z
     effectiveVerdict: Verdict.optional().describe('API only: the clip verdict after decisions on its matches'),
     matches: z.array(ReportMatch),
     model: z.string(),
+    modelSha256: z.string().optional().describe('sha256 of the model file that ran (an int8 model runs its 7-bit or 8-bit weights by the CPU)'),
     elapsedSec: z.number(),
   })
   .meta({ id: 'Report', description: 'Exactly the report `kagami scan --json` prints.' });

@@ -140,6 +140,11 @@ export interface ScanReport {
   verdict: Verdict;
   matches: ReportMatch[];
   model: string;
+  /**
+   * sha256 of the model file the likeness tier ran: which weights produced the scores (an int8
+   * model runs its 7-bit or 8-bit weights by the CPU: signals/embedding/int8-weights.ts).
+   */
+  modelSha256?: string;
   elapsedSec: number;
 }
 
@@ -544,6 +549,7 @@ export class Scanner {
       verdict: clipVerdict(results),
       matches,
       model: this.embedder.modelId,
+      ...(this.embedder.sha256 ? { modelSha256: this.embedder.sha256 } : {}),
       elapsedSec: round4((performance.now() - t0) / 1000),
     };
   }

@@ -15,6 +15,8 @@ export interface Region {
  */
 export interface Embedder {
   readonly modelId: string;
+  /** sha256 of the weights file that runs (ONNX models: checked against the manifest on load). */
+  readonly sha256?: string;
   readonly dimension: number;
   readonly inputWidth: number;
   readonly inputHeight: number;

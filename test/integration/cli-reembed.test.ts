@@ -5,13 +5,15 @@
  * find the character as before. Real ffmpeg clip, real ONNX models, the SQLite library on disk.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_MODEL } from '../../src/config';
+import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
 import { openLibrary } from '../../src/library/library';
 import type { ReferenceFeatures } from '../../src/library/types';
 import { dot } from '../../src/signals/embedding/drift';
+import { loadManifest } from '../../src/signals/embedding/manifest';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip } from '../helpers/synthetic-video';
 
@@ -121,6 +123,9 @@ test('with KAGAMI_MODEL unset a new library gets the default model, and reembed 
   const scan = await kagami(['scan', '--library', lib3, '--json', clip], undefined);
   expect(scan.code).toBe(1);
   expect(JSON.parse(scan.stdout)).toMatchObject({ model: DEFAULT_MODEL, matches: [{ characterId: 'hero-0' }] });
+  // The report names the weights file that ran: the one this CPU loads for the model (7- or 8-bit).
+  const weights = loadManifest(modelManifestPath(DEFAULT_MODEL)).modelPath;
+  expect(JSON.parse(scan.stdout).modelSha256).toBe(createHash('sha256').update(readFileSync(weights)).digest('hex'));
   // Again with its own model (e.g. after an upgrade that changed how references are embedded or
   // their appearance templates are built): keypoints stored by an older version are replaced.
   const current = await features(lib3);
