@@ -5,9 +5,11 @@
  * two u8 x s8 products into an int16 and saturates: full 8-bit weights (up to 127) overflow there,
  * so Kagami's int8 descriptors hold 7-bit weights ([-63, 63], training/quantise.py). CPUs with
  * int8 dot-product instructions accumulate in int32 and cannot saturate: x86-64 with AVX-VNNI,
- * AVX512-VNNI or AMX-INT8, and arm64. There a manifest's `weights8` variant (the same model and
- * activation ranges, twice the weight resolution) runs instead: on `kagami-descriptor-v10-int8` its
- * vectors sit at a median cosine of 0.994 to the float model's, against 0.982 for the 7-bit ones.
+ * AVX512-VNNI or AMX-INT8 (measured on AVX512-VNNI), and arm64, whose kernels widen the products
+ * (from onnxruntime's design; not measured, no arm64 machine here). There a manifest's `weights8`
+ * variant (the same model and activation ranges, twice the weight resolution) runs instead: on
+ * `kagami-descriptor-v10-int8` its vectors sit at a median cosine of 0.994 to the float model's,
+ * against 0.982 for the 7-bit ones.
  */
 import { readFileSync } from 'node:fs';
 import { readEnv } from '../../config';
