@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { modelFor, modelManifestPath, readEnv } from '../../src/config';
 import { cosineDrift, dot, neighbourAgreement } from '../../src/signals/embedding/drift';
-import { hasInt8Dot, int8WeightBits } from '../../src/signals/embedding/int8-weights';
+import { hasInt8Dot, int8WeightBits, readCpuinfo } from '../../src/signals/embedding/int8-weights';
 import { loadManifest } from '../../src/signals/embedding/manifest';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
 import { referenceViews, windowCrops } from '../../src/synthetic/crops';
@@ -98,7 +98,7 @@ describe('kagami-descriptor-v10-int8 with 8-bit weights', () => {
   });
 
   test('on a CPU with int8 dot products the 8-bit weights are closer to fp32 than the 7-bit ones', async () => {
-    if (!hasInt8Dot(process.arch, cpuinfo())) {
+    if (!hasInt8Dot(process.arch, readCpuinfo())) {
       // Without them (x86-64 before VNNI) 8-bit weights saturate: the CPU must get the 7-bit file.
       expect(int8WeightBits('auto')).toBe(7);
       return;
@@ -127,11 +127,3 @@ describe('kagami-descriptor-v10-int8 with 8-bit weights', () => {
     }
   }, 120_000);
 });
-
-function cpuinfo(): string | undefined {
-  try {
-    return readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    return undefined;
-  }
-}

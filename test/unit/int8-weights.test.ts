@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { modelManifestPath, readEnv } from '../../src/config';
-import { hasInt8Dot, int8WeightBits } from '../../src/signals/embedding/int8-weights';
+import { hasInt8Dot, int8WeightBits, readCpuinfo } from '../../src/signals/embedding/int8-weights';
 import { parseManifest } from '../../src/signals/embedding/manifest';
 
 /** A /proc/cpuinfo entry, cut down to the lines around `flags`. */
@@ -34,13 +34,7 @@ describe('int8WeightBits and KAGAMI_INT8_WEIGHTS', () => {
   test('7 or 8 forces the weights; auto (the default) asks the CPU', () => {
     expect(int8WeightBits('7')).toBe(7);
     expect(int8WeightBits('8')).toBe(8);
-    let flags: string | undefined;
-    try {
-      flags = readFileSync('/proc/cpuinfo', 'utf8');
-    } catch {
-      flags = undefined;
-    }
-    expect(int8WeightBits('auto')).toBe(hasInt8Dot(process.arch, flags) ? 8 : 7);
+    expect(int8WeightBits('auto')).toBe(hasInt8Dot(process.arch, readCpuinfo()) ? 8 : 7);
     expect(readEnv({} as NodeJS.ProcessEnv).KAGAMI_INT8_WEIGHTS).toBe('auto');
   });
 

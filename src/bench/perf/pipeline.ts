@@ -16,7 +16,7 @@ import { resizeRaw } from '../../media/image';
 import type { RawImage } from '../../media/types';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
 import { cosineDrift, neighbourAgreement } from '../../signals/embedding/drift';
-import { listManifestFiles, loadManifest } from '../../signals/embedding/manifest';
+import { listManifestFiles, loadManifest, type LoadedManifest } from '../../signals/embedding/manifest';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { referenceViews, windowCrops } from '../../synthetic/crops';
 import { benchClip, loadEmbedder, PRODUCT_MODEL_ID } from './fixtures';
@@ -162,12 +162,12 @@ export async function benchEmbedding(ctx: BenchContext): Promise<void> {
 }
 
 /** The product's crop model and its int8 variant (a manifest whose `quantised.from` names it), if any. */
-function quantisedPair(): { fp32: string; int8: string } | undefined {
+function quantisedPair(): { fp32: string; int8: LoadedManifest } | undefined {
   const manifests = listManifestFiles(MODELS_DIR).map((f) => loadManifest(f));
   const product = manifests.find((m) => m.id === PRODUCT_MODEL_ID);
   const fp32 = product?.quantised ? product.quantised.from : PRODUCT_MODEL_ID;
   const int8 = manifests.find((m) => m.quantised?.from === fp32);
-  return int8 ? { fp32, int8: int8.id } : undefined;
+  return int8 ? { fp32, int8 } : undefined;
 }
 
 /** Crops for the int8 comparison (seeds disjoint from its calibration crops), cached as raw pixels. */
@@ -207,15 +207,15 @@ async function benchQuantised(ctx: BenchContext): Promise<void> {
     out(`  quantised variant: none for ${PRODUCT_MODEL_ID} (training/quantise.sh builds one)`);
     return;
   }
-  const int8 = loadManifest(modelManifestPath(pair.int8));
+  const int8 = pair.int8;
   const variants: Array<{ name: string; id: string; int8Weights?: 7 | 8 }> = [
     { name: 'fp32', id: pair.fp32 },
     ...(int8.weights8
-      ? [{ name: 'int8 7-bit', id: pair.int8, int8Weights: 7 as const }, { name: 'int8 8-bit', id: pair.int8, int8Weights: 8 as const }]
-      : [{ name: 'int8', id: pair.int8 }]),
+      ? [{ name: 'int8 7-bit', id: int8.id, int8Weights: 7 as const }, { name: 'int8 8-bit', id: int8.id, int8Weights: 8 as const }]
+      : [{ name: 'int8', id: int8.id }]),
   ];
   const here = int8.weightBits ? ` (this CPU runs the ${int8.weightBits}-bit weights)` : '';
-  section(`likeness crop model fp32 vs int8: ${pair.fp32} vs ${pair.int8}${here} (128x128, batch 64, interleaved)`);
+  section(`likeness crop model fp32 vs int8: ${pair.fp32} vs ${int8.id}${here} (128x128, batch 64, interleaved)`);
   const { crops, labels, refs } = await quantCrops(ctx.quick ? 128 : 512);
   const batch = crops.slice(0, 64);
   const reps = ctx.quick ? 3 : 8;

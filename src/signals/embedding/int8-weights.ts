@@ -33,7 +33,8 @@ export function hasInt8Dot(arch: string, cpuinfo: string | undefined): boolean {
   return X86_INT8_DOT.some((f) => flags.has(f));
 }
 
-function readCpuinfo(): string | undefined {
+/** /proc/cpuinfo, or undefined where there is none (not Linux). */
+export function readCpuinfo(): string | undefined {
   try {
     return readFileSync('/proc/cpuinfo', 'utf8');
   } catch {
