@@ -6,10 +6,11 @@
 #   training/quantise.sh                          # percentile ranges (default, shipped)
 #   METHOD=minmax training/quantise.sh            # min/max ranges
 #   WEIGHT_BITS=8 training/quantise.sh            # full int8 weights only (saturate on CPUs without VNNI)
+#   FROM=models/kagami-descriptor-v1.json training/quantise.sh   # another float model -> models/<id>-int8.*
+#
 # With 7-bit weights (the default) it also writes <id>-int8-w8.onnx, the same model with full 8-bit
 # weights, as the manifest's `weights8` variant: CPUs with int8 dot products run that one
 # (src/signals/embedding/int8-weights.ts). `training/dense.py` then derives both dense forms.
-#   FROM=models/kagami-descriptor-v1.json training/quantise.sh   # another float model -> models/<id>-int8.*
 set -euo pipefail
 set -x
 cd "$(dirname "$0")/.."
