@@ -5,7 +5,7 @@
  * was reused, or whose bytes were shifted by the read-ahead, shows the wrong colours.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -134,5 +134,28 @@ test('ffmpeg fits frames into the box by the same rule as outputSize(): aspect k
       [want.width, want.height, want.width * want.height * 3],
       [want.width, want.height, want.width * want.height * 3],
     ]);
+  }
+});
+
+test('an ffmpeg whose showinfo has no checksum option (older builds) still samples: once refused, it is run again without it', async () => {
+  // A stand-in for such a build: it answers the option as those builds do, and otherwise runs the real ffmpeg.
+  const real = resolveBinaries().ffmpeg;
+  const old = path.join(dir, 'ffmpeg-old');
+  let calls = 0;
+  const log = path.join(dir, 'ffmpeg-old.calls');
+  writeFileSync(
+    old,
+    `#!/bin/sh\necho call >> '${log}'\ncase "$*" in\n  *checksum=0*) echo "[Parsed_showinfo_2 @ 0x1] Option 'checksum' not found" >&2; exit 1;;\nesac\nexec '${real}' "$@"\n`,
+  );
+  chmodSync(old, 0o755);
+  const bins = { ffmpeg: old, ffprobe: resolveBinaries().ffprobe };
+  for (let pass = 0; pass < 2; pass++) {
+    const frames: Frame[] = [];
+    for await (const f of sampleFrames(clip, { fps: 1, sceneThreshold: 0, maxFrames: 100, maxDurationSec: 60, maxWidth: 320, maxHeight: 320 }, bins)) frames.push(f);
+    expect(frames.map((f) => f.timeSec)).toEqual([0, 1, 2, 3, 4, 5]);
+    frames.forEach((f, s) => expectColoursOf(f, s));
+    calls = readFileSync(log, 'utf8').split('\n').filter(Boolean).length;
+    // The first sampling is refused once and run again; the binary is remembered after that.
+    expect(calls).toBe(pass === 0 ? 2 : 3);
   }
 });
