@@ -10,8 +10,9 @@
 #   ID=kagami-descriptor-v6 training/run.sh   # v6: v2's data and loss, 3,000 steps (~1 h on one busy core)
 #   ID=kagami-descriptor-v7 training/run.sh   # v7 experiment: v2's recipe, 4,500 steps (not shipped: training/README.md)
 #   ID=kagami-descriptor-v8 training/run.sh   # v8: v6 fine-tuned (600 steps) with half the views boxes of larger scenes, pooled as the dense form pools a window
-#   ID=kagami-descriptor-v9 training/run.sh   # v9 (the default's float model): v8 fine-tuned again on a fresh pool (pool seed 2, 12 pairs, 1,200 steps)
-#   ID=kagami-descriptor-v10 training/run.sh  # v10 experiment: v9 fine-tuned on a fresh pool with Crossfire's monsters added (training/README.md)
+#   ID=kagami-descriptor-v9 training/run.sh   # v9: v8 fine-tuned again on a fresh pool (pool seed 2, 12 pairs, 1,200 steps)
+#   ID=kagami-descriptor-v10 training/run.sh  # v10: v9 fine-tuned on a fresh pool with Crossfire's monsters added (training/README.md)
+#   ID=kagami-descriptor-v11 training/run.sh  # v11 (the default's float model): v10 fine-tuned on a fresh pool with Unknown Horizons' and Bos Wars' units added (training/README.md)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -36,6 +37,7 @@ case "$ID" in
   kagami-descriptor-v8) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=600; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=6; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v6.onnx ;;
   kagami-descriptor-v9) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=12; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v8.onnx; DEF_POOL_SEED=2 ;;
   kagami-descriptor-v10) DEF_SOURCES=freedink,widelands,tuxpaint,crossfire; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=8; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v9.onnx; DEF_POOL_SEED=3 ;;
+  kagami-descriptor-v11) DEF_SOURCES=freedink,widelands,tuxpaint,crossfire,unknownhorizons,boswars; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=8; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v10.onnx; DEF_POOL_SEED=4 ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
@@ -56,6 +58,7 @@ case "$ID" in
   kagami-descriptor-v8) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v6.json ;;
   kagami-descriptor-v9) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v8.json ;;
   kagami-descriptor-v10) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v9.json ;;
+  kagami-descriptor-v11) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v10.json ;;
   *) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v2.json ;;
 esac
 COMPARE=${COMPARE-$DEF_COMPARE}  # committed models evaluated on the same queries
@@ -86,6 +89,14 @@ $PY training/widelands.py training/data > training/out/widelands.txt
 $PY training/tuxpaint.py training/data > training/out/tuxpaint.txt
 $PY training/freeciv.py training/data > training/out/freeciv.txt
 $PY training/crossfire.py training/data > training/out/crossfire.txt
+# Unknown Horizons and Bos Wars are games, not art packages: their .debs are unpacked, not installed
+for pkg in unknown-horizons boswars-data; do
+  if [ ! -d "training/data/debs/$pkg" ]; then
+    mkdir -p training/data/debs && (cd training/data/debs && apt-get download "$pkg" && dpkg-deb -x "$pkg"_*.deb "$pkg" && rm "$pkg"_*.deb)
+  fi
+done
+UH_ROOT=training/data/debs/unknown-horizons/usr/share/unknown-horizons $PY training/unknownhorizons.py training/data > training/out/unknownhorizons.txt
+BOSWARS_ROOT=training/data/debs/boswars-data/usr/share/games/boswars $PY training/boswars.py training/data > training/out/boswars.txt
 
 # 4. the torch trunk reproduces the ONNX model our converter builds (max abs diff must be < 1e-3)
 $PY training/verify-trunk.py training/out

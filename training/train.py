@@ -43,6 +43,9 @@ HELDOUT = {
     # a folder's monsters: 40 characters, 112 frames (animation frames and facings)
     'crossfire': {'monster-goblin0', 'monster-undead1', 'monster-humanoid-Human2', 'monster-insect-ant0',
                   'monster-dragon-Hatchlings0', 'monster-animal0', 'monster-humanoid-Elf0'},
+    # renders of 3D models from 8 (5 drawn) facings: 5 people and 2 deer; 3 aircraft and a ship
+    'unknownhorizons': {'inhabitant1', 'animals0'},
+    'boswars': {'aircraft0'},
 }
 REAL_SOURCES = list(HELDOUT)
 

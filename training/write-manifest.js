@@ -25,6 +25,8 @@ const ART = {
   tuxpaint: { name: 'tuxpaint-stamps-default', licence: 'GPL-2', what: 'animal, people and cartoon stamps' },
   freeciv: { name: 'freeciv-data', licence: 'GPL-2+', what: 'unit sprites of three tilesets' },
   crossfire: { name: 'crossfire-client-images', licence: 'GPL', what: 'monster animation frames' },
+  unknownhorizons: { name: 'unknown-horizons', licence: 'CC-BY-SA-3.0', what: 'unit renders from 8 angles' },
+  boswars: { name: 'boswars-data', licence: 'GPL-2+', what: 'unit renders from 5 facings' },
 };
 // Calibration: v1's floor 0.5 / ceil 0.95 were set by hand when it became the default. A later model
 // gets the cosines at the same places of its own held-out distributions (train.py `cosines`, stored
