@@ -84,13 +84,14 @@ export type Env = z.infer<typeof EnvSchema>;
 
 /**
  * The model a library gets when KAGAMI_MODEL is unset and it has none yet: the trained descriptor
- * (kagami-descriptor-v10: v6 fine-tuned to see past its windows' edges into v8, then again on fresh
- * views into v9, then v9 again with Crossfire's monsters added) in its int8 form (7-bit weights, or
+ * (kagami-descriptor-v11: v6 fine-tuned to see past its windows' edges into v8, then again on fresh
+ * views into v9, then with Crossfire's monsters added into v10, then with Unknown Horizons' and Bos
+ * Wars' units, renders seen from several sides, into v11) in its int8 form (7-bit weights, or
  * full 8-bit ones on CPUs with int8 dot products: signals/embedding/int8-weights.ts),
  * whose manifest sends every window through its dense form (models/README.md); for v2 the int8
  * form was 1.3x faster per clip than the float one with the same accuracy on the accuracy bench.
  */
-export const DEFAULT_MODEL = 'kagami-descriptor-v10-int8';
+export const DEFAULT_MODEL = 'kagami-descriptor-v11-int8';
 
 /**
  * The model to run: KAGAMI_MODEL when set; else the model the library already holds, so upgrading

@@ -109,7 +109,9 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   // kagami-descriptor-v9-int8 (v8 fine-tuned again on fresh views) 0.805 / 0.853 (v8 0.811 / 0.825
   // in the same session, both with the decoder skipping non-reference frames);
   // kagami-descriptor-v10-int8 (v9 fine-tuned with Crossfire's monsters added) 0.811 / 0.857 / 0.795
-  // (seed 3 too; v9 0.806 / 0.850 / 0.783 in the same session).
+  // (seed 3 too; v9 0.806 / 0.850 / 0.783 in the same session); kagami-descriptor-v11-int8 (v10
+  // fine-tuned with Unknown Horizons' and Bos Wars' units added) 0.852 / 0.872 / 0.815 against
+  // v10's 0.838 / 0.869 / 0.818, both with 8-bit weights and fifteen reference views.
 };
 
 export interface ReportMatch {

@@ -1,11 +1,11 @@
 /**
- * The int8 descriptors (models/kagami-descriptor-v{2,6,8,9}-int8.*, built by training/quantise.sh):
+ * The int8 descriptors (models/kagami-descriptor-v{2,6,8,9,10,11}-int8.*, built by training/quantise.sh):
  * selectable with KAGAMI_MODEL, pinned by their manifest's sha256, derived from the committed float
  * model, and close to it through the product's embedder on window crops they were not calibrated on
  * (the calibration crops use character seeds 60000+, these 80000+). Bounds from training/quantise.sh's
  * check (600 crops, median cosine / 5th percentile / min: v2 0.989 / 0.965 / 0.902, v6 0.985 / 0.939 /
  * 0.849: v6 was trained three times as long and its weights quantise a little less well; v8 0.982 /
- * 0.947 / 0.853; v9 0.984 / 0.953 / 0.823), with margin.
+ * 0.947 / 0.853; v9 0.984 / 0.953 / 0.823; v10 0.982 / 0.953 / 0.866; v11 0.980 / 0.949 / 0.891), with margin.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -22,6 +22,7 @@ const MODELS = [
   { INT8: 'kagami-descriptor-v8-int8', FP32: 'kagami-descriptor-v8', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
   { INT8: 'kagami-descriptor-v9-int8', FP32: 'kagami-descriptor-v9', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
   { INT8: 'kagami-descriptor-v10-int8', FP32: 'kagami-descriptor-v10', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
+  { INT8: 'kagami-descriptor-v11-int8', FP32: 'kagami-descriptor-v11', bounds: { median: 0.975, p5: 0.92, min: 0.8 } },
 ];
 
 describe.each(MODELS)('$INT8', ({ INT8, FP32, bounds }) => {
@@ -72,13 +73,13 @@ describe.each(MODELS)('$INT8', ({ INT8, FP32, bounds }) => {
 });
 
 /**
- * kagami-descriptor-v10-int8's 8-bit weights variant (`weights8`, training/quantise.sh): the same
+ * The 8-bit weights variant of v10-int8 and v11-int8 (`weights8`, training/quantise.sh): the same
  * model id and activation ranges, full 8-bit weights; the embedder runs it on CPUs with int8 dot
  * products (int8-weights.ts). quantise.sh's check on this machine class (AMD EPYC, AVX512-VNNI),
- * median cosine to fp32 over 600 crops: 8-bit 0.994, 7-bit 0.982.
+ * median cosine to fp32 over 600 crops, 8-bit / 7-bit: v10 0.994 / 0.982, v11 0.994 / 0.980.
  */
-describe('kagami-descriptor-v10-int8 with 8-bit weights', () => {
-  const INT8 = 'kagami-descriptor-v10-int8';
+describe.each(['kagami-descriptor-v10', 'kagami-descriptor-v11'])('%s-int8 with 8-bit weights', (FP32) => {
+  const INT8 = `${FP32}-int8`;
   const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
   test('int8Weights picks the 7-bit or the 8-bit files, each pinned by the manifest', () => {
@@ -109,7 +110,7 @@ describe('kagami-descriptor-v10-int8 with 8-bit weights', () => {
     const crops = await windowCrops({ count: 96, seed: 80001, characters: chars, styleOf, backgroundSeed: 82000, backgrounds: 12 });
     const images = crops.map((c) => c.image);
     const [fp32, w7, w8] = [
-      await OnnxEmbedder.create(modelManifestPath('kagami-descriptor-v10')),
+      await OnnxEmbedder.create(modelManifestPath(FP32)),
       await OnnxEmbedder.create(modelManifestPath(INT8), { int8Weights: 7 }),
       await OnnxEmbedder.create(modelManifestPath(INT8), { int8Weights: 8 }),
     ];

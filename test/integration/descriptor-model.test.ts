@@ -39,7 +39,7 @@ async function separation(e: OnnxEmbedder, pairs: Array<[RawImage, RawImage]>): 
   return same / pairs.length - other / n;
 }
 
-test.each(['kagami-descriptor-v1', 'kagami-descriptor-v2', 'kagami-descriptor-v6', 'kagami-descriptor-v8', 'kagami-descriptor-v9', 'kagami-descriptor-v10'])('%s loads, is verified, and separates unseen characters better than the frozen trunk', async (id) => {
+test.each(['kagami-descriptor-v1', 'kagami-descriptor-v2', 'kagami-descriptor-v6', 'kagami-descriptor-v8', 'kagami-descriptor-v9', 'kagami-descriptor-v10', 'kagami-descriptor-v11'])('%s loads, is verified, and separates unseen characters better than the frozen trunk', async (id) => {
   const trained = await OnnxEmbedder.create(path.join(MODELS_DIR, `${id}.json`));
   const frozen = await OnnxEmbedder.create(path.join(MODELS_DIR, 'mobilenetv2-block10-gem3x3.json'));
   expect([trained.dimension, trained.inputWidth, trained.inputHeight]).toEqual([256, 128, 128]);

@@ -18,7 +18,7 @@ import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip } from '../helpers/synthetic-video';
 import { until } from '../helpers/until';
 
-const NEXT_MODEL = 'kagami-descriptor-v10'; // the default's float original: same dimension, other model
+const NEXT_MODEL = 'kagami-descriptor-v11'; // the default's float original: same dimension, other model
 const schema = `t_${randomBytes(6).toString('hex')}`;
 let dir: string;
 let svc: TestService | undefined;
