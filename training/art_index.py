@@ -7,6 +7,7 @@ import os
 import sys
 
 import numpy as np
+from PIL import Image
 
 
 def trimmed(a):
@@ -15,6 +16,19 @@ def trimmed(a):
     if len(ys) < 40 or ys.max() - ys.min() < 6 or xs.max() - xs.min() < 6:
         return None
     return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def add_frame(frames, seen, rgba, out_dir, key, fname, **meta):
+    """Trims an RGBA sprite and, unless it is too small or repeats a frame already in `seen` byte for
+    byte, saves it as OUT/chars/<key>/<fname> and appends its entry (file + meta) to `frames`."""
+    a = trimmed(rgba)
+    if a is None or a.tobytes() in seen:
+        return
+    seen.add(a.tobytes())
+    cd = os.path.join(out_dir, 'chars', key)
+    os.makedirs(cd, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(a), 'RGBA').save(os.path.join(cd, fname))
+    frames.append({'file': os.path.relpath(os.path.join(cd, fname), out_dir), **meta})
 
 
 def main(source, licence, extract):

@@ -18,7 +18,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from art_index import trimmed
+from art_index import add_frame
 
 ROOT = os.environ.get('BOSWARS_ROOT', '/usr/share/games/boswars')
 FAMILY = {'assault': 'infantry', 'bazoo': 'infantry', 'grenadier': 'infantry', 'engineer': 'infantry', 'medic': 'infantry',
@@ -55,7 +55,6 @@ def extract(out_dir):
         cols = im.shape[1] // w
         cells = cols * (im.shape[0] // h)
         key = f'boswars.{unit}'
-        cd = os.path.join(out_dir, 'chars', key)
         frames, seen = [], set()
         for frame in shown_frames(lua):
             for facing in range(5):
@@ -63,15 +62,8 @@ def extract(out_dir):
                 if k >= cells:
                     continue
                 row, col = divmod(k, cols)
-                a = trimmed(im[row * h:(row + 1) * h, col * w:(col + 1) * w])
-                if a is None or a.tobytes() in seen:
-                    continue
-                seen.add(a.tobytes())
-                os.makedirs(cd, exist_ok=True)
-                fname = f'f{frame}-d{facing}.png'
-                Image.fromarray(np.ascontiguousarray(a), 'RGBA').save(os.path.join(cd, fname))
-                frames.append({'file': os.path.relpath(os.path.join(cd, fname), out_dir), 'anim': f'f{frame}', 'dir': str(facing), 'idx': frame,
-                               'label': f'boswars-data:units/{unit}/{os.path.basename(sheet)}#{k}'})
+                add_frame(frames, seen, im[row * h:(row + 1) * h, col * w:(col + 1) * w], out_dir, key, f'f{frame}-d{facing}.png',
+                          anim=f'f{frame}', dir=str(facing), idx=frame, label=f'boswars-data:units/{unit}/{os.path.basename(sheet)}#{k}')
         if len(frames) < 2:
             continue
         chars.append({'key': key, 'source': 'boswars', 'family': f'boswars.{FAMILY.get(unit, "vehicles")}0', 'frames': frames})

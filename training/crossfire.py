@@ -19,7 +19,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from art_index import trimmed
+from art_index import add_frame
 
 ROOT = '/usr/share/games/crossfire-client/crossfire.base'
 CHUNK = 6
@@ -61,18 +61,10 @@ def extract(out_dir):
                 continue  # drawn only as several tiles
             whole = sorted(codes)
         key = f'crossfire.{name}'
-        cd = os.path.join(out_dir, 'chars', key)
         frames, seen = [], set()
         for code in whole:
-            a = trimmed(np.asarray(Image.open(io.BytesIO(blobs[codes[code]])).convert('RGBA')))
-            if a is None or a.tobytes() in seen:
-                continue
-            seen.add(a.tobytes())
-            os.makedirs(cd, exist_ok=True)
-            fname = f'{code}.png'
-            Image.fromarray(np.ascontiguousarray(a), 'RGBA').save(os.path.join(cd, fname))
-            frames.append({'file': os.path.relpath(os.path.join(cd, fname), out_dir), 'anim': code[1], 'dir': '',
-                           'idx': int(code[2]) if code[2].isdigit() else 0, 'label': f'crossfire-client-images:{codes[code]}'})
+            add_frame(frames, seen, np.asarray(Image.open(io.BytesIO(blobs[codes[code]])).convert('RGBA')), out_dir, key, f'{code}.png',
+                      anim=code[1], dir='', idx=int(code[2]) if code[2].isdigit() else 0, label=f'crossfire-client-images:{codes[code]}')
         if not frames:
             continue
         group = folder.replace('/', '-')

@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from art_index import trimmed
+from art_index import add_frame
 
 ROOT = os.environ.get('UH_ROOT', '/usr/share/unknown-horizons')
 CHUNK = 6
@@ -35,7 +35,6 @@ def extract(out_dir):
         rel = os.path.relpath(u, base).split(os.sep)
         name = rel[-1][3:]
         key = f'unknownhorizons.{name}'
-        cd = os.path.join(out_dir, 'chars', key)
         frames, seen = [], set()
         for action in sorted(os.listdir(u)):
             adir = os.path.join(u, action)
@@ -48,15 +47,8 @@ def extract(out_dir):
                 if not pngs:
                     continue
                 src = os.path.join(adir, angle, pngs[0])
-                a = trimmed(np.asarray(Image.open(src).convert('RGBA')))
-                if a is None or a.tobytes() in seen:
-                    continue
-                seen.add(a.tobytes())
-                os.makedirs(cd, exist_ok=True)
-                fname = f'{action}-{angle}.png'
-                Image.fromarray(np.ascontiguousarray(a), 'RGBA').save(os.path.join(cd, fname))
-                frames.append({'file': os.path.relpath(os.path.join(cd, fname), out_dir), 'anim': action, 'dir': angle, 'idx': 0,
-                               'label': f'unknown-horizons:{os.path.relpath(src, ROOT)}'})
+                add_frame(frames, seen, np.asarray(Image.open(src).convert('RGBA')), out_dir, key, f'{action}-{angle}.png',
+                          anim=action, dir=angle, idx=0, label=f'unknown-horizons:{os.path.relpath(src, ROOT)}')
         if len(frames) < 2:
             continue
         group = FAMILY.get(rel[0], 'workers')
