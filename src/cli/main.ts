@@ -132,13 +132,20 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         const model = await lib.store.getModel();
         const rows = chars.map((c) => ({ ...c, references: refs.filter((r) => r.characterId === c.id) }));
         if (o.json) {
-          process.stdout.write(JSON.stringify({ model: model?.modelId ?? null, characters: rows }, null, 2) + '\n');
+          process.stdout.write(JSON.stringify({ model: model?.modelId ?? null, defaultModel: DEFAULT_MODEL, characters: rows }, null, 2) + '\n');
         } else {
           for (const c of rows) {
             const neg = c.references.filter((r) => r.negative).length;
             process.stdout.write(`${c.id}\t${c.name}\t${c.owner}\t${c.references.length - neg} reference(s)${neg ? `, ${neg} negative example(s)` : ''}\n`);
           }
           if (!rows.length) process.stdout.write('(no characters)\n');
+          // A library keeps the model it was built with across upgrades (config.ts modelFor); say
+          // when a newer default exists, since only `reembed` moves it there.
+          if (model && model.modelId !== DEFAULT_MODEL) {
+            process.stdout.write(`model: ${model.modelId} (new libraries get ${DEFAULT_MODEL}; \`kagami library reembed\` moves this one to it)\n`);
+          } else if (model) {
+            process.stdout.write(`model: ${model.modelId}\n`);
+          }
         }
       } finally {
         await lib.store.close();

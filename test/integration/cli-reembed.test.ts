@@ -112,6 +112,11 @@ test('a v1 library moves to v2: same vectors as registering under v2, old model 
   expect(JSON.parse(follow.stdout).model).toBe(V2);
   // Adding references with the old model is refused as well.
   expect((await kagami(['library', 'add', '--library', lib, '--character', 'hero-0', art[1]], V1)).code).toBe(2);
+  // Listing it says which model it holds and that new libraries get another (only reembed moves it).
+  const list = await kagami(['library', 'list', '--library', lib], undefined);
+  expect(list.code).toBe(0);
+  expect(list.stdout).toContain(`model: ${V2} (new libraries get ${DEFAULT_MODEL}; \`kagami library reembed\` moves this one to it)`);
+  expect(JSON.parse((await kagami(['library', 'list', '--library', lib, '--json'], undefined)).stdout)).toMatchObject({ model: V2, defaultModel: DEFAULT_MODEL });
 }, 240_000);
 
 test('with KAGAMI_MODEL unset a new library gets the default model, and reembed without --model moves to it', async () => {
@@ -120,6 +125,8 @@ test('with KAGAMI_MODEL unset a new library gets the default model, and reembed 
   const r = await kagami(['library', 'reembed', '--library', lib3], undefined);
   expect(r.code).toBe(0);
   expect(r.stdout).toContain(`moved from ${V1} to ${DEFAULT_MODEL}`);
+  const listed = await kagami(['library', 'list', '--library', lib3], undefined);
+  expect(listed.stdout).toMatch(new RegExp(`\\nmodel: ${DEFAULT_MODEL}\\n$`)); // the default already: no hint
   const scan = await kagami(['scan', '--library', lib3, '--json', clip], undefined);
   expect(scan.code).toBe(1);
   expect(JSON.parse(scan.stdout)).toMatchObject({ model: DEFAULT_MODEL, matches: [{ characterId: 'hero-0' }] });
