@@ -1,13 +1,14 @@
 """Reads Bos Wars' unit sprite sheets (boswars-data, GPL-2+): renders of 3D models, one sheet per
 unit with a frame size given in its `unit-*.lua` (`Image = {"file", ..., "size", {w, h}}`). Units
-that turn have 5 columns, the facings north to south through east (the engine mirrors them for the
-west), and a row per animation frame; the rows their Still, Move and Attack animations show are
-used (not the dying ones). A character is one unit; its frames are those rows and facings. Writes
-the same format as freedink.py: `anim` = 'f<frame>', `dir` = the facing, `idx` = the frame.
-The engine numbers a sheet's cells left to right, top to bottom, whatever its width, and an
-animation's `frame N` of a unit that turns is cells N to N+4 (one per facing). Buildings, plants,
-rocks and units drawn in one direction are left out. Look-alike families: infantry, ground
-vehicles, aircraft and ships.
+that turn are drawn in 5 facings, north to south through east (the engine mirrors them for the
+west), for each animation frame. The engine numbers a sheet's cells left to right, top to bottom,
+whatever its width, and an animation's `frame N` is cells N to N+4 (one per facing); the frames the
+Still, Move and Attack animations show are used (not the dying ones). A character is one unit; its
+frames are those frames and facings. Writes the same format as freedink.py: `anim` = 'f<frame>',
+`dir` = the facing, `idx` = the frame. Buildings, plants, rocks and units drawn in one direction are
+left out, and so are the two helicopters, whose lua writes the size without a space ("{128,128}"),
+which the pattern below does not read: v11 was trained without them, so the pattern stays as it
+is. Look-alike families: infantry, ground vehicles, aircraft and ships.
 
 The package is not installed: `apt-get download boswars-data` and `dpkg-deb -x` it into a folder,
 given as BOSWARS_ROOT (run.sh does this).
