@@ -141,10 +141,9 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
           if (!rows.length) process.stdout.write('(no characters)\n');
           // A library keeps the model it was built with across upgrades (config.ts modelFor); say
           // when a newer default exists, since only `reembed` moves it there.
-          if (model && model.modelId !== DEFAULT_MODEL) {
-            process.stdout.write(`model: ${model.modelId} (new libraries get ${DEFAULT_MODEL}; \`kagami library reembed\` moves this one to it)\n`);
-          } else if (model) {
-            process.stdout.write(`model: ${model.modelId}\n`);
+          if (model) {
+            const newer = model.modelId !== DEFAULT_MODEL ? ` (new libraries get ${DEFAULT_MODEL}; \`kagami library reembed\` moves this one to it)` : '';
+            process.stdout.write(`model: ${model.modelId}${newer}\n`);
           }
         }
       } finally {
