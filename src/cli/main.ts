@@ -13,6 +13,7 @@ import { addReferences, openLibrary, reembedLibrary, type Library } from '../lib
 import { Scanner, type ScanReport } from '../scan/scanner';
 import { scanOptionsFromEnv } from '../scan/options';
 import { ReferenceSet } from '../scan/reference-set';
+import { weightsForLibrary } from '../signals/embedding/int8-weights';
 import { OnnxEmbedder } from '../signals/embedding/onnx-embedder';
 import { resolveBinaries } from '../media/ffmpeg';
 import { collectVideos } from '../media/videos';
@@ -35,10 +36,17 @@ function positive(v: string): number {
   return n;
 }
 
-/** The embedder for `lib`: KAGAMI_MODEL, else the model the library holds, else the default (modelFor). */
+/**
+ * The embedder for `lib`: KAGAMI_MODEL, else the model the library holds, else the default
+ * (modelFor); an int8 model runs with the weights the library's references were embedded with
+ * where this CPU allows (weightsForLibrary).
+ */
 async function loadEmbedder(env: Env, lib?: Library): Promise<OnnxEmbedder> {
-  const id = modelFor(env, lib ? (await lib.store.getModel())?.modelId : undefined);
-  return OnnxEmbedder.create(modelManifestPath(id), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR });
+  const stored = lib ? await lib.store.getModel() : undefined;
+  const id = modelFor(env, stored?.modelId);
+  const w = weightsForLibrary(stored?.modelId === id ? stored.weightBits : undefined, env.KAGAMI_INT8_WEIGHTS);
+  if (w.note) process.stderr.write(`kagami: ${w.note}\n`);
+  return OnnxEmbedder.create(modelManifestPath(id), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR, int8Weights: w.bits });
 }
 
 /** `models pull` argument: a model id (models/<id>.json) or the path of a manifest file. */
@@ -132,7 +140,8 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
         const model = await lib.store.getModel();
         const rows = chars.map((c) => ({ ...c, references: refs.filter((r) => r.characterId === c.id) }));
         if (o.json) {
-          process.stdout.write(JSON.stringify({ model: model?.modelId ?? null, defaultModel: DEFAULT_MODEL, characters: rows }, null, 2) + '\n');
+          const weights = model?.weightBits ? { weightBits: model.weightBits } : {};
+          process.stdout.write(JSON.stringify({ model: model?.modelId ?? null, ...weights, defaultModel: DEFAULT_MODEL, characters: rows }, null, 2) + '\n');
         } else {
           for (const c of rows) {
             const neg = c.references.filter((r) => r.negative).length;
@@ -143,7 +152,8 @@ export function buildProgram(env: () => Env, setExit: (code: number) => void): C
           // when a newer default exists, since only `reembed` moves it there.
           if (model) {
             const newer = model.modelId !== DEFAULT_MODEL ? ` (new libraries get ${DEFAULT_MODEL}; \`kagami library reembed\` moves this one to it)` : '';
-            process.stdout.write(`model: ${model.modelId}${newer}\n`);
+            const weights = model.weightBits ? ` (${model.weightBits}-bit int8 weights)` : '';
+            process.stdout.write(`model: ${model.modelId}${weights}${newer}\n`);
           }
         }
       } finally {

@@ -13,7 +13,7 @@ import { packKeypoints } from './keypoint-pack';
 import { FsBlobStore, sha256Hex, type BlobStore } from './blob-store';
 import type { MetadataStore } from './metadata-store';
 import { openStore } from './open-store';
-import type { CharacterRecord, ReferenceRecord, ReferenceReplacement } from './types';
+import type { CharacterRecord, LibraryModel, ReferenceRecord, ReferenceReplacement } from './types';
 
 /** A library: its metadata (SQLite or PostgreSQL) and its blobs (the registered files). */
 export interface Library {
@@ -135,6 +135,11 @@ export function meanOfViews(vectors: Float32Array[]): Float32Array {
   return out;
 }
 
+/** The model record a library keeps for vectors `embedder` computes (its weights too, for int8 models with two). */
+export function libraryModelOf(embedder: Embedder): LibraryModel {
+  return { modelId: embedder.modelId, dimension: embedder.dimension, ...(embedder.weightBits ? { weightBits: embedder.weightBits } : {}) };
+}
+
 /**
  * Moves a library to `embedder`'s model: every ready reference's stored file is embedded again and
  * its keypoints extracted again (they do not depend on the model, but their extraction and the
@@ -181,7 +186,7 @@ export async function reembedLibrary(
     });
     opts.onProgress?.(embeddings.length, ready.length);
   }
-  await lib.store.replaceModel({ modelId: embedder.modelId, dimension: embedder.dimension }, embeddings);
+  await lib.store.replaceModel(libraryModelOf(embedder), embeddings);
   return { from, to: embedder.modelId, references: embeddings.length };
 }
 
@@ -239,7 +244,7 @@ export async function addReferences(
     }),
     // Recorded (a new library) or checked in the same transaction as the write, so a `reembed`
     // moving the library meanwhile cannot leave vectors of the old model in it.
-    { modelId: embedder.modelId, dimension: embedder.dimension },
+    libraryModelOf(embedder),
   );
   return { character: rec, references: refs, added: refs.filter((r) => !before.has(r.id)).length };
 }

@@ -44,7 +44,7 @@ import type {
   WebhookDeliveryRecord,
   WebhookRecord,
 } from './types';
-import { checkFeatures, checkReplacement, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
+import { checkFeatures, checkReplacement, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelJson, modelMismatch, now } from './store-values';
 
 /** Schema migrations, applied in order. Append only: never edit a migration that has shipped. */
 const MIGRATIONS: Array<{ name: string; sql: string }> = [
@@ -549,7 +549,7 @@ export class PostgresStore implements MetadataStore {
   /** setModel on `c` (the pool, or a transaction's client). */
   private async setModelOn(c: Queryable, model: LibraryModel): Promise<void> {
     await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO NOTHING`, [
-      JSON.stringify({ modelId: model.modelId, dimension: model.dimension }),
+      modelJson(model),
     ]);
     const current = (await this.modelOf(c))!;
     if (current.modelId !== model.modelId || current.dimension !== model.dimension) throw modelMismatch(current, model);
@@ -576,7 +576,7 @@ export class PostgresStore implements MetadataStore {
           );
         }
         await c.query(`INSERT INTO meta (key, value) VALUES ('model', $1::jsonb) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [
-          JSON.stringify({ modelId: model.modelId, dimension: model.dimension }),
+          modelJson(model),
         ]);
       },
       { library: true },

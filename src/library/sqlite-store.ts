@@ -39,7 +39,7 @@ import type {
   WebhookDeliveryRecord,
   WebhookRecord,
 } from './types';
-import { checkFeatures, checkReplacement, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelMismatch, now } from './store-values';
+import { checkFeatures, checkReplacement, clampProgress, decisionJson, decodeEmbedding, DEFAULT_CHANGES_LIMIT, DEFAULT_LIST_LIMIT, emptyCounts, encodeEmbedding, isoTimestamp, limitOf, modelJson, modelMismatch, now } from './store-values';
 
 /**
  * Schema migrations, applied in order, each in its own transaction; `user_version` records how many
@@ -486,7 +486,7 @@ export class SqliteStore implements MetadataStore {
     if (!current) {
       this.db
         .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?)`)
-        .run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
+        .run(modelJson(model));
     }
   }
 
@@ -502,7 +502,7 @@ export class SqliteStore implements MetadataStore {
       }
       this.db
         .prepare(`INSERT INTO meta (key, value) VALUES ('model', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
-        .run(JSON.stringify({ modelId: model.modelId, dimension: model.dimension }));
+        .run(modelJson(model));
     });
   }
 

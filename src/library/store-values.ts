@@ -58,6 +58,11 @@ export function limitOf(limit: number | undefined, fallback: number): number {
   return limit;
 }
 
+/** How the meta table stores a library's model (JSON; weightBits only when recorded). */
+export function modelJson(model: LibraryModel): string {
+  return JSON.stringify({ modelId: model.modelId, dimension: model.dimension, ...(model.weightBits ? { weightBits: model.weightBits } : {}) });
+}
+
 export function modelMismatch(current: LibraryModel, model: LibraryModel): LibraryError {
   return new LibraryError(
     'model_mismatch',

@@ -56,6 +56,13 @@ export interface ReferenceReplacement {
 export interface LibraryModel {
   modelId: string;
   dimension: number;
+  /**
+   * Int8 models with two weights files (manifest `weights8`): those the references were embedded
+   * with. Processes that load the library's model run these where the CPU allows
+   * (weightsForLibrary), so a fleet of mixed CPUs compares vectors computed alike. Absent for
+   * other models and for libraries from before it was recorded.
+   */
+  weightBits?: 7 | 8;
 }
 
 /** One entry of the library's change log (see LibraryStore.changesSince). */

@@ -39,6 +39,8 @@ export class ReferenceSet {
   private refreshing: Promise<number> | undefined;
   private readonly modelId: string;
   private readonly dimension: number;
+  /** The int8 weights the library recorded for its vectors, as last read (load or refresh). */
+  libraryWeightBits?: 7 | 8;
 
   private constructor(
     private readonly store: LibraryStore,
@@ -59,6 +61,7 @@ export class ReferenceSet {
     }
     const { features, seq } = await store.loadFeatures();
     const set = new ReferenceSet(store, embedder, features.length);
+    set.libraryWeightBits = model?.weightBits;
     set.background = embedder.backgroundBank ? await embedder.backgroundBank() : undefined;
     for (const c of await store.listCharacters()) set.characters.set(c.id, c);
     for (const r of await store.listReferences()) set.references.set(r.id, r);
@@ -107,6 +110,7 @@ export class ReferenceSet {
     if (model && (model.modelId !== this.modelId || model.dimension !== this.dimension)) {
       throw new LibraryError('model_mismatch', `library now holds ${model.modelId} embeddings but this Kagami uses ${this.modelId}: run it with KAGAMI_MODEL unset (it follows the library) or =${model.modelId}`);
     }
+    this.libraryWeightBits = model?.weightBits;
     let applied = 0;
     for (;;) {
       const changes = await this.store.changesSince(this.seq, 500);

@@ -25,7 +25,8 @@ export interface EngineDeps {
   store: MetadataStore;
   /** The model to use on a library whose vectors are of `libraryModel` (undefined: a library with none yet). */
   modelFor(libraryModel: string | undefined): string;
-  loadEmbedder(modelId: string): Promise<Embedder>;
+  /** `libraryWeights`: the int8 weights the library recorded for this model's vectors (LibraryModel.weightBits), if any. */
+  loadEmbedder(modelId: string, libraryWeights?: 7 | 8): Promise<Embedder>;
   scan: ScanOptions;
   /** How stale the references may get before a job refreshes them. */
   refreshMs: number;
@@ -33,6 +34,8 @@ export interface EngineDeps {
 }
 
 interface Held extends Engine {
+  /** The library's recorded weights it was loaded for (a `reembed` on another CPU may change them). */
+  libraryWeights?: 7 | 8;
   /** Jobs running with it. */
   users: number;
   /** Replaced (or closing): closed when the last job holding it ends. */
@@ -109,6 +112,12 @@ export class Engines {
           continue;
         }
         if (this.current !== p) continue;
+        if (e.refs.libraryWeightBits !== e.libraryWeights && e.refs.libraryWeightBits !== undefined) {
+          // Re-embedded with the same model but other int8 weights (`library reembed` on a CPU that
+          // runs the other ones): load the model again with those, as for a new model.
+          this.replace(e, e.modelId);
+          continue;
+        }
       }
       e.users++;
       return e;
@@ -116,15 +125,18 @@ export class Engines {
   }
 
   private replace(old: Held, to: string): void {
-    this.deps.log?.('info', 'the library moved to another embedding model: loading it', { from: old.modelId, to });
+    if (to === old.modelId) this.deps.log?.('info', "the library's references were embedded again with other int8 weights: loading them", { modelId: to, weightBits: old.refs.libraryWeightBits });
+    else this.deps.log?.('info', 'the library moved to another embedding model: loading it', { from: old.modelId, to });
     this.current = this.load();
     old.retired = true;
     if (old.users === 0) this.dispose(old);
   }
 
   private async load(): Promise<Held> {
-    const modelId = this.deps.modelFor((await this.deps.store.getModel())?.modelId);
-    const embedder = await this.deps.loadEmbedder(modelId);
+    const stored = await this.deps.store.getModel();
+    const modelId = this.deps.modelFor(stored?.modelId);
+    const libraryWeights = stored?.modelId === modelId ? stored.weightBits : undefined;
+    const embedder = await this.deps.loadEmbedder(modelId, libraryWeights);
     let refs: ReferenceSet;
     try {
       refs = await ReferenceSet.load(this.deps.store, embedder);
@@ -133,7 +145,7 @@ export class Engines {
       throw e;
     }
     this.lastRefresh = Date.now();
-    return { modelId: embedder.modelId, embedder, refs, scanner: new Scanner(embedder, refs, this.deps.scan), users: 0, retired: false };
+    return { modelId: embedder.modelId, embedder, refs, scanner: new Scanner(embedder, refs, this.deps.scan), users: 0, retired: false, libraryWeights: libraryWeights ?? embedder.weightBits };
   }
 
   private dispose(e: Held): void {

@@ -15,6 +15,7 @@ import { resolveBinaries } from '../media/ffmpeg';
 import { queueBoard } from '../queue/board';
 import { JobQueues } from '../queue/job-queues';
 import { scanOptionsFromEnv } from '../scan/options';
+import { weightsForLibrary } from '../signals/embedding/int8-weights';
 import { OnnxEmbedder } from '../signals/embedding/onnx-embedder';
 import { KagamiService } from './service';
 
@@ -46,7 +47,11 @@ export async function createRuntime(env: Env, opts: { queuePrefix?: string; logg
       blobs,
       queues,
       modelFor: (libraryModel) => modelFor(env, libraryModel),
-      loadEmbedder: (modelId) => OnnxEmbedder.create(modelManifestPath(modelId), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR }),
+      loadEmbedder: (modelId, libraryWeights) => {
+        const w = weightsForLibrary(libraryWeights, env.KAGAMI_INT8_WEIGHTS);
+        if (w.note) log.warn({ modelId }, w.note);
+        return OnnxEmbedder.create(modelManifestPath(modelId), { threads: env.KAGAMI_THREADS, modelsDir: env.KAGAMI_MODELS_DIR, int8Weights: w.bits });
+      },
       log: (level, msg, extra) => log[level](extra ?? {}, msg),
     },
     {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import sharp, { type Metadata } from 'sharp';
 import { isKagamiError, KagamiError, NotFoundError, ValidationError } from '../errors';
 import { FsBlobStore, putFile } from '../library/blob-store';
-import { checkSameRole, prepareReference, referenceId, validateCharacterId } from '../library/library';
+import { checkSameRole, libraryModelOf, prepareReference, referenceId, validateCharacterId } from '../library/library';
 import type { MetadataStore } from '../library/metadata-store';
 import type { CharacterRecord, MatchDecisions, MatchRecord, OwnerDecision, PlatformDecision, ReferenceRecord, ScanRecord, ScanStatus, TenantRecord } from '../library/types';
 import { cropToPng, decodeReference, type Region } from '../media/image';
@@ -46,8 +46,8 @@ export interface ServiceDeps {
   queues: JobQueues;
   /** The model to use on a library whose vectors are of `libraryModel` (undefined: none yet). */
   modelFor: (libraryModel: string | undefined) => string;
-  /** Loads an embedding model; only workers need one, loaded at their first job. */
-  loadEmbedder: (modelId: string) => Promise<Embedder>;
+  /** Loads an embedding model; only workers need one, loaded at their first job (`libraryWeights`: see EngineDeps.loadEmbedder). */
+  loadEmbedder: (modelId: string, libraryWeights?: 7 | 8) => Promise<Embedder>;
   log?: (level: 'info' | 'warn' | 'error', msg: string, extra?: Record<string, unknown>) => void;
 }
 
@@ -274,7 +274,7 @@ export class KagamiService {
             });
             await this.store.setReferenceWarnings(refId, warnings);
             // The vector's model is checked (or recorded, in a new library) in the same write.
-            const model = { modelId: embedder.modelId, dimension: embedder.dimension };
+            const model = libraryModelOf(embedder);
             await this.store.setReferenceFeatures(refId, { referenceId: refId, characterId: r.characterId, embedding: p.embedding, keypoints: p.keypoints }, model);
           } catch (e) {
             if (isKagamiError(e) && e.code === 'model_mismatch' && (await this.engines.movedFrom(embedder.modelId))) {

@@ -18,6 +18,8 @@ export interface Embedder {
   /** sha256 of the weights file that runs (ONNX models: checked against the manifest on load). */
   readonly sha256?: string;
   readonly dimension: number;
+  /** Int8 models with two weights files (manifest `weights8`): the ones this embedder runs. */
+  readonly weightBits?: 7 | 8;
   readonly inputWidth: number;
   readonly inputHeight: number;
   /** `frame`: the model describes a whole frame; `crop`: one character in a crop (the scanner slides windows). */

@@ -109,6 +109,19 @@ export function runMetadataStoreContract(name: string, factory: StoreFactory): v
         expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: 512 });
       });
 
+      it("keeps the int8 weights first recorded with the model; replaceModel records the new ones", async () => {
+        await store.setModel({ modelId: 'm1', dimension: 512, weightBits: 7 });
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: 512, weightBits: 7 });
+        // Another process running the other weights of the same model adds to the library: the record stays.
+        await store.setModel({ modelId: 'm1', dimension: 512, weightBits: 8 });
+        await store.setModel({ modelId: 'm1', dimension: 512 });
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: 512, weightBits: 7 });
+        await store.replaceModel({ modelId: 'm1', dimension: 512, weightBits: 8 }, []);
+        expect(await store.getModel()).toEqual({ modelId: 'm1', dimension: 512, weightBits: 8 });
+        await store.replaceModel({ modelId: 'm2', dimension: 512 }, []);
+        expect(await store.getModel()).toEqual({ modelId: 'm2', dimension: 512 });
+      });
+
       it('rejects features whose dimension is not the model one', async () => {
         await store.setModel({ modelId: 'm1', dimension: DIM });
         await store.upsertCharacter({ id: 'c1', name: 'One', owner: 'acme' });

@@ -13,6 +13,7 @@ import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
 import { openLibrary } from '../../src/library/library';
 import type { ReferenceFeatures } from '../../src/library/types';
 import { dot } from '../../src/signals/embedding/drift';
+import { hasInt8Dot, int8WeightBits, readCpuinfo } from '../../src/signals/embedding/int8-weights';
 import { loadManifest } from '../../src/signals/embedding/manifest';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
 import { makeClip } from '../helpers/synthetic-video';
@@ -21,10 +22,14 @@ const CLI = path.resolve(__dirname, '../../dist/cli/main.js');
 const V1 = 'kagami-descriptor-v1';
 const V2 = 'kagami-descriptor-v2';
 
-/** The CLI with KAGAMI_MODEL set to `model`, or unset (undefined: the library's model, else the default). */
-function kagami(args: string[], model: string | undefined): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env = { ...process.env, KAGAMI_MODEL: model };
+/**
+ * The CLI with KAGAMI_MODEL set to `model`, or unset (undefined: the library's model, else the
+ * default), and KAGAMI_INT8_WEIGHTS set to `weights`, or unset (the CPU picks).
+ */
+function kagami(args: string[], model: string | undefined, weights?: 7 | 8): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = { ...process.env, KAGAMI_MODEL: model, KAGAMI_INT8_WEIGHTS: weights === undefined ? undefined : String(weights) };
   if (model === undefined) delete env.KAGAMI_MODEL;
+  if (weights === undefined) delete env.KAGAMI_INT8_WEIGHTS;
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [CLI, ...args], { env });
     let stdout = '';
@@ -126,7 +131,8 @@ test('with KAGAMI_MODEL unset a new library gets the default model, and reembed 
   expect(r.code).toBe(0);
   expect(r.stdout).toContain(`moved from ${V1} to ${DEFAULT_MODEL}`);
   const listed = await kagami(['library', 'list', '--library', lib3], undefined);
-  expect(listed.stdout).toMatch(new RegExp(`\\nmodel: ${DEFAULT_MODEL}\\n$`)); // the default already: no hint
+  // the default already: no hint; its int8 weights, the ones this CPU runs
+  expect(listed.stdout).toMatch(new RegExp(`\\nmodel: ${DEFAULT_MODEL} \\(${int8WeightBits('auto')}-bit int8 weights\\)\\n$`));
   const scan = await kagami(['scan', '--library', lib3, '--json', clip], undefined);
   expect(scan.code).toBe(1);
   expect(JSON.parse(scan.stdout)).toMatchObject({ model: DEFAULT_MODEL, matches: [{ characterId: 'hero-0' }] });
@@ -149,6 +155,40 @@ test('with KAGAMI_MODEL unset a new library gets the default model, and reembed 
   expect(again.stdout).toContain(`library kept on ${DEFAULT_MODEL}: 1 reference(s) embedded and their keypoints extracted again`);
   expect(Buffer.from((await features(lib3))[0].keypoints).equals(Buffer.from(current[0].keypoints))).toBe(true);
 }, 120_000);
+
+test("an int8 library is scanned with the weights that embedded its references, and reembed records new ones", async () => {
+  const lib4 = path.join(dir, 'lib4');
+  const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+  const file7 = loadManifest(modelManifestPath(DEFAULT_MODEL), { int8Weights: 7 }).modelPath;
+  const file8 = loadManifest(modelManifestPath(DEFAULT_MODEL), { int8Weights: 8 }).modelPath;
+  expect(sha(file7)).not.toBe(sha(file8));
+  // Registered by a process running the 7-bit weights (a CPU without int8 dot products, here forced).
+  expect((await kagami(['library', 'add', '--library', lib4, '--character', 'hero-0', '--name', 'Hero 0', '--owner', 'studio', art[0]], undefined, 7)).code).toBe(0);
+  expect(JSON.parse((await kagami(['library', 'list', '--library', lib4, '--json'], undefined)).stdout)).toMatchObject({ model: DEFAULT_MODEL, weightBits: 7 });
+  expect((await kagami(['library', 'list', '--library', lib4], undefined)).stdout).toContain(`model: ${DEFAULT_MODEL} (7-bit int8 weights)\n`);
+  // Any process scans it with those, whatever its own CPU would pick (this one: 8 where it has VNNI) ...
+  const scan7 = await kagami(['scan', '--library', lib4, '--json', clip], undefined);
+  expect(scan7.code).toBe(1);
+  expect(JSON.parse(scan7.stdout)).toMatchObject({ modelSha256: sha(file7), matches: [{ characterId: 'hero-0' }] });
+  expect(scan7.stderr).toBe('');
+  // ... unless KAGAMI_INT8_WEIGHTS says otherwise.
+  expect(JSON.parse((await kagami(['scan', '--library', lib4, '--json', clip], undefined, 8)).stdout).modelSha256).toBe(sha(file8));
+
+  // Re-embedded by a process running the 8-bit weights: recorded, and scans follow.
+  const r = await kagami(['library', 'reembed', '--library', lib4], undefined, 8);
+  expect(r.code).toBe(0);
+  expect(JSON.parse((await kagami(['library', 'list', '--library', lib4, '--json'], undefined)).stdout)).toMatchObject({ weightBits: 8 });
+  const scan8 = await kagami(['scan', '--library', lib4, '--json', clip], undefined);
+  expect(scan8.code).toBe(1);
+  if (hasInt8Dot(process.arch, readCpuinfo())) {
+    expect(JSON.parse(scan8.stdout).modelSha256).toBe(sha(file8));
+    expect(scan8.stderr).toBe('');
+  } else {
+    // 8-bit weights would saturate here: the 7-bit ones run, and the operator is told.
+    expect(JSON.parse(scan8.stdout).modelSha256).toBe(sha(file7));
+    expect(scan8.stderr).toMatch(/8-bit int8 weights.*saturate.*kagami library reembed/);
+  }
+}, 180_000);
 
 test('reembed refuses an unknown model and a missing library, changing nothing', async () => {
   const unknown = await kagami(['library', 'reembed', '--library', lib, '--model', 'no-such-model'], V2);

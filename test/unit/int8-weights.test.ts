@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { modelManifestPath, readEnv } from '../../src/config';
-import { hasInt8Dot, int8WeightBits, readCpuinfo } from '../../src/signals/embedding/int8-weights';
+import { hasInt8Dot, int8WeightBits, readCpuinfo, weightsForLibrary } from '../../src/signals/embedding/int8-weights';
 import { parseManifest } from '../../src/signals/embedding/manifest';
 
 /** A /proc/cpuinfo entry, cut down to the lines around `flags`. */
@@ -40,6 +40,30 @@ describe('int8WeightBits and KAGAMI_INT8_WEIGHTS', () => {
 
   test('anything else is a configuration error', () => {
     expect(() => readEnv({ KAGAMI_INT8_WEIGHTS: '16' } as NodeJS.ProcessEnv)).toThrow(/KAGAMI_INT8_WEIGHTS/);
+  });
+});
+
+describe('weightsForLibrary: the weights that embedded a library\'s references', () => {
+  const vnni = () => true;
+  const avx2 = () => false;
+
+  test('are run again where the CPU allows, whatever it would pick for itself', () => {
+    expect(weightsForLibrary(7, 'auto', vnni)).toEqual({ bits: 7 });
+    expect(weightsForLibrary(8, 'auto', vnni)).toEqual({ bits: 8 });
+    expect(weightsForLibrary(7, 'auto', avx2)).toEqual({ bits: 7 });
+  });
+
+  test('8-bit ones on a CPU that would saturate on them: 7-bit, with a note saying how to make them agree', () => {
+    const w = weightsForLibrary(8, 'auto', avx2);
+    expect(w.bits).toBe(7);
+    expect(w.note).toMatch(/8-bit.*saturate.*7-bit.*kagami library reembed/);
+  });
+
+  test('KAGAMI_INT8_WEIGHTS, or a library that recorded none, leave the choice to the process', () => {
+    expect(weightsForLibrary(8, '7', vnni)).toEqual({});
+    expect(weightsForLibrary(7, '8', avx2)).toEqual({});
+    expect(weightsForLibrary(undefined, 'auto', avx2)).toEqual({});
+    expect(weightsForLibrary(undefined, 'auto', vnni)).toEqual({});
   });
 });
 

@@ -51,3 +51,27 @@ export function int8WeightBits(setting: string | undefined = readEnv().KAGAMI_IN
   detected ??= hasInt8Dot(process.arch, readCpuinfo());
   return detected ? 8 : 7;
 }
+
+/**
+ * The weights to run a library's int8 model with, so that scans compare vectors computed alike:
+ * those that embedded its references (`recorded`, LibraryModel.weightBits), unless
+ * KAGAMI_INT8_WEIGHTS says otherwise or this CPU would saturate on them (8-bit weights without
+ * int8 dot products: then 7-bit, with a `note` for the operator; their vectors sit at a median
+ * cosine of ~0.98 to the 8-bit ones on kagami-descriptor-v11-int8). A library that recorded none
+ * (built before the weights were recorded, or with a model that has one weights file) gets the
+ * process's own choice, as before.
+ */
+export function weightsForLibrary(
+  recorded: WeightBits | undefined,
+  setting: string | undefined = readEnv().KAGAMI_INT8_WEIGHTS,
+  canRun8: () => boolean = () => (detected ??= hasInt8Dot(process.arch, readCpuinfo())),
+): { bits?: WeightBits; note?: string } {
+  if (setting === '7' || setting === '8' || recorded === undefined) return {};
+  if (recorded === 8 && !canRun8()) {
+    return {
+      bits: 7,
+      note: "the library's references were embedded with 8-bit int8 weights, which this CPU's int8 kernels would saturate: scanning with the 7-bit ones (`kagami library reembed` on this machine makes the references agree)",
+    };
+  }
+  return { bits: recorded };
+}

@@ -79,6 +79,7 @@ export function checkModelSignature(session: ort.InferenceSession, m: ModelManif
 export class OnnxEmbedder {
   readonly modelId: string;
   readonly dimension: number;
+  readonly weightBits?: 7 | 8;
   readonly inputWidth: number;
   readonly usage: 'frame' | 'crop';
   readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number } };
@@ -96,6 +97,7 @@ export class OnnxEmbedder {
   ) {
     this.modelId = manifest.id;
     this.dimension = manifest.output.dimension;
+    if (manifest.weightBits) this.weightBits = manifest.weightBits;
     this.inputWidth = manifest.input.width;
     this.usage = manifest.usage ?? 'frame';
     this.calibration = manifest.calibration;
