@@ -1,7 +1,8 @@
 /**
  * A running worker follows its library to another embedding model (`kagami library reembed`)
  * without a restart: scans before the move use the old model, scans after it the new one and
- * still find the character, and a reference uploaded afterwards is embedded with the new model.
+ * still find the character, and a reference uploaded afterwards is embedded with the new model;
+ * likewise when the library is re-embedded with the same int8 model's other weights.
  * Real API, worker, BullMQ on Redis, PostgreSQL store, ffmpeg clip and ONNX models.
  */
 import { randomBytes } from 'node:crypto';
@@ -12,6 +13,8 @@ import sharp from 'sharp';
 import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
 import { reembedLibrary } from '../../src/library/library';
 import { createApiKey } from '../../src/service/keys';
+import { hasInt8Dot, int8WeightBits, readCpuinfo } from '../../src/signals/embedding/int8-weights';
+import { loadManifest } from '../../src/signals/embedding/manifest';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
 import { dropTestSchema, startTestService, type TestService } from '../helpers/service';
 import { renderBackground, renderCharacter } from '../helpers/synthetic-art';
@@ -46,11 +49,12 @@ async function upload(name: string, png: Buffer): Promise<void> {
   expect(refs.map((x: { status: string; error?: string }) => x.error ?? x.status)).toEqual(refs.map(() => 'ready'));
 }
 
-async function screen(clip: string): Promise<{ model: string; found: string[] }> {
+async function screen(clip: string, weights?: { sha256?: string }): Promise<{ model: string; found: string[] }> {
   const r = await call('platform', 'POST', '/v1/scans?wait=120', form('video', 'clip.mp4', readFileSync(clip), 'video/mp4'));
   expect(r.status).toBe(200);
   expect(r.data.status).toBe('done');
-  const rep = r.data.report as { model: string; matches: Array<{ characterId: string; verdict: string }> };
+  const rep = r.data.report as { model: string; modelSha256?: string; matches: Array<{ characterId: string; verdict: string }> };
+  if (weights) expect(rep.modelSha256).toBe(weights.sha256 ?? "(a manifest without sha256)"); // which weights file ran
   return { model: rep.model, found: rep.matches.filter((m) => m.verdict === 'match').map((m) => m.characterId) };
 }
 
@@ -86,8 +90,25 @@ test('scans and new references follow the library to the model it was moved to',
   });
   expect(created.status).toBe(201);
   await upload('hero.png', hero);
-  expect((await svc!.store.getModel())?.modelId).toBe(DEFAULT_MODEL);
-  expect(await screen(clip)).toEqual({ model: DEFAULT_MODEL, found: ['hero'] });
+  // The library records the int8 weights the worker embedded the reference with (by its CPU).
+  const own = int8WeightBits('auto');
+  expect(await svc!.store.getModel()).toEqual({ modelId: DEFAULT_MODEL, dimension: 256, weightBits: own });
+  const weightsFile = (bits: 7 | 8) => loadManifest(modelManifestPath(DEFAULT_MODEL), { int8Weights: bits });
+  expect(await screen(clip, weightsFile(own))).toEqual({ model: DEFAULT_MODEL, found: ['hero'] });
+
+  // Re-embedded with the same model's other weights (`kagami library reembed` on a host of the
+  // other CPU kind): at its next refresh the worker scans with those where its CPU allows (7-bit
+  // ones always; 8-bit ones only with int8 dot products, else it keeps the 7-bit ones).
+  const other = own === 8 ? 7 : 8;
+  const otherEmbedder = await OnnxEmbedder.create(modelManifestPath(DEFAULT_MODEL), { threads: 1, int8Weights: other });
+  try {
+    expect(await reembedLibrary({ store: svc!.store, blobs: svc!.rt.blobs }, otherEmbedder)).toEqual({ from: DEFAULT_MODEL, to: DEFAULT_MODEL, references: 1 });
+  } finally {
+    await otherEmbedder.dispose();
+  }
+  expect((await svc!.store.getModel())?.weightBits).toBe(other);
+  await new Promise((r) => setTimeout(r, 600));
+  expect(await screen(clip, weightsFile(hasInt8Dot(process.arch, readCpuinfo()) ? other : 7))).toEqual({ model: DEFAULT_MODEL, found: ['hero'] });
 
   // What `kagami library reembed --model kagami-descriptor-v2` does, while the worker runs.
   const next = await OnnxEmbedder.create(modelManifestPath(NEXT_MODEL), { threads: 1 });
