@@ -13,6 +13,7 @@
 #   ID=kagami-descriptor-v9 training/run.sh   # v9: v8 fine-tuned again on a fresh pool (pool seed 2, 12 pairs, 1,200 steps)
 #   ID=kagami-descriptor-v10 training/run.sh  # v10: v9 fine-tuned on a fresh pool with Crossfire's monsters added (training/README.md)
 #   ID=kagami-descriptor-v11 training/run.sh  # v11 (the default's float model): v10 fine-tuned on a fresh pool with Unknown Horizons' and Bos Wars' units added (training/README.md)
+#   ID=kagami-descriptor-v12 training/run.sh  # v12 experiment: v11 fine-tuned on a fresh pool with Naev's ships added (training/README.md)
 #   training/run.sh                      # v2: full run (~35 min on one busy CPU core)
 #   ID=kagami-descriptor-v1 training/run.sh   # v1 recipe (freedink + synthetic only, ~15 min)
 #   STEPS=20 PAIRS=2 ONNX=/tmp/smoke/kagami-descriptor-v2.onnx training/run.sh   # smoke run
@@ -38,6 +39,7 @@ case "$ID" in
   kagami-descriptor-v9) DEF_SOURCES=freedink,widelands,tuxpaint; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=12; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v8.onnx; DEF_POOL_SEED=2 ;;
   kagami-descriptor-v10) DEF_SOURCES=freedink,widelands,tuxpaint,crossfire; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=8; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v9.onnx; DEF_POOL_SEED=3 ;;
   kagami-descriptor-v11) DEF_SOURCES=freedink,widelands,tuxpaint,crossfire,unknownhorizons,boswars; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=8; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v10.onnx; DEF_POOL_SEED=4 ;;
+  kagami-descriptor-v12) DEF_SOURCES=freedink,widelands,tuxpaint,crossfire,unknownhorizons,boswars,naev; DEF_STEPS=1200; DEF_REAL=0.5; DEF_CONTEXT=0.5; DEF_PAIRS=8; DEF_LR=3e-4; DEF_INIT=models/kagami-descriptor-v11.onnx; DEF_POOL_SEED=5 ;;
   *) echo "unknown ID $ID" >&2; exit 2 ;;
 esac
 SOURCES=${SOURCES:-$DEF_SOURCES}  # real art sources besides the synthetic characters
@@ -59,6 +61,7 @@ case "$ID" in
   kagami-descriptor-v9) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v8.json ;;
   kagami-descriptor-v10) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v9.json ;;
   kagami-descriptor-v11) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v10.json ;;
+  kagami-descriptor-v12) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v11.json ;;
   *) DEF_COMPARE=models/kagami-descriptor-v1.json,models/kagami-descriptor-v2.json ;;
 esac
 COMPARE=${COMPARE-$DEF_COMPARE}  # committed models evaluated on the same queries
@@ -97,6 +100,13 @@ for pkg in unknown-horizons boswars-data; do
 done
 UH_ROOT=training/data/debs/unknown-horizons/usr/share/unknown-horizons $PY training/unknownhorizons.py training/data > training/out/unknownhorizons.txt
 BOSWARS_ROOT=training/data/debs/boswars-data/usr/share/games/boswars $PY training/boswars.py training/data > training/out/boswars.txt
+# Naev's data is 350 MB: only its ship graphics, ship definitions and copyright file are unpacked
+if [ ! -d training/data/debs/naev-data/usr/share/naev/dat/gfx/ship ]; then
+  mkdir -p training/data/debs/naev-data && (cd training/data/debs && apt-get download naev-data \
+    && dpkg-deb --fsys-tarfile naev-data_*.deb | tar -x -C naev-data --wildcards './usr/share/naev/dat/gfx/ship/*' './usr/share/naev/dat/ships/*' './usr/share/doc/naev-data/*' \
+    && rm naev-data_*.deb)
+fi
+NAEV_ROOT=training/data/debs/naev-data/usr/share/naev $PY training/naev.py training/data > training/out/naev.txt
 
 # 4. the torch trunk reproduces the ONNX model our converter builds (max abs diff must be < 1e-3)
 $PY training/verify-trunk.py training/out

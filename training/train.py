@@ -46,6 +46,8 @@ HELDOUT = {
     # renders of 3D models from 8 (5 drawn) facings: 5 people and 2 deer; 3 aircraft and a ship
     'unknownhorizons': {'inhabitant1', 'animals0'},
     'boswars': {'aircraft0'},
+    # ships seen from above at 8 headings and as a larger three-quarter render: 6 ships
+    'naev': {'ships3'},
 }
 REAL_SOURCES = list(HELDOUT)
 
