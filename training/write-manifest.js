@@ -27,6 +27,7 @@ const ART = {
   crossfire: { name: 'crossfire-client-images', licence: 'GPL', what: 'monster animation frames' },
   unknownhorizons: { name: 'unknown-horizons', licence: 'CC-BY-SA-3.0', what: 'unit renders from 8 angles' },
   boswars: { name: 'boswars-data', licence: 'GPL-2+', what: 'unit renders from 5 facings' },
+  naev: { name: 'naev-data', licence: 'GPL-3+', what: 'ship renders from 8 headings and three-quarter views' },
 };
 // Calibration: v1's floor 0.5 / ceil 0.95 were set by hand when it became the default. A later model
 // gets the cosines at the same places of its own held-out distributions (train.py `cosines`, stored
