@@ -87,6 +87,26 @@ describe('DescriptorIndex', () => {
     expect(fast.candidates).toBeLessThan(exact.candidates / 10);
   });
 
+  test('a small index (keyed tables) answers exactly as with full 2^keyBits tables, in a fraction of the memory', () => {
+    const full = new DescriptorIndex(W, labels, { sparseTables: false });
+    for (const bound of [41, 81]) {
+      const a = index.nearestOtherLabel(Q, nq, { bound });
+      const b = full.nearestOtherLabel(Q, nq, { bound });
+      expect(a.candidates).toBe(b.candidates);
+      expect(Array.from(a.i1)).toEqual(Array.from(b.i1));
+      expect(Array.from(a.d1)).toEqual(Array.from(b.d1));
+      expect(Array.from(a.dB)).toEqual(Array.from(b.dB));
+      const ka = index.knn(Q, nq, 4, { bound });
+      const kb = full.knn(Q, nq, 4, { bound });
+      expect(Array.from(ka.ids)).toEqual(Array.from(kb.ids));
+      expect(Array.from(ka.dists)).toEqual(Array.from(kb.dists));
+    }
+    expect(index.largestBucket).toBe(full.largestBucket);
+    // 24 tables of 2^20 + 1 offsets (~96 MiB) against tables sized by the 20,000 descriptors.
+    expect(full.memoryBytes).toBeGreaterThan(90 * 2 ** 20);
+    expect(index.memoryBytes).toBeLessThan(full.memoryBytes / 5);
+  });
+
   test('the WebAssembly kernel and the JS path give identical answers', () => {
     const wasm = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object } }).WebAssembly;
     expect(() => new wasm.Module(kernelModuleBytes())).not.toThrow();
