@@ -22,9 +22,10 @@
  * Layout: per table, CSR (bucket offsets over 2^keyBits buckets + descriptor ids sorted by
  * bucket) over the descriptors present at the last full build (for an index far smaller than
  * 2^keyBits, a directory of the keys present in place of the offsets: the same candidates from
- * 15 instead of 98 MiB at 20,000 descriptors, built in about half the time), plus a small "delta" CSR over
- * descriptors appended since (hashed into fewer buckets, keys kept for an exact key check), rebuilt
- * on each append; when the delta outgrows a quarter of the main part everything is rebuilt.
+ * 15 instead of 98 MiB at 20,000 descriptors, built in about half the time), plus a small
+ * "delta" CSR over descriptors appended since (hashed into fewer buckets, keys kept for an exact
+ * key check), rebuilt on each append; when the delta outgrows a quarter of the main part
+ * everything is rebuilt.
  * Removed descriptors keep their slots with label -1 and are skipped.
  *
  * What it answers is exactly what KeypointIndex's ratio test needs:
@@ -227,9 +228,9 @@ interface Csr {
   off: Uint32Array;
   /** Descriptor ids sorted by bucket. */
   ids: Int32Array;
-  /** Hashed tables (the delta, and the main part of a small index): the full key of each entry. */
+  /** Delta tables only: the full key of each entry (buckets are hashed). */
   keys: Uint32Array | null;
-  shift: number; // hashed: bucket = (key * golden) >>> shift
+  shift: number; // delta: bucket = (key * golden) >>> shift; keyed: first slot tried, the same way
   /**
    * Keyed tables (the main part of a small index): an open-addressing directory of the keys
    * present, slot h at [2h] = key (EMPTY_KEY when free) and [2h + 1] = where its ids start in
@@ -430,7 +431,34 @@ export class DescriptorIndex {
   }
 
   private rebuildDelta(): void {
-    this.delta = this.n > this.nMain ? this.hashedTables(this.nMain, this.n) : [];
+    const from = this.nMain;
+    const nd = this.n - from;
+    this.delta = [];
+    if (nd <= 0) return;
+    const hb = Math.min(this.L, Math.max(4, Math.ceil(Math.log2(nd)) + 1));
+    const nb = 1 << hb;
+    const shift = 32 - hb;
+    const keys = new Uint32Array(nd);
+    const hk = new Uint32Array(nd);
+    for (let t = 0; t < this.m; t++) {
+      const off = new Uint32Array(nb + 1);
+      for (let i = 0; i < nd; i++) {
+        const k = this.keyOf(this.W, from + i, t);
+        keys[i] = k;
+        hk[i] = Math.imul(k, 0x9e3779b1) >>> shift;
+        off[hk[i] + 1]++;
+      }
+      for (let k = 0; k < nb; k++) off[k + 1] += off[k];
+      const fill = off.slice(0, nb);
+      const ids = new Int32Array(nd);
+      const kk = new Uint32Array(nd);
+      for (let i = 0; i < nd; i++) {
+        const p = fill[hk[i]]++;
+        ids[p] = from + i;
+        kk[p] = keys[i];
+      }
+      this.delta.push({ off, ids, keys: kk, shift });
+    }
   }
 
   /**
@@ -468,41 +496,6 @@ export class DescriptorIndex {
       const ids = new Int32Array(n);
       for (let j = 0; j < n; j++) ids[fill[slotOf[j]]++] = j;
       tables.push({ off: new Uint32Array(0), ids, keys: null, shift, dir, mask });
-    }
-    return tables;
-  }
-
-  /**
-   * Tables over descriptors from .. to-1 with hashed buckets (about twice as many as descriptors)
-   * and each entry's full key; within a bucket, ids ascend, so the entries of one key come in the
-   * order a full table lists them.
-   */
-  private hashedTables(from: number, to: number): Csr[] {
-    const nd = to - from;
-    const hb = Math.min(this.L, Math.max(4, Math.ceil(Math.log2(Math.max(1, nd))) + 1));
-    const nb = 1 << hb;
-    const shift = 32 - hb;
-    const keys = new Uint32Array(nd);
-    const hk = new Uint32Array(nd);
-    const tables: Csr[] = [];
-    for (let t = 0; t < this.m; t++) {
-      const off = new Uint32Array(nb + 1);
-      for (let i = 0; i < nd; i++) {
-        const k = this.keyOf(this.W, from + i, t);
-        keys[i] = k;
-        hk[i] = Math.imul(k, 0x9e3779b1) >>> shift;
-        off[hk[i] + 1]++;
-      }
-      for (let k = 0; k < nb; k++) off[k + 1] += off[k];
-      const fill = off.slice(0, nb);
-      const ids = new Int32Array(nd);
-      const kk = new Uint32Array(nd);
-      for (let i = 0; i < nd; i++) {
-        const p = fill[hk[i]]++;
-        ids[p] = from + i;
-        kk[p] = keys[i];
-      }
-      tables.push({ off, ids, keys: kk, shift });
     }
     return tables;
   }
