@@ -44,12 +44,16 @@ export function readCpuinfo(): string | undefined {
 
 let detected: boolean | undefined;
 
+/** hasInt8Dot for this process's CPU, read once. */
+function thisCpuHasInt8Dot(): boolean {
+  return (detected ??= hasInt8Dot(process.arch, readCpuinfo()));
+}
+
 /** The weights this process runs int8 models with: KAGAMI_INT8_WEIGHTS (7 or 8), else by the CPU. */
 export function int8WeightBits(setting: string | undefined = readEnv().KAGAMI_INT8_WEIGHTS): WeightBits {
   if (setting === '7') return 7;
   if (setting === '8') return 8;
-  detected ??= hasInt8Dot(process.arch, readCpuinfo());
-  return detected ? 8 : 7;
+  return thisCpuHasInt8Dot() ? 8 : 7;
 }
 
 /**
@@ -64,7 +68,7 @@ export function int8WeightBits(setting: string | undefined = readEnv().KAGAMI_IN
 export function weightsForLibrary(
   recorded: WeightBits | undefined,
   setting: string | undefined = readEnv().KAGAMI_INT8_WEIGHTS,
-  canRun8: () => boolean = () => (detected ??= hasInt8Dot(process.arch, readCpuinfo())),
+  canRun8: () => boolean = thisCpuHasInt8Dot,
 ): { bits?: WeightBits; note?: string } {
   if (setting === '7' || setting === '8' || recorded === undefined) return {};
   if (recorded === 8 && !canRun8()) {
