@@ -243,6 +243,13 @@ interface Csr {
 
 const EMPTY_KEY = 0xffffffff;
 
+/** A keyed table's slot for key k: the one holding it, or the free one where it would go (linear probing). */
+function keySlot(dir: Uint32Array, k: number, shift: number, mask: number): number {
+  let h = Math.imul(k, 0x9e3779b1) >>> shift;
+  while (dir[2 * h] !== k && dir[2 * h] !== EMPTY_KEY) h = (h + 1) & mask;
+  return h;
+}
+
 export class DescriptorIndex {
   private readonly m: number;
   private readonly L: number;
@@ -479,8 +486,7 @@ export class DescriptorIndex {
       const count = new Uint32Array(S);
       for (let j = 0; j < n; j++) {
         const k = this.keyOf(this.W, j, t);
-        let h = Math.imul(k, 0x9e3779b1) >>> shift;
-        while (dir[2 * h] !== EMPTY_KEY && dir[2 * h] !== k) h = (h + 1) & mask;
+        const h = keySlot(dir, k, shift, mask);
         dir[2 * h] = k;
         count[h]++;
         slotOf[j] = h;
@@ -530,13 +536,8 @@ export class DescriptorIndex {
         const k = keys[t];
         if (dir) {
           // keyed table (a small index): find the key's slot, then its ids as from a full table
-          let h = Math.imul(k, 0x9e3779b1) >>> shift;
-          let sk = dir[2 * h];
-          while (sk !== k && sk !== EMPTY_KEY) {
-            h = (h + 1) & mask!;
-            sk = dir[2 * h];
-          }
-          if (sk === EMPTY_KEY) continue;
+          const h = keySlot(dir, k, shift, mask!);
+          if (dir[2 * h] === EMPTY_KEY) continue;
           let p = dir[2 * h + 1];
           const e = dir[2 * h + 3];
           if (e - p > cap) continue;
