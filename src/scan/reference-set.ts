@@ -35,6 +35,8 @@ export class ReferenceSet {
    */
   background?: BackgroundBank;
   private readonly backgroundMax = new Map<string, number>();
+  /** The negative examples' reference ids (hasNegatives). */
+  private readonly negativeIds = new Set<string>();
   private seq = 0;
   private refreshing: Promise<number> | undefined;
   private readonly modelId: string;
@@ -80,9 +82,16 @@ export class ReferenceSet {
     return this.backgroundMax.get(referenceId);
   }
 
+  /** Whether any character has negative examples. */
+  get hasNegatives(): boolean {
+    return this.negativeIds.size > 0;
+  }
+
   private addFeatures(f: ReferenceFeatures): void {
     if (this.background) this.backgroundMax.set(f.referenceId, this.background.maxSimilarity(f.embedding));
-    const key = this.references.get(f.referenceId)?.negative ? negativeKey(f.characterId) : f.characterId;
+    const negative = !!this.references.get(f.referenceId)?.negative;
+    if (negative) this.negativeIds.add(f.referenceId);
+    const key = negative ? negativeKey(f.characterId) : f.characterId;
     this.vectors.add(f.referenceId, key, f.embedding);
     this.keypoints.add({ referenceId: f.referenceId, characterId: key, features: unpackKeypoints(f.keypoints) });
   }
@@ -92,6 +101,7 @@ export class ReferenceSet {
     this.keypoints.remove(id);
     this.references.delete(id);
     this.backgroundMax.delete(id);
+    this.negativeIds.delete(id);
   }
 
   /**

@@ -300,8 +300,9 @@ export class Scanner {
     // A window that counts for its nearest reference's character only needs that reference (the
     // character's other references among the nearest score no higher), unless a background margin
     // may rank them otherwise: one hit a window to build and filter instead of 64 (with HNSW the
-    // search beam, not k, sets the cost of the search itself).
-    const kw = this.opts.windowWinnerOnly && !(bank && margin) ? 1 : k;
+    // search beam, not k, sets the cost of the search itself). A library with negative examples asks
+    // for a few, so that a negative as similar as the reference it mirrors is seen beside it.
+    const kw = this.opts.windowWinnerOnly && !(bank && margin) ? (this.refs.hasNegatives ? Math.min(k, 4) : 1) : k;
     const out: LikenessHit[][] = [];
     const embedRegions = this.embedder.embedRegions?.bind(this.embedder);
     for (const frame of batch) {
@@ -577,10 +578,14 @@ function warmUpFrame(width: number, height: number): Frame {
   return { data, width, height, channels: 3, index: 0, timeSec: 0 };
 }
 
-/** Of one window's nearest references (in any order), those under the key of the most similar one. */
+/**
+ * Of one window's nearest references (in any order), those under the key of the most similar one;
+ * a character's negative example as similar as its best reference wins the window (the owner said
+ * that drawing is not the character).
+ */
 export function windowWinner(hits: SearchHit[]): SearchHit[] {
   let top: SearchHit | undefined;
-  for (const h of hits) if (!top || h.similarity > top.similarity) top = h;
+  for (const h of hits) if (!top || h.similarity > top.similarity || (h.similarity === top.similarity && negativeOf(h.key) === top.key)) top = h;
   return top ? hits.filter((h) => h.key === top!.key) : hits;
 }
 

@@ -20,6 +20,17 @@ describe('windowWinner', () => {
     expect(windowWinner(hits).map((h) => h.id)).toEqual(['n1']);
   });
 
+  it('gives a window to the negative example when it is exactly as similar as the reference (the same drawing marked as not the character)', () => {
+    for (const order of [0, 1]) {
+      const hits = [
+        { id: 'a1', key: 'alice', similarity: 0.9 },
+        { id: 'n1', key: negativeKey('alice'), similarity: 0.9 },
+      ];
+      if (order) hits.reverse();
+      expect(windowWinner(hits).map((h) => h.id)).toEqual(['n1']);
+    }
+  });
+
   it('returns nothing for no hits', () => {
     expect(windowWinner([])).toEqual([]);
   });
