@@ -10,6 +10,13 @@ export interface FusionParams {
    * lifted this way stays below review: the order of the scores changes, no verdict does.
    */
   verifiedLift: number;
+  /**
+   * Likeness strong enough to review: a calibrated likeness e of at least `from` counts
+   * `score` + (cap − score)·(e − from)/(1 − from) instead of embeddingWeight·e, so it reaches the
+   * review threshold (`score`) without ever making a match (`cap` stays below it). Unset: likeness
+   * alone stays under embeddingWeight.
+   */
+  strongLikeness?: { from: number; score: number; cap: number };
 }
 
 // verifiedLift: 200-clip accuracy bench, 150 characters, re-scored from recorded scans: µAP 0.760 →
@@ -28,9 +35,16 @@ export const DEFAULT_FUSION: FusionParams = { embeddingWeight: 0.3, verifiedLift
 export function fuseFrame(o: Pick<FrameObservation, 'keypoints' | 'embedding'>, p: FusionParams = DEFAULT_FUSION): number {
   const k = clamp01(o.keypoints?.score ?? 0);
   const e = clamp01(o.embedding?.score ?? 0);
-  const fused = 1 - (1 - k) * (1 - p.embeddingWeight * e);
+  const fused = 1 - (1 - k) * (1 - likenessPart(e, p));
   if (p.verifiedLift > 0 && verifiedScore(o) > 0) return Math.max(fused, Math.min(1, p.embeddingWeight + p.verifiedLift * k));
   return fused;
+}
+
+/** What a calibrated likeness e in [0,1] contributes to a frame's score (fuseFrame). */
+export function likenessPart(e: number, p: FusionParams = DEFAULT_FUSION): number {
+  const strong = p.strongLikeness;
+  if (strong && e >= strong.from) return strong.score + ((strong.cap - strong.score) * (e - strong.from)) / Math.max(1e-9, 1 - strong.from);
+  return p.embeddingWeight * e;
 }
 
 /** The frame's keypoint score when its keypoints verified (a copy's evidence), else 0. */

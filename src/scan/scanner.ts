@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os';
 import { checkMediaFile, probeVideo, sampleFrames, type FfmpegBinaries, type SampleOptions, resolveBinaries } from '../media/ffmpeg';
 import { InvalidMediaError } from '../errors';
 import type { Frame } from '../media/types';
-import { aggregateClip, clipVerdict, DEFAULT_AGGREGATE, type AggregateParams } from '../matching/aggregate';
+import { aggregateClip, clipVerdict, DEFAULT_AGGREGATE, withLikenessReview, type AggregateParams } from '../matching/aggregate';
 import { calibrateCosine } from '../matching/fuse';
 import type { Box, FrameObservation, Verdict } from '../matching/types';
 import type { Embedder } from '../signals/embedder';
@@ -273,6 +273,23 @@ export class Scanner {
     return this.opts.denseUpTo ?? this.embedder.denseUpTo ?? 0;
   }
 
+  /**
+   * The calibrated likeness (in [0,1]) from which the likeness tier alone reaches review: the model's
+   * `calibration.review` on the scale it is measured against (the background margin's, or the
+   * cosine's); undefined when the model names none.
+   */
+  likenessReviewFrom(): number | undefined {
+    const c = this.embedder.calibration;
+    if (c?.review === undefined) return undefined;
+    const scale = c.background ?? c;
+    return scale.ceil > scale.floor ? (c.review - scale.floor) / (scale.ceil - scale.floor) : undefined;
+  }
+
+  /** How frame observations become results: the scan's aggregation, with the model's likeness review point (withLikenessReview). */
+  aggregateParams(): AggregateParams {
+    return withLikenessReview(this.opts.aggregate, this.likenessReviewFrom());
+  }
+
   /** The calibration of the likeness tier's cosine: the model's own when its manifest has one. */
   private embeddingCalibration(): { floor: number; ceil: number } {
     return this.embedder.calibration ?? this.opts.embeddingCalibration;
@@ -510,7 +527,7 @@ export class Scanner {
 
     req.onObservations?.({ observations, frameTimes, durationSec: clipSec });
     const tAgg = performance.now();
-    const results = aggregateClip(this.refs.characters.keys(), observations, frameTimes, clipSec, this.opts.aggregate);
+    const results = aggregateClip(this.refs.characters.keys(), observations, frameTimes, clipSec, this.aggregateParams());
     results.sort((a, b) => b.score - a.score || a.characterId.localeCompare(b.characterId));
     if (req.onEvidenceFrame) {
       for (const r of results) {

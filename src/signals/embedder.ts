@@ -27,7 +27,7 @@ export interface Embedder {
   /** Brings a frame to the model's input size with the model's own resize policy. */
   prepare(image: RawImage): Promise<RawImage>;
   /** Cosine between unrelated images (→ score 0) and the same character (→ 1), when the model knows it. */
-  readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number } };
+  readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number }; review?: number };
   /**
    * Crop models whose calibration has `background`: the character-free crops that the likeness tier
    * normalises against (background-bank.ts), loaded by `loadBackgroundBank`.

@@ -1,5 +1,5 @@
-import { aggregateCharacter, aggregateClip, clipVerdict, DEFAULT_AGGREGATE, toSegments, verdictFor } from '../../src/matching/aggregate';
-import { calibrateCosine, fuseFrame } from '../../src/matching/fuse';
+import { aggregateCharacter, aggregateClip, clipVerdict, DEFAULT_AGGREGATE, toSegments, verdictFor, withLikenessReview } from '../../src/matching/aggregate';
+import { calibrateCosine, fuseFrame, likenessPart } from '../../src/matching/fuse';
 import type { FrameObservation } from '../../src/matching/types';
 
 const box = { x: 0, y: 0, width: 10, height: 10 };
@@ -28,6 +28,67 @@ describe('fuseFrame', () => {
         prev = s;
       }
     }
+  });
+});
+
+describe('likeness review (a model naming its review point)', () => {
+  const p = withLikenessReview(DEFAULT_AGGREGATE, 0.8);
+  const { review, match } = DEFAULT_AGGREGATE.thresholds;
+
+  test('likeness below the point keeps its weight; at the point it reaches review, at 1 it stays below match', () => {
+    expect(likenessPart(0.79, p.fusion)).toBeCloseTo(0.3 * 0.79, 6);
+    expect(likenessPart(0.8, p.fusion)).toBeCloseTo(review, 6);
+    expect(likenessPart(1, p.fusion)).toBeCloseTo(review + 0.6 * (match - review), 6);
+    expect(likenessPart(1, p.fusion)).toBeLessThan(match);
+    let prev = -1;
+    for (let e = 0; e <= 1.0001; e += 0.01) {
+      const s = likenessPart(e, p.fusion);
+      expect(s).toBeGreaterThanOrEqual(prev);
+      prev = s;
+    }
+  });
+
+  test('a model without a review point, or one at 1, changes nothing', () => {
+    expect(withLikenessReview(DEFAULT_AGGREGATE, undefined)).toBe(DEFAULT_AGGREGATE);
+    expect(withLikenessReview(DEFAULT_AGGREGATE, 1)).toBe(DEFAULT_AGGREGATE);
+  });
+
+  test('follows the verdict thresholds it is given', () => {
+    const q = withLikenessReview({ ...DEFAULT_AGGREGATE, thresholds: { match: 0.8, review: 0.5 } }, 0.9);
+    expect(q.fusion.strongLikeness?.from).toBe(0.9);
+    expect(q.fusion.strongLikeness?.score).toBe(0.5);
+    expect(q.fusion.strongLikeness?.cap).toBeCloseTo(0.5 + 0.6 * 0.3, 9);
+  });
+
+  test('a strong likeness alone is a review case, a weaker one stays clear, and a copy still outranks it', () => {
+    const times = [0, 0.5, 1, 1.5, 2];
+    const at = (t: number, e: number): FrameObservation => ({ frameIndex: times.indexOf(t), timeSec: t, characterId: 'c', embedding: emb(e) });
+    const strong = aggregateCharacter('c', [at(0.5, 0.6), at(1, 0.95), at(1.5, 0.7)], times, 2.5, p);
+    expect(strong.verdict).toBe('review');
+    expect(strong.kind).toBe('likeness');
+    expect(strong.score).toBeGreaterThanOrEqual(review);
+    expect(strong.segments.length).toBe(1);
+    expect(strong.reason).toMatch(/^review: .*appearance similarity only/);
+    const weak = aggregateCharacter('c', [at(1, 0.75)], times, 2.5, p);
+    expect(weak.verdict).toBe('clear');
+    expect(weak.score).toBeCloseTo(0.3 * 0.75, 6);
+    // the same strong likeness without the model's review point: clear, as before
+    expect(aggregateCharacter('c', [at(1, 0.95)], times, 2.5).verdict).toBe('clear');
+    const copy = aggregateCharacter('c', [{ ...at(1, 0), keypoints: kp(0.9) }], times, 2.5, p);
+    expect(copy.score).toBeGreaterThan(strong.score);
+    expect(copy.kind).toBe('copy');
+  });
+
+  test("a frame whose own windows found the character much weaker does not borrow a neighbour's strong likeness", () => {
+    const times = [0, 1, 2, 3, 4];
+    const at = (t: number, e: number): FrameObservation => ({ frameIndex: times.indexOf(t), timeSec: t, characterId: 'c', embedding: emb(e) });
+    // 0 s and 3 s saw the character weakly, 2 s nearly as strongly as 1 s: the review segment is 1-2 s.
+    const r = aggregateCharacter('c', [at(0, 0.1), at(1, 0.95), at(2, 0.8), at(3, 0.1)], times, 4.5, p);
+    expect(r.verdict).toBe('review');
+    expect(r.segments).toEqual([{ startSec: 0.5, endSec: 2.5 }]);
+    // A frame with keypoints still borrows it (one appearance seen by both tiers on neighbouring frames).
+    const withKp = aggregateCharacter('c', [at(0, 0.1), at(1, 0.95), { ...at(2, 0.1), keypoints: { ...kp(0.05), verified: false } }], times, 4.5, p);
+    expect(withKp.segments).toEqual([{ startSec: 0.5, endSec: 2.5 }]);
   });
 });
 

@@ -108,7 +108,7 @@ async function dump(o: { cache: string; seed: string; out: string }): Promise<vo
 type Adjust = (w: DumpedWindow, ref: number, cosine: number) => number;
 
 function score(resultFile: string, obsFile: string, dumpFile: string): void {
-  const { plan, registered, byClip: recs, clips } = readRecordedRun(resultFile, obsFile);
+  const { plan, registered, byClip: recs, clips, aggregate } = readRecordedRun(resultFile, obsFile);
   const lines = readFileSync(dumpFile, 'utf8').split('\n').filter(Boolean);
   const header = JSON.parse(lines[0]) as Header;
   const dumps = new Map(lines.slice(1).map((l) => JSON.parse(l) as DumpedClip).map((d) => [d.clip, d]));
@@ -144,7 +144,7 @@ function score(resultFile: string, obsFile: string, dumpFile: string): void {
           }
         }
         const observations = new Map([...obs].map(([cid, m]) => [cid, [...m.values()].sort((a, b) => a.frameIndex - b.frameIndex)]));
-        return clipResultOf(clip, rec, observations, registered);
+        return clipResultOf(clip, rec, observations, registered, aggregate);
       });
     console.log(figuresLine(name, evaluate(plan, results, registered).kagami, 40));
   };

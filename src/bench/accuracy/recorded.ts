@@ -4,7 +4,7 @@
  * observations, a clip's result from (changed) observations, and the figures in one line.
  */
 import { readFileSync } from 'node:fs';
-import { aggregateClip, DEFAULT_AGGREGATE, type AggregateParams } from '../../matching/aggregate';
+import { aggregateClip, DEFAULT_AGGREGATE, withLikenessReview, type AggregateParams } from '../../matching/aggregate';
 import type { FrameObservation } from '../../matching/types';
 import type { Plan, PlannedClip } from './generate';
 import type { ClipResult, MethodEval } from './run';
@@ -24,11 +24,13 @@ export interface RecordedRun {
   byClip: Map<string, Recorded>;
   /** The plan's clips that were recorded, in plan order. */
   clips: PlannedClip[];
+  /** The aggregation the run's scans used (the product's, with the model's likeness review point). */
+  aggregate: AggregateParams;
 }
 
 /** Reads a run's accuracy-result.json and its --record file; throws with a message for the user. */
 export function readRecordedRun(resultFile: string, recordFile: string): RecordedRun {
-  let result: { plan?: Plan; options?: { neverShown?: string[] } };
+  let result: { plan?: Plan; options?: { neverShown?: string[]; likenessReviewFrom?: number | null } };
   let records: Recorded[];
   try {
     result = JSON.parse(readFileSync(resultFile, 'utf8'));
@@ -45,7 +47,7 @@ export function readRecordedRun(resultFile: string, recordFile: string): Recorde
   const byClip = new Map(records.map((r) => [r.clip, r]));
   const clips = plan.clips.filter((c) => byClip.has(c.id));
   if (!clips.length) throw new Error(`${recordFile} holds none of the run's clips (recorded by another run?)`);
-  return { plan, registered, byClip, clips };
+  return { plan, registered, byClip, clips, aggregate: withLikenessReview(DEFAULT_AGGREGATE, result.options?.likenessReviewFrom ?? undefined) };
 }
 
 /** A clip's result as the bench scores it, from its observations aggregated with `params`. */
@@ -54,7 +56,7 @@ export function clipResultOf(
   rec: Recorded,
   observations: ReadonlyMap<string, FrameObservation[]>,
   registered: string[],
-  params: AggregateParams = DEFAULT_AGGREGATE,
+  params: AggregateParams,
 ): ClipResult {
   const kagami: ClipResult['kagami'] = {};
   for (const c of aggregateClip(registered, observations, rec.frameTimes, rec.durationSec, params)) kagami[c.characterId] = { score: c.score, segments: c.segments, verdict: c.verdict, kind: c.kind };

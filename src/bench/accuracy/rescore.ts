@@ -9,14 +9,14 @@
  * The first variant is the product's own aggregation and must reproduce the bench's SUMMARY.
  */
 import { Command } from 'commander';
-import { DEFAULT_AGGREGATE, type AggregateParams } from '../../matching/aggregate';
+import { withLikenessReview, type AggregateParams } from '../../matching/aggregate';
 import { calibrateCosine, type FusionParams } from '../../matching/fuse';
 import type { Box, FrameObservation } from '../../matching/types';
 import { DEFAULT_SCAN_OPTIONS } from '../../scan/scanner';
 import { iou } from '../../synthetic/art';
 import { diagnose } from './diagnose';
 import { clipResultOf, figuresLine, readRecordedRun, type RecordedRun } from './recorded';
-import { evaluate, printMissCauses, type ClipResult } from './run';
+import { describeVerdicts, evaluate, printMissCauses, type ClipResult } from './run';
 
 type Transform = (obs: Map<string, FrameObservation[]>, frameCount: number) => Map<string, FrameObservation[]>;
 
@@ -205,13 +205,13 @@ function main(argv: string[]): void {
   } catch (e) {
     return fail((e as Error).message);
   }
-  const { plan, registered, byClip, clips } = run;
+  const { plan, registered, byClip, clips, aggregate: base } = run;
   const records = [...byClip.values()];
   const stats = { likenessOnly: 0, withBox: 0 };
   for (const r of records) for (const list of Object.values(r.observations)) for (const o of list) if (o.embedding && !o.keypoints) (stats.likenessOnly++, o.embedding.box && stats.withBox++);
   console.log(`${clips.length}/${plan.clips.length} clips recorded, ${registered.length} characters; likeness-only observations ${stats.likenessOnly} (${stats.withBox} with a window)`);
 
-  const fusion = (f: Partial<FusionParams>) => ({ fusion: { ...DEFAULT_AGGREGATE.fusion, ...f } });
+  const fusion = (f: Partial<FusionParams>) => ({ fusion: { ...base.fusion, ...f } });
   const all: Variant[] = [
     { name: 'product' },
     { name: 'without the verified lift', params: fusion({ verifiedLift: 0 }) },
@@ -220,6 +220,8 @@ function main(argv: string[]): void {
     { name: 'keypoint floor 0.3, unverified too (no lift)', params: fusion({ verifiedLift: 0 }), transform: keypointFloor(0.3, true) },
     ...[0.2, 0.4].map((w) => ({ name: `likeness weight ${w}`, params: fusion({ embeddingWeight: w }) })),
     ...[[0.4, 0.95], [0.6, 0.95], [0.55, 0.9]].map(([f, c]) => ({ name: `calibration ${f}-${c}`, transform: recalibrate(f, c) })),
+    { name: 'likeness alone never reaching review', params: fusion({ strongLikeness: undefined }) },
+    ...[0.8, 0.85, 0.9, 0.95].map((from) => ({ name: `likeness review from ${from}`, params: withLikenessReview({ ...base, ...fusion({ strongLikeness: undefined }) }, from) })),
     ...[[3, 0.5], [3, 2], [1.5, 1], [6, 1]].map(([spanSec, weight]) => ({ name: `rivalry span ${spanSec} weight ${weight}`, params: { rivalry: { spanSec, weight } } })),
     ...[1, 2].map((span) => ({ name: `likeness support span ${span} alpha 0.25`, transform: likenessSupport(span, 0.25) })),
     ...[0.6, 0.8].map((pen) => ({ name: `likeness consistency span 0.6 penalty ${pen}`, transform: likenessConsistency(0.6, 0.1, pen) })),
@@ -233,7 +235,7 @@ function main(argv: string[]): void {
   ];
   const variants = only ? all.filter((v) => v.name === 'product' || v.name.includes(only)) : all;
   for (const v of variants) {
-    const p: AggregateParams = { ...DEFAULT_AGGREGATE, ...v.params };
+    const p: AggregateParams = { ...base, ...v.params };
     const results: ClipResult[] = clips.map((clip) => {
       const rec = byClip.get(clip.id)!;
       let obs = new Map(Object.entries(rec.observations));
@@ -251,6 +253,7 @@ function main(argv: string[]): void {
     const windowed = w.of ? ` windows on ${pc(w.ran, w.of)} % of the even frames (${pc(w.emptyRan, w.emptyOf)} % in empty clips)` : '';
     w.ran = w.of = w.emptyRan = w.emptyOf = 0;
     console.log(`${figuresLine(v.name, k, 44)}${ran}${windowed}`);
+    console.log(`${''.padEnd(44)} flagged by the verdicts: ${describeVerdicts(k.verdicts)}`);
     if (v.name === 'product') printMissCauses(k.failures);
   }
 }

@@ -231,7 +231,16 @@ look-alike clips that are a registered character recoloured (same silhouette), c
   const result = {
     when: new Date().toISOString(),
     host: { cpus: os.cpus().length, node: process.version },
-    options: { quick, seed: plan.seed, clips: plan.clips.length, sources: o.sources, library: registered.length, neverShown: distractors.map((c) => c.key) },
+    options: {
+      quick,
+      seed: plan.seed,
+      clips: plan.clips.length,
+      sources: o.sources,
+      library: registered.length,
+      neverShown: distractors.map((c) => c.key),
+      // The model's likeness review point as the scan used it (rescore.ts aggregates the same way).
+      likenessReviewFrom: scanner.likenessReviewFrom() ?? null,
+    },
     licences: Object.fromEntries(o.sources.map((s) => [s, SOURCE_INFO[s]])),
     model: embedder.modelId,
     runtime: { totalSec, scanLoopSec: loopSec, clipsGenerated: generated, meanScanSec: mean(results.map((r) => r.scanSec)), meanPhashSec: mean(results.map((r) => r.phashSec)), renderSec: (performance.now() - tGen) / 1000 },
@@ -283,10 +292,60 @@ export interface MethodEval {
     wrongCharacterAtP90: number;
     meanTopLookalikeScore: number;
   };
+  /** What the product's own verdicts flag (review or match); absent for the pHash peer, which has none. */
+  verdicts?: VerdictFigures;
   /** Recall (truth score ≥ the P0.9 threshold) by transform, over positive clips. */
   recallByFactor: Record<string, { n: number; recall: number }>;
   failures: Array<{ id: string; kind: ClipKind; character: string; image: string; score: number; rank: number; transforms: string; diagnosis?: Diagnosis }>;
 }
+
+/** The (clip, character) pairs the product's verdicts flag (`review` or `match`), against the truth. */
+export interface VerdictFigures {
+  flagged: number;
+  correct: number;
+  /** Positive clips whose character was flagged / positive clips, by kind. */
+  found: Record<'near-copy' | 'new-rendition', { flagged: number; of: number }>;
+  /** Look-alike and empty clips where some registered character was flagged / such clips. */
+  lookalikeClips: { flagged: number; of: number };
+  emptyClips: { flagged: number; of: number };
+}
+
+function verdictFigures(results: ClipResult[], registered: string[]): VerdictFigures {
+  const v: VerdictFigures = {
+    flagged: 0,
+    correct: 0,
+    found: { 'near-copy': { flagged: 0, of: 0 }, 'new-rendition': { flagged: 0, of: 0 } },
+    lookalikeClips: { flagged: 0, of: 0 },
+    emptyClips: { flagged: 0, of: 0 },
+  };
+  const known = new Set(registered);
+  for (const r of results) {
+    const truth = r.clip.truthCharacter;
+    let wrong = false;
+    for (const [cid, c] of Object.entries(r.kagami)) {
+      if (c.verdict === 'clear' || !known.has(cid)) continue;
+      v.flagged++;
+      if (cid === truth) v.correct++;
+      else wrong = true;
+    }
+    const kind = r.clip.kind;
+    if (truth && (kind === 'near-copy' || kind === 'new-rendition')) {
+      v.found[kind].of++;
+      if ((r.kagami[truth]?.verdict ?? 'clear') !== 'clear') v.found[kind].flagged++;
+    }
+    const clips = kind === 'lookalike' ? v.lookalikeClips : kind === 'empty' ? v.emptyClips : undefined;
+    if (clips) (clips.of++, wrong && clips.flagged++);
+  }
+  return v;
+}
+
+/** The verdict figures in a few words: precision of what was flagged, positives found by kind, false clips. */
+export function describeVerdicts(v: VerdictFigures | undefined): string {
+  if (!v) return 'n/a';
+  return `P ${f3(v.flagged ? v.correct / v.flagged : NaN)} (${v.flagged - v.correct} wrong), near ${fraction(v.found['near-copy'])}, new ${fraction(v.found['new-rendition'])}, look-alike clips ${fraction(v.lookalikeClips)}, empty ${fraction(v.emptyClips)}`;
+}
+
+const fraction = (x: { flagged: number; of: number }) => `${x.flagged}/${x.of}`;
 
 export function evaluate(plan: Plan, results: ClipResult[], registered: string[]): { kagami: MethodEval; phash: MethodEval; thresholds: { match: number; review: number } } {
   const th = DEFAULT_SCAN_OPTIONS.aggregate.thresholds;
@@ -369,6 +428,7 @@ export function evaluate(plan: Plan, results: ClipResult[], registered: string[]
         wrongCharacterAtP90: rateAtOrAbove(positives.map((r) => top(r, r.clip.truthCharacter)), tP90),
         meanTopLookalikeScore: mean(looks),
       },
+      ...(productThresholds ? { verdicts: verdictFigures(usable, registered) } : {}),
       recallByFactor,
       failures,
     };
@@ -390,6 +450,9 @@ function printTable(e: ReturnType<typeof evaluate>): void {
     ['temporal IoU (all positives)', (m) => f3(m.temporalIoU)],
     ['temporal IoU (detected)', (m) => `${f3(m.temporalIoUDetected)} (t=${f3(m.segmentThreshold)})`],
     ['look-alike clips alarmed @0.6/@0.35', (m) => (Number.isFinite(m.falseAlarms.lookalikeAtMatch) ? `${pct(m.falseAlarms.lookalikeAtMatch)} / ${pct(m.falseAlarms.lookalikeAtReview)}` : 'n/a')],
+    ['verdicts review/match: precision', (m) => (m.verdicts ? `${f3(m.verdicts.correct / Math.max(1, m.verdicts.flagged))} (${m.verdicts.flagged - m.verdicts.correct} wrong)` : 'n/a')],
+    ['verdicts: near / new found', (m) => (m.verdicts ? `${fraction(m.verdicts.found['near-copy'])} / ${fraction(m.verdicts.found['new-rendition'])}` : 'n/a')],
+    ['verdicts: look-alike / empty flagged', (m) => (m.verdicts ? `${fraction(m.verdicts.lookalikeClips)} / ${fraction(m.verdicts.emptyClips)}` : 'n/a')],
     ['look-alike clips alarmed @P.90 t', (m) => pct(m.falseAlarms.lookalikeAtP90)],
     ['empty clips alarmed @P.90 t', (m) => pct(m.falseAlarms.emptyAtP90)],
     ['positives w/ wrong char @P.90 t', (m) => pct(m.falseAlarms.wrongCharacterAtP90)],

@@ -167,7 +167,14 @@ export const ModelManifestSchema = z
          * When present, the likeness tier scores margins instead of raw cosines.
          */
         background: z.object({ floor: z.number().min(-2).max(2), ceil: z.number().min(-2).max(2) }).optional(),
+        /**
+         * The cosine (the margin, with `background`) from which the likeness tier alone is precise
+         * enough for a `review` verdict, measured for this model on the accuracy bench (models/README.md).
+         * Absent: likeness alone never reaches review.
+         */
+        review: z.number().min(-2).max(2).optional(),
       })
+      .refine((c) => c.review === undefined || c.review > (c.background ?? c).floor, 'calibration.review must lie above the floor it is measured against')
       .optional(),
     /** ONNX file name, in the models folder (KAGAMI_MODELS_DIR, default: the manifest's folder). */
     file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'),

@@ -82,7 +82,7 @@ export class OnnxEmbedder {
   readonly weightBits?: 7 | 8;
   readonly inputWidth: number;
   readonly usage: 'frame' | 'crop';
-  readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number } };
+  readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number }; review?: number };
   readonly inputHeight: number;
   private bank?: Promise<BackgroundBank>;
 
