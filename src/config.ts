@@ -110,6 +110,13 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): Env {
     const lines = r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new KagamiError('invalid_config', `invalid environment:\n  ${lines.join('\n  ')}`);
   }
+  // Verdicts are ordered: a review threshold at or above the match threshold would leave no review cases.
+  if (!(r.data.KAGAMI_REVIEW_THRESHOLD < r.data.KAGAMI_MATCH_THRESHOLD)) {
+    throw new KagamiError(
+      'invalid_config',
+      `invalid environment:\n  KAGAMI_REVIEW_THRESHOLD (${r.data.KAGAMI_REVIEW_THRESHOLD}) must be below KAGAMI_MATCH_THRESHOLD (${r.data.KAGAMI_MATCH_THRESHOLD})`,
+    );
+  }
   return Object.freeze(r.data);
 }
 

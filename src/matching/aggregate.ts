@@ -38,8 +38,8 @@ export const DEFAULT_AGGREGATE: AggregateParams = {
  * strong resemblance alone is flagged for review and never makes a match. Without one, `p` as is.
  */
 export function withLikenessReview(p: AggregateParams, from: number | undefined): AggregateParams {
-  if (from === undefined || !(from < 1)) return p;
   const { review, match } = p.thresholds;
+  if (from === undefined || !(from < 1) || !(match > review)) return p;
   return { ...p, fusion: { ...p.fusion, strongLikeness: { from: Math.max(0, from), score: review, cap: review + 0.6 * (match - review) } } };
 }
 

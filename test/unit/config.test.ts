@@ -37,6 +37,23 @@ describe('KAGAMI_WINDOWS', () => {
   });
 });
 
+describe('verdict thresholds', () => {
+  test('set together, they reach the scan options (and the likeness review follows the review threshold)', () => {
+    const o = scanOptionsFromEnv(readEnv({ KAGAMI_MATCH_THRESHOLD: '0.7', KAGAMI_REVIEW_THRESHOLD: '0.4' } as NodeJS.ProcessEnv));
+    expect(o.aggregate.thresholds).toEqual({ match: 0.7, review: 0.4 });
+  });
+
+  test.each([
+    [{ KAGAMI_REVIEW_THRESHOLD: '0.6' }],
+    [{ KAGAMI_MATCH_THRESHOLD: '0.3' }],
+    [{ KAGAMI_MATCH_THRESHOLD: '0.5', KAGAMI_REVIEW_THRESHOLD: '0.8' }],
+  ])('a review threshold at or above the match threshold is refused (%p)', (env) => {
+    const err = configError(env);
+    expect(err?.code).toBe('invalid_config');
+    expect(err?.message).toMatch(/KAGAMI_REVIEW_THRESHOLD \([0-9.]+\) must be below KAGAMI_MATCH_THRESHOLD/);
+  });
+});
+
 describe('KAGAMI_KEYPOINT_FRAME_STEP', () => {
   test('unset: every other frame (2); 1: every frame', () => {
     expect(scanOptionsFromEnv(readEnv({} as NodeJS.ProcessEnv)).keypointFrameStep).toBe(2);

@@ -51,6 +51,8 @@ describe('likeness review (a model naming its review point)', () => {
   test('a model without a review point, or one at 1, changes nothing', () => {
     expect(withLikenessReview(DEFAULT_AGGREGATE, undefined)).toBe(DEFAULT_AGGREGATE);
     expect(withLikenessReview(DEFAULT_AGGREGATE, 1)).toBe(DEFAULT_AGGREGATE);
+    // nor do thresholds out of order (the configuration refuses them)
+    expect(withLikenessReview({ ...DEFAULT_AGGREGATE, thresholds: { match: 0.3, review: 0.5 } }, 0.8).fusion.strongLikeness).toBeUndefined();
   });
 
   test('follows the verdict thresholds it is given', () => {
