@@ -12,6 +12,7 @@ import {
   type ScoredPair,
 } from '../../src/bench/accuracy/metrics';
 import { describeDiagnosis, diagnose } from '../../src/bench/accuracy/diagnose';
+import { describeVerdicts, verdictFigures, type ClipResult } from '../../src/bench/accuracy/run';
 import type { FrameObservation } from '../../src/matching/types';
 
 /** '0.9+' is a positive scored 0.9, '0.8-' a negative. */
@@ -157,5 +158,36 @@ describe('diagnose (hand-built observations)', () => {
     const d = diagnose(obs(at('b', 0, { embedding: emb(0.7) })), 'a');
     expect(d.cause).toBe('unseen');
     expect(describeDiagnosis(d)).toBe('seen by neither tier');
+  });
+});
+
+describe('verdictFigures (hand-built results)', () => {
+  const result = (kind: string, truth: string | undefined, flagged: Record<string, 'match' | 'review' | 'clear'>): ClipResult =>
+    ({
+      clip: { kind, truthCharacter: truth },
+      kagami: Object.fromEntries(Object.entries(flagged).map(([k, verdict]) => [k, { score: 0.5, segments: [], verdict, kind: 'likeness' }])),
+    }) as unknown as ClipResult;
+
+  test('precision of what the verdicts flag, positives found by kind, false clips; unregistered keys ignored', () => {
+    const v = verdictFigures(
+      [
+        result('near-copy', 'a', { a: 'match', b: 'clear' }),
+        result('near-copy', 'b', { b: 'clear' }),
+        result('new-rendition', 'a', { a: 'review', b: 'review' }),
+        result('lookalike', undefined, { b: 'review', '~neg~a': 'review' }),
+        result('lookalike', undefined, {}),
+        result('empty', undefined, { a: 'clear' }),
+      ],
+      ['a', 'b'],
+    );
+    expect(v).toEqual({
+      flagged: 4,
+      correct: 2,
+      found: { 'near-copy': { flagged: 1, of: 2 }, 'new-rendition': { flagged: 1, of: 1 } },
+      lookalikeClips: { flagged: 1, of: 2 },
+      emptyClips: { flagged: 0, of: 1 },
+    });
+    expect(describeVerdicts(v)).toBe('P 0.500 (2 wrong), near 1/2, new 1/1, look-alike clips 1/2, empty 0/1');
+    expect(describeVerdicts(undefined)).toBe('n/a');
   });
 });

@@ -310,7 +310,7 @@ export interface VerdictFigures {
   emptyClips: { flagged: number; of: number };
 }
 
-function verdictFigures(results: ClipResult[], registered: string[]): VerdictFigures {
+export function verdictFigures(results: ClipResult[], registered: string[]): VerdictFigures {
   const v: VerdictFigures = {
     flagged: 0,
     correct: 0,
@@ -342,10 +342,12 @@ function verdictFigures(results: ClipResult[], registered: string[]): VerdictFig
 /** The verdict figures in a few words: precision of what was flagged, positives found by kind, false clips. */
 export function describeVerdicts(v: VerdictFigures | undefined): string {
   if (!v) return 'n/a';
-  return `P ${f3(v.flagged ? v.correct / v.flagged : NaN)} (${v.flagged - v.correct} wrong), near ${fraction(v.found['near-copy'])}, new ${fraction(v.found['new-rendition'])}, look-alike clips ${fraction(v.lookalikeClips)}, empty ${fraction(v.emptyClips)}`;
+  return `P ${verdictPrecision(v)}, near ${fraction(v.found['near-copy'])}, new ${fraction(v.found['new-rendition'])}, look-alike clips ${fraction(v.lookalikeClips)}, empty ${fraction(v.emptyClips)}`;
 }
 
 const fraction = (x: { flagged: number; of: number }) => `${x.flagged}/${x.of}`;
+/** The share of flagged pairs that are right, and how many are not. */
+const verdictPrecision = (v: VerdictFigures) => `${f3(v.flagged ? v.correct / v.flagged : NaN)} (${v.flagged - v.correct} wrong)`;
 
 export function evaluate(plan: Plan, results: ClipResult[], registered: string[]): { kagami: MethodEval; phash: MethodEval; thresholds: { match: number; review: number } } {
   const th = DEFAULT_SCAN_OPTIONS.aggregate.thresholds;
@@ -450,7 +452,7 @@ function printTable(e: ReturnType<typeof evaluate>): void {
     ['temporal IoU (all positives)', (m) => f3(m.temporalIoU)],
     ['temporal IoU (detected)', (m) => `${f3(m.temporalIoUDetected)} (t=${f3(m.segmentThreshold)})`],
     ['look-alike clips alarmed @0.6/@0.35', (m) => (Number.isFinite(m.falseAlarms.lookalikeAtMatch) ? `${pct(m.falseAlarms.lookalikeAtMatch)} / ${pct(m.falseAlarms.lookalikeAtReview)}` : 'n/a')],
-    ['verdicts review/match: precision', (m) => (m.verdicts ? `${f3(m.verdicts.correct / Math.max(1, m.verdicts.flagged))} (${m.verdicts.flagged - m.verdicts.correct} wrong)` : 'n/a')],
+    ['verdicts review/match: precision', (m) => (m.verdicts ? verdictPrecision(m.verdicts) : 'n/a')],
     ['verdicts: near / new found', (m) => (m.verdicts ? `${fraction(m.verdicts.found['near-copy'])} / ${fraction(m.verdicts.found['new-rendition'])}` : 'n/a')],
     ['verdicts: look-alike / empty flagged', (m) => (m.verdicts ? `${fraction(m.verdicts.lookalikeClips)} / ${fraction(m.verdicts.emptyClips)}` : 'n/a')],
     ['look-alike clips alarmed @P.90 t', (m) => pct(m.falseAlarms.lookalikeAtP90)],
