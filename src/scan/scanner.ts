@@ -282,7 +282,7 @@ export class Scanner {
     const c = this.embedder.calibration;
     if (c?.review === undefined) return undefined;
     const scale = c.background ?? c;
-    return scale.ceil > scale.floor ? (c.review - scale.floor) / (scale.ceil - scale.floor) : undefined;
+    return scale.ceil > scale.floor ? calibrateCosine(c.review, scale.floor, scale.ceil) : undefined;
   }
 
   /** How frame observations become results: the scan's aggregation, with the model's likeness review point (withLikenessReview). */
