@@ -70,7 +70,8 @@ describe('likeness review (a model naming its review point)', () => {
     expect(strong.kind).toBe('likeness');
     expect(strong.score).toBeGreaterThanOrEqual(review);
     expect(strong.segments.length).toBe(1);
-    expect(strong.reason).toMatch(/^review: .*appearance similarity only/);
+    expect(strong.reason).toMatch(/^review: .*\(appearance similarity only, cosine 0\.995, past the model's review point\)/);
+    expect(aggregateCharacter('c', [at(1, 0.75)], times, 2.5, p).reason).toMatch(/\(appearance similarity only, cosine 0\.975\)/);
     const weak = aggregateCharacter('c', [at(1, 0.75)], times, 2.5, p);
     expect(weak.verdict).toBe('clear');
     expect(weak.score).toBeCloseTo(0.3 * 0.75, 6);
@@ -79,6 +80,10 @@ describe('likeness review (a model naming its review point)', () => {
     const copy = aggregateCharacter('c', [{ ...at(1, 0), keypoints: kp(0.9) }], times, 2.5, p);
     expect(copy.score).toBeGreaterThan(strong.score);
     expect(copy.kind).toBe('copy');
+    // weak verified keypoints under a stronger likeness: a likeness, and the reason names both
+    const both = aggregateCharacter('c', [{ ...at(1, 0.95), keypoints: kp(0.05) }], times, 2.5, p);
+    expect(both.kind).toBe('likeness');
+    expect(both.reason).toContain("(appearance similarity with 20 geometrically consistent keypoints, cosine 0.995, past the model's review point)");
   });
 
   test("a frame whose own windows found the character much weaker does not borrow a neighbour's strong likeness", () => {
