@@ -1,4 +1,4 @@
-import { fuseFrame, likenessPart, verifiedScore, type FusionParams, DEFAULT_FUSION } from './fuse';
+import { fuseFrame, likenessPart, pastReviewPoint, verifiedScore, type FusionParams, DEFAULT_FUSION } from './fuse';
 import type { CharacterResult, Evidence, FrameObservation, Segment, Thresholds, Verdict } from './types';
 
 export interface AggregateParams {
@@ -106,7 +106,7 @@ export function aggregateCharacter(
         : best.o.keypoints?.verified === false
           ? `${best.o.embedding ? 'appearance similarity and ' : ''}${best.o.keypoints.inliers} keypoints agreeing on one transform, outline not verified`
           : `appearance similarity ${best.o.keypoints ? `with ${best.o.keypoints.inliers} geometrically consistent keypoints` : 'only'}, cosine ${(best.o.embedding?.cosine ?? 0).toFixed(3)}` +
-            (p.fusion.strongLikeness && (best.o.embedding?.score ?? 0) >= p.fusion.strongLikeness.from ? ", past the model's review point" : '')) +
+            (pastReviewPoint(best.o.embedding?.score ?? 0, p.fusion) ? ", past the model's review point" : '')) +
       `), ${hits.length} frame(s) at or above the review threshold ${p.thresholds.review}` +
       (hinted ? `; the segments mark the ${segmentTimes.length} frame(s) within ${Math.round(p.hintFraction * 100)} % of its best` : '') +
       // The rival is not named: reports reach rightsholders, who see only their own characters.

@@ -43,8 +43,13 @@ export function fuseFrame(o: Pick<FrameObservation, 'keypoints' | 'embedding'>, 
 /** What a calibrated likeness e in [0,1] contributes to a frame's score (fuseFrame). */
 export function likenessPart(e: number, p: FusionParams = DEFAULT_FUSION): number {
   const strong = p.strongLikeness;
-  if (strong && e >= strong.from) return strong.score + ((strong.cap - strong.score) * (e - strong.from)) / Math.max(1e-9, 1 - strong.from);
+  if (strong && pastReviewPoint(e, p)) return strong.score + ((strong.cap - strong.score) * (e - strong.from)) / Math.max(1e-9, 1 - strong.from);
   return p.embeddingWeight * e;
+}
+
+/** Whether a calibrated likeness e reaches the model's review point (FusionParams.strongLikeness). */
+export function pastReviewPoint(e: number, p: FusionParams): boolean {
+  return !!p.strongLikeness && e >= p.strongLikeness.from;
 }
 
 /** The frame's keypoint score when its keypoints verified (a copy's evidence), else 0. */
