@@ -59,6 +59,8 @@ const EnvSchema = z.object({
   KAGAMI_WINDOWS: windowsSpec,
   // Windows up to this fraction of the frame height go through a crop model's dense form (one pass a window size over the frame) instead of one inference a crop; 0 none, 1 all; unset: the model's own (manifest dense.upTo, else 0)
   KAGAMI_DENSE_UP_TO: z.coerce.number().min(0).max(1).optional(),
+  // A crop model's windows scoring under this on its objectness probe show scenery and give no likeness evidence; 0 every window counts; unset: the model's own (manifest objectness.floor)
+  KAGAMI_OBJECTNESS_FLOOR: z.coerce.number().min(0).max(1).optional(),
   KAGAMI_MAX_IMAGE_PIXELS: num(40_000_000, 1, 1e9),
   // The service (kagami api / kagami worker)
   PORT: num(8080, 0, 65535),

@@ -17,6 +17,7 @@ export function scanOptionsFromEnv(env: Env, fps?: number): ScanOptions {
     keypointFrameStep: env.KAGAMI_KEYPOINT_FRAME_STEP === 1 ? 1 : 2,
     windows: env.KAGAMI_WINDOWS ?? DEFAULT_SCAN_OPTIONS.windows,
     denseUpTo: env.KAGAMI_DENSE_UP_TO,
+    objectnessFloor: env.KAGAMI_OBJECTNESS_FLOOR,
     aggregate: { ...DEFAULT_SCAN_OPTIONS.aggregate, thresholds: { match: env.KAGAMI_MATCH_THRESHOLD, review: env.KAGAMI_REVIEW_THRESHOLD } },
   };
 }

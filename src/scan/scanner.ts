@@ -18,6 +18,7 @@ import { extractFrameFeatures, frameLuma, type KeypointSet } from '../signals/ke
 import { ExtractPool, type PooledKeypointSet } from '../signals/keypoints/extract-pool';
 import type { SearchHit } from '../signals/embedding/exact-index';
 import { mulberry32 } from '../random';
+import { objectnessOf } from '../signals/embedding/objectness';
 import { cropWindows, frameWindows, type WindowScale } from './windows';
 import { negativeOf, type ReferenceSet } from './reference-set';
 
@@ -65,6 +66,12 @@ export interface ScanOptions {
    * for a model trained to see past its windows' edges, else 0).
    */
   denseUpTo?: number;
+  /**
+   * Crop models with an objectness probe (manifest `objectness`): windows whose probe score is under
+   * this count as scenery and give no likeness evidence (0: every window counts). Unset: the model's
+   * own floor (`objectness.floor`).
+   */
+  objectnessFloor?: number;
 }
 
 export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
@@ -194,6 +201,9 @@ export interface ScanStages {
   inferenceThread: number;
   /** Frames whose keypoints were extracted and matched (keypointFrameStep). */
   orbFrames: number;
+  /** Likeness windows embedded, and those of them the objectness probe read as scenery (not searched). */
+  windows: number;
+  sceneryWindows: number;
 }
 
 export const newScanStages = (): ScanStages => ({
@@ -210,6 +220,8 @@ export const newScanStages = (): ScanStages => ({
   orbWorkers: 0,
   inferenceThread: 0,
   orbFrames: 0,
+  windows: 0,
+  sceneryWindows: 0,
 });
 
 /** A sampled frame and, with the pool, its keypoints under way. */
@@ -266,6 +278,11 @@ export class Scanner {
 
   get characterCount(): number {
     return this.refs.characters.size;
+  }
+
+  /** The objectness score under which a window counts as scenery: the scan's option, else the model's own; 0 when the model has no probe. */
+  objectnessFloor(): number {
+    return this.embedder.objectness ? (this.opts.objectnessFloor ?? this.embedder.objectness.floor) : 0;
   }
 
   /** The share of the windows that go through the dense form: the scan's option, else the model's own. */
@@ -336,12 +353,18 @@ export class Scanner {
       const all = viaDense.length ? await timed(st, 'inference', () => embedRegions!(frame, viaDense)) : [];
       const crops = viaCrops.length ? timedSync(st, 'crops', () => cropWindows(frame, viaCrops, this.embedder.inputWidth, this.embedder.inputHeight)) : [];
       for (let i = 0; i < crops.length; i += 64) all.push(...(await timed(st, 'inference', () => this.embedder.embed(crops.slice(i, i + 64)))));
+      // Windows the objectness probe reads as scenery are not searched: no character's evidence.
+      const probe = this.embedder.objectness;
+      const objFloor = this.objectnessFloor();
+      const kept = probe && objFloor > 0 ? windows.map((_, i) => i).filter((i) => objectnessOf(probe, all[i]) >= objFloor) : windows.map((_, i) => i);
+      st.windows += windows.length;
+      st.sceneryWindows += windows.length - kept.length;
       const hits: LikenessHit[] = [];
-      for (let i = 0; i < windows.length; i += 64) {
-        const vectors = all.slice(i, i + 64);
+      for (let i = 0; i < kept.length; i += 64) {
+        const vectors = kept.slice(i, i + 64).map((k) => all[k]);
         const found = timedSync(st, 'windowSearch', () => this.refs.vectors.search(vectors, kw, this.opts.windowBeam));
         for (let j = 0; j < vectors.length; j++) {
-          const w = windows[i + j];
+          const w = windows[kept[i + j]];
           const box = { x: w.x, y: w.y, width: w.size, height: w.size };
           const near = this.opts.windowWinnerOnly ? windowWinner(found[j]) : found[j];
           if (!bank || !margin) {
@@ -448,6 +471,8 @@ export class Scanner {
       st.inference += performance.now() - tWait;
       st.crops += ls.crops;
       st.windowSearch += ls.windowSearch;
+      st.windows += ls.windows;
+      st.sceneryWindows += ls.sceneryWindows;
       st.inferenceThread += ls.inference;
       const perFrame = batch.map(({ frame }, i) => {
         const perChar = new Map<string, FrameObservation>();

@@ -1,5 +1,6 @@
 import type { RawImage } from '../media/types';
 import type { BackgroundBank } from './embedding/background-bank';
+import type { ObjectnessProbe } from './embedding/objectness';
 
 /** A square region of an image, in its pixels. */
 export interface Region {
@@ -44,6 +45,8 @@ export interface Embedder {
   embedRegions?(frame: RawImage, regions: readonly Region[]): Promise<Float32Array[]>;
   /** With embedRegions: the windows up to this fraction of the frame height that a scan sends through it unless told otherwise (manifest `dense.upTo`). */
   readonly denseUpTo?: number;
+  /** Crop models: the objectness probe of its manifest (a window scoring under `floor` shows scenery). */
+  readonly objectness?: ObjectnessProbe;
   /** Frees what it holds (an inference thread); it is not used afterwards. */
   dispose?(): Promise<void>;
 }

@@ -176,6 +176,20 @@ export const ModelManifestSchema = z
       })
       .refine((c) => c.review === undefined || c.review > (c.background ?? c).floor, 'calibration.review must lie above the floor it is measured against')
       .optional(),
+    /**
+     * Crop models: a class-agnostic objectness probe on a window's vector (training/objectness.js): a
+     * window whose logistic score σ(weights·v + bias) is under `floor` shows scenery, not a character,
+     * and gives the likeness tier no evidence. Absent: every window counts.
+     */
+    objectness: z
+      .object({
+        weights: z.array(z.number()).min(1),
+        bias: z.number(),
+        floor: z.number().min(0).max(1),
+        trainedOn: z.string().min(1),
+      })
+      .strict()
+      .optional(),
     /** ONNX file name, in the models folder (KAGAMI_MODELS_DIR, default: the manifest's folder). */
     file: z.string().regex(/^[^/\\]+\.onnx$/, 'a plain *.onnx file name'),
     /** Built models: sha256 of the built file. Downloaded models use download.sha256. */
@@ -210,6 +224,9 @@ export const ModelManifestSchema = z
     }
     if (m.dense && (m.usage !== 'crop' || !m.training || m.input.layout !== 'NHWC' || m.input.width !== m.input.height)) {
       issue(['dense'], 'a dense form is for committed crop models with a square NHWC input');
+    }
+    if (m.objectness && (m.usage !== 'crop' || m.objectness.weights.length !== m.output.dimension)) {
+      issue(['objectness'], 'an objectness probe is for crop models and has one weight per output dimension');
     }
     if (m.weights8 && !m.quantised) issue(['weights8'], 'an 8-bit weights variant is for quantised models');
     if (m.weights8 && !!m.weights8.dense !== !!m.dense) issue(['weights8', 'dense'], 'the 8-bit weights variant has a dense form exactly when the model has one');

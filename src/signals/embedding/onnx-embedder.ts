@@ -20,6 +20,7 @@ import { BackgroundBank, bankCacheFile } from './background-bank';
 import { InferenceThread } from './inference-thread';
 import type { WeightBits } from './int8-weights';
 import { expectedSha256, LoadedManifest, loadManifest, type ModelManifest } from './manifest';
+import type { ObjectnessProbe } from './objectness';
 
 export interface OnnxEmbedderOptions {
   /** onnxruntime intra-op threads (default 1). */
@@ -84,6 +85,7 @@ export class OnnxEmbedder {
   readonly usage: 'frame' | 'crop';
   readonly calibration?: { floor: number; ceil: number; background?: { floor: number; ceil: number }; review?: number };
   readonly inputHeight: number;
+  readonly objectness?: ObjectnessProbe;
   private bank?: Promise<BackgroundBank>;
 
   private constructor(
@@ -102,6 +104,10 @@ export class OnnxEmbedder {
     this.usage = manifest.usage ?? 'frame';
     this.calibration = manifest.calibration;
     this.inputHeight = manifest.input.height;
+    if (manifest.objectness && this.usage === 'crop') {
+      const { weights, bias, floor } = manifest.objectness;
+      this.objectness = { weights: Float32Array.from(weights), bias, floor };
+    }
     if (this.calibration?.background && this.usage === 'crop') {
       this.backgroundBank = () => (this.bank ??= BackgroundBank.forEmbedder(this, bankCacheFile(manifest.modelPath, this.sha256)));
     }
