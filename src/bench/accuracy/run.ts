@@ -20,13 +20,16 @@ import { addReferences, openLibrary } from '../../library/library';
 import { sampleFrames } from '../../media/ffmpeg';
 import { ReferenceSet } from '../../scan/reference-set';
 import { scanOptionsFromEnv } from '../../scan/options';
-import { DEFAULT_SCAN_OPTIONS, Scanner } from '../../scan/scanner';
+import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanStages } from '../../scan/scanner';
 import { slidingWindows } from '../../scan/windows';
+import type { Embedder } from '../../signals/embedder';
+import { objectnessOf } from '../../signals/embedding/objectness';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { CAUSES, describeDiagnosis, diagnose, type Diagnosis } from './diagnose';
-import { artLookup, artPlacement, CLIP_KINDS, DEFAULT_MIX, describeTransforms, makePlan, renderClip, type ClipKind, type Plan, type PlannedClip } from './generate';
+import { artLookup, artPlacement, type ArtPlacement, CLIP_KINDS, DEFAULT_MIX, describeTransforms, makePlan, renderClip, type ClipKind, type Plan, type PlannedClip } from './generate';
 import { clipBox, hitsToIntervals, mean, rateAtOrAbove, summarise, temporalIoU, windowCoverage, type Interval, type ScoredPair, type Summary } from './metrics';
 import { frameHashes, phashScore, referenceHashes } from './phash';
+import { intersectionArea, type Box } from '../../synthetic/art';
 import { loadSources, MissingArtError, SOURCE_IDS, SOURCE_INFO, syntheticDistractors, type SourceId } from './sources';
 
 interface Options {
@@ -169,6 +172,7 @@ async function main(argv: string[]): Promise<void> {
     if (i < plan.clips.length && !rendered[i]) rendered[i] = renderClip(plan, plan.clips[i], art, cache);
   };
   const results: ClipResult[] = [];
+  const stages = newScanStages();
   const tScan = performance.now();
   for (let i = 0; i < plan.clips.length; i++) {
     ensure(i);
@@ -182,6 +186,7 @@ async function main(argv: string[]): Promise<void> {
       file: r.file,
       minScore: 0,
       top: 1000,
+      stages,
       onObservations: (x) => {
         if (clip.truthCharacter) diagnosis = diagnose(x.observations, clip.truthCharacter);
         if (o.record) appendFileSync(o.record, JSON.stringify({ clip: clip.id, durationSec: x.durationSec, frameTimes: x.frameTimes, observations: Object.fromEntries(x.observations) }) + '\n');
@@ -208,6 +213,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const loopSec = (performance.now() - tScan) / 1000;
   await scanner.dispose();
+  const objectness = await objectnessRecall(plan, results, art, embedder, scanner.objectnessFloor());
 
   // --- evaluation
   const evalOut = evaluate(plan, results, registered);
@@ -219,6 +225,7 @@ async function main(argv: string[]): Promise<void> {
   const totalSec = (performance.now() - t0) / 1000;
   printTable(evalOut);
   printProposals(proposals);
+  printObjectness(objectness, stages);
   if (strict) {
     const k = strict;
     console.log(
@@ -240,13 +247,14 @@ look-alike clips that are a registered character recoloured (same silhouette), c
       neverShown: distractors.map((c) => c.key),
       // The model's likeness review point as the scan used it (rescore.ts aggregates the same way).
       likenessReviewFrom: scanner.likenessReviewFrom() ?? null,
+      objectnessFloor: scanner.objectnessFloor(),
     },
     licences: Object.fromEntries(o.sources.map((s) => [s, SOURCE_INFO[s]])),
     model: embedder.modelId,
     runtime: { totalSec, scanLoopSec: loopSec, clipsGenerated: generated, meanScanSec: mean(results.map((r) => r.scanSec)), meanPhashSec: mean(results.map((r) => r.phashSec)), renderSec: (performance.now() - tGen) / 1000 },
     plan,
     skippedReferences: skipped,
-    metrics: { ...evalOut, proposals, recolourLookalikes: recolours, recoloursAsLookalikes: strict },
+    metrics: { ...evalOut, proposals, objectness: objectness ? { ...objectness, scannedSceneryShare: stages.sceneryWindows / Math.max(1, stages.windows) } : null, recolourLookalikes: recolours, recoloursAsLookalikes: strict },
     clips: results.map((r) => ({
       id: r.clip.id,
       kind: r.clip.kind,
@@ -498,6 +506,64 @@ interface ProposalRecall {
   byHeight: Record<string, { frames: number; usable: number }>;
 }
 
+/** The overlaid character's box at `t` (as renderClip draws it, cut to the frame); undefined outside its interval. */
+function characterBoxAt(plan: Plan, c: PlannedClip, placed: ArtPlacement, t: number): Box | undefined {
+  if (!c.interval || t < c.interval.startSec || t > c.interval.endSec) return undefined;
+  return clipBox({ x: placed.x0 + (t - c.interval.startSec) * placed.drift, y: placed.y0, width: placed.width, height: placed.height }, plan.width, plan.height);
+}
+
+interface ObjectnessRecall {
+  floor: number;
+  /** Positive clips looked at (every OBJECTNESS_SAMPLE-th) and their sampled frames inside the character's interval. */
+  clips: number;
+  frames: number;
+  /** Of the frames with a usable window (windowCoverage), those where the probe keeps at least one. */
+  framesKept: number;
+  /** Of the usable windows, those kept; of the windows touching no character, those read as scenery. */
+  usableKept: number;
+  sceneryDropped: number;
+}
+
+/** Every how many positive clips the objectness probe's recall is measured (each frame costs a dense pass). */
+const OBJECTNESS_SAMPLE = 3;
+
+/**
+ * The objectness probe as a proposal step: on the plan's own frames (every OBJECTNESS_SAMPLE-th
+ * positive clip, decoded again as the scan samples it), whether the windows the descriptor can use
+ * for the character survive the probe's floor, and how many scenery windows do not.
+ */
+async function objectnessRecall(plan: Plan, results: ClipResult[], art: ReturnType<typeof artLookup>, embedder: Embedder, floor: number): Promise<ObjectnessRecall | undefined> {
+  const probe = embedder.objectness;
+  if (!probe || floor <= 0 || !embedder.embedRegions) return undefined;
+  const sizes = DEFAULT_SCAN_OPTIONS.windows.map((w) => w.size);
+  const positives = results.filter((r) => r.clip.truthCharacter && r.clip.interval).filter((_, i) => i % OBJECTNESS_SAMPLE === 0);
+  const n = { frames: 0, usableFrames: 0, framesKept: 0, usable: 0, usableKept: 0, scenery: 0, sceneryDropped: 0 };
+  for (const r of positives) {
+    const placed = await artPlacement(plan, r.clip, art);
+    if (!placed) continue;
+    for await (const frame of sampleFrames(r.file, DEFAULT_SCAN_OPTIONS.sampling)) {
+      const box = characterBoxAt(plan, r.clip, placed, frame.timeSec);
+      if (!box || frame.width !== plan.width || frame.height !== plan.height) continue;
+      n.frames++;
+      const windows = slidingWindows(frame.width, frame.height, sizes);
+      const vectors = await embedder.embedRegions(frame, windows);
+      let usable = 0;
+      let kept = 0;
+      windows.forEach((w, i) => {
+        const keep = objectnessOf(probe, vectors[i]) >= floor;
+        const sq = { x: w.x, y: w.y, width: w.size, height: w.size };
+        if (windowCoverage(box, [w]).usable) (usable++, keep && kept++);
+        else if (intersectionArea(box, sq) === 0) (n.scenery++, keep || n.sceneryDropped++);
+      });
+      n.usable += usable;
+      n.usableKept += kept;
+      if (usable) (n.usableFrames++, kept && n.framesKept++);
+    }
+  }
+  const frac = (a: number, b: number) => (b ? a / b : NaN);
+  return { floor, clips: positives.length, frames: n.frames, framesKept: frac(n.framesKept, n.usableFrames), usableKept: frac(n.usableKept, n.usable), sceneryDropped: frac(n.sceneryDropped, n.scenery) };
+}
+
 /**
  * Proposal recall of the likeness tier's localisation (the scanner's sliding windows, at the
  * default window sizes): for every positive clip and every sampled frame inside its interval, the
@@ -513,8 +579,7 @@ async function proposalRecall(plan: Plan, results: ClipResult[], art: ReturnType
     if (!placed) continue;
     const band = c.transforms.heightFrac < 0.3 ? 'height<30%' : c.transforms.heightFrac < 0.5 ? 'height 30-50%' : 'height>=50%';
     for (const t of r.phash.frameTimes) {
-      if (t < c.interval.startSec || t > c.interval.endSec) continue;
-      const box = clipBox({ x: placed.x0 + (t - c.interval.startSec) * placed.drift, y: placed.y0, width: placed.width, height: placed.height }, plan.width, plan.height);
+      const box = characterBoxAt(plan, c, placed, t);
       if (!box) continue;
       const cov = windowCoverage(box, windows);
       rows.push({ iou: cov.bestIoU, usable: cov.usable, band });
@@ -609,6 +674,18 @@ proposal recall of the likeness windows (sizes ${DEFAULT_SCAN_OPTIONS.windows.ma
       `usable window ${pct(p.usable)}, IoU≥0.5 ${pct(p.iou50)}, median best IoU ${f3(p.medianBestIoU)}`,
   );
   console.log(`  usable by character height: ${Object.entries(p.byHeight).map(([k, v]) => `${k} ${pct(v.usable)} (n=${v.frames})`).join(', ')}`);
+}
+
+function printObjectness(o: ObjectnessRecall | undefined, stages: ScanStages): void {
+  if (!o) {
+    console.log('objectness probe: off (every window searched)');
+    return;
+  }
+  console.log(
+    `objectness probe (floor ${o.floor}): the scans read ${pct(stages.sceneryWindows / Math.max(1, stages.windows))} of ${stages.windows} windows as scenery (not searched); ` +
+      `on ${o.frames} frames of ${o.clips} positive clips it keeps a usable window in ${pct(o.framesKept)} of the frames that have one, ` +
+      `${pct(o.usableKept)} of the usable windows, and drops ${pct(o.sceneryDropped)} of the windows touching no character`,
+  );
 }
 
 function log(s: string): void {
