@@ -28,6 +28,7 @@ import { frameWindows } from '../../scan/windows';
 import { BackgroundBank } from '../../signals/embedding/background-bank';
 import { dot } from '../../signals/embedding/drift';
 import { normaliseInto } from '../../signals/embedding/exact-index';
+import { objectnessOf } from '../../signals/embedding/objectness';
 import { OnnxEmbedder } from '../../signals/embedding/onnx-embedder';
 import { windowCrops } from '../../synthetic/crops';
 import { clipResultOf, figuresLine, readRecordedRun } from './recorded';
@@ -86,14 +87,19 @@ async function dump(o: { cache: string; seed: string; out: string }): Promise<vo
     const header: Header = { refs: features.map((f) => ({ id: f.referenceId, key: f.characterId })), hubs, calibration: embedder.calibration ?? DEFAULT_SCAN_OPTIONS.embeddingCalibration };
     out.write(JSON.stringify(header) + '\n');
     const opts = DEFAULT_SCAN_OPTIONS;
+    const env = readEnv();
+    const objFloor = env.KAGAMI_OBJECTNESS_FLOOR ?? embedder.objectness?.floor ?? 0;
+    const probe = objFloor > 0 ? embedder.objectness : undefined;
     for (const [n, c] of result.clips.entries()) {
       const frames: DumpedClip['frames'] = [];
       for await (const frame of sampleFrames(c.file, opts.sampling)) {
         const windows = frameWindows(frame.width, frame.height, opts.windows, frame.index);
         if (!windows.length) continue;
-        const vectors = await embedRegions(frame, windows);
-        const found = refs.vectors.search(vectors, NEAREST, opts.windowBeam);
-        frames.push({ i: frame.index, t: frame.timeSec, w: windows.map((w, j) => [w.x, w.y, w.size, ...found[j].flatMap((h) => [index.get(h.id)!, h.similarity])]) });
+        // As the scan: the windows its objectness probe reads as scenery are not searched.
+        const all = await embedRegions(frame, windows);
+        const kept = windows.map((_, j) => j).filter((j) => !probe || objectnessOf(probe, all[j]) >= objFloor);
+        const found = refs.vectors.search(kept.map((j) => all[j]), NEAREST, opts.windowBeam);
+        frames.push({ i: frame.index, t: frame.timeSec, w: kept.map((k, j) => [windows[k].x, windows[k].y, windows[k].size, ...found[j].flatMap((h) => [index.get(h.id)!, h.similarity])]) });
       }
       out.write(JSON.stringify({ clip: c.id, frames } satisfies DumpedClip) + '\n');
       if ((n + 1) % 20 === 0) console.log(`${n + 1}/${result.clips.length} clips`);
