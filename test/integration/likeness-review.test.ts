@@ -9,16 +9,13 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
-import { addReferences, openLibrary, type Library } from '../../src/library/library';
+import type { Library } from '../../src/library/library';
 import { ReferenceSet } from '../../src/scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, Scanner, type ScanReport } from '../../src/scan/scanner';
 import { loadManifest } from '../../src/signals/embedding/manifest';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
-import { renderBackground, renderCharacter } from '../../src/synthetic/art';
-import { makeClip } from '../../src/synthetic/video';
+import { redrawnScene, REDRAWN_SHOWN } from '../helpers/redrawn-scene';
 
-const STYLE = 5;
-const SHOWN = 31;
 let dir: string;
 let lib: Library;
 let clip: string;
@@ -48,16 +45,9 @@ async function scan(embedder: OnnxEmbedder): Promise<ScanReport> {
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'kagami-likeness-review-'));
-  lib = await openLibrary(path.join(dir, 'lib'), { create: true });
   const registrar = await OnnxEmbedder.create(modelManifestPath(DEFAULT_MODEL));
   embedders.push(registrar);
-  for (const seed of [31, 32, 33, 34]) {
-    const png = await renderCharacter(seed, 400, { styleSeed: STYLE, outline: 0.8 });
-    await addReferences(lib, registrar, { id: `c${seed}`, name: `C${seed}`, owner: 'studio' }, [{ name: `c${seed}.png`, bytes: png }]);
-  }
-  clip = path.join(dir, 'redrawn.mp4');
-  const redrawn = await renderCharacter(SHOWN, 400, { styleSeed: STYLE, outline: 3.4 });
-  await makeClip({ out: clip, width: 1280, height: 720, durationSec: 5, background: await renderBackground(SHOWN, 1680, 720), appearances: [{ png: redrawn, startSec: 1, endSec: 4, heightFrac: 0.55, x: 0.3, y: 0.2, drift: 30 }] });
+  ({ lib, clip } = await redrawnScene(dir, registrar));
 }, 180_000);
 
 afterAll(async () => {
@@ -71,7 +61,7 @@ test('the default descriptor names a review point; this redrawing stays below it
   const rep = await scan(embedders[0]);
   expect(rep.verdict).toBe('clear');
   const [top] = rep.matches;
-  expect(top).toMatchObject({ characterId: `c${SHOWN}`, verdict: 'clear', kind: 'likeness' });
+  expect(top).toMatchObject({ characterId: REDRAWN_SHOWN, verdict: 'clear', kind: 'likeness' });
   expect(top.score).toBeGreaterThan(0);
   expect(top.score).toBeLessThan(DEFAULT_SCAN_OPTIONS.aggregate.thresholds.review);
 }, 120_000);
@@ -80,7 +70,7 @@ test('with a review point below its resemblance, the same model flags it for rev
   const rep = await scan(await withReviewPoint(0.6));
   expect(rep.verdict).toBe('review');
   const [top] = rep.matches;
-  expect(top).toMatchObject({ characterId: `c${SHOWN}`, verdict: 'review', kind: 'likeness' });
+  expect(top).toMatchObject({ characterId: REDRAWN_SHOWN, verdict: 'review', kind: 'likeness' });
   expect(top.score).toBeGreaterThanOrEqual(DEFAULT_SCAN_OPTIONS.aggregate.thresholds.review);
   expect(top.score).toBeLessThan(DEFAULT_SCAN_OPTIONS.aggregate.thresholds.match);
   expect(top.reason).toMatch(/^review: .*appearance similarity only/);
@@ -92,5 +82,5 @@ test('with a review point below its resemblance, the same model flags it for rev
     expect(s.startSec).toBeLessThan(4.5);
   }
   // The characters not shown resemble the redrawing less: none of them is flagged.
-  expect(rep.matches.filter((m) => m.verdict !== 'clear').map((m) => m.characterId)).toEqual([`c${SHOWN}`]);
+  expect(rep.matches.filter((m) => m.verdict !== 'clear').map((m) => m.characterId)).toEqual([REDRAWN_SHOWN]);
 }, 120_000);

@@ -8,17 +8,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_MODEL, modelManifestPath } from '../../src/config';
-import { addReferences, openLibrary, type Library } from '../../src/library/library';
+import type { Library } from '../../src/library/library';
 import { ReferenceSet } from '../../src/scan/reference-set';
 import { DEFAULT_SCAN_OPTIONS, newScanStages, Scanner, type ScanOptions } from '../../src/scan/scanner';
 import { slidingWindows } from '../../src/scan/windows';
 import { objectnessOf } from '../../src/signals/embedding/objectness';
 import { OnnxEmbedder } from '../../src/signals/embedding/onnx-embedder';
 import { composite, intersectionArea, renderBackground, renderCharacter } from '../../src/synthetic/art';
-import { makeClip } from '../../src/synthetic/video';
+import { redrawnScene, REDRAWN_SHOWN } from '../helpers/redrawn-scene';
 
-const STYLE = 5;
-const SHOWN = 31;
 let dir: string;
 let lib: Library;
 let clip: string;
@@ -27,15 +25,7 @@ let embedder: OnnxEmbedder;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'kagami-objectness-'));
   embedder = await OnnxEmbedder.create(modelManifestPath(DEFAULT_MODEL));
-  lib = await openLibrary(path.join(dir, 'lib'), { create: true });
-  for (const seed of [31, 32, 33, 34]) {
-    const png = await renderCharacter(seed, 400, { styleSeed: STYLE, outline: 0.8 });
-    await addReferences(lib, embedder, { id: `c${seed}`, name: `C${seed}`, owner: 'studio' }, [{ name: `c${seed}.png`, bytes: png }]);
-  }
-  // Redrawn (another outline): nothing its keypoints verify, so the likeness tier alone finds it.
-  clip = path.join(dir, 'redrawn.mp4');
-  const redrawn = await renderCharacter(SHOWN, 400, { styleSeed: STYLE, outline: 3.4 });
-  await makeClip({ out: clip, width: 1280, height: 720, durationSec: 5, background: await renderBackground(SHOWN, 1680, 720), appearances: [{ png: redrawn, startSec: 1, endSec: 4, heightFrac: 0.55, x: 0.3, y: 0.2, drift: 30 }] });
+  ({ lib, clip } = await redrawnScene(dir, embedder));
 }, 180_000);
 
 afterAll(async () => {
@@ -75,7 +65,7 @@ test('a scan searches only the windows the probe keeps, and still finds the redr
   expect(stages.windows).toBeGreaterThan(0);
   expect(stages.sceneryWindows / stages.windows).toBeGreaterThan(0.3);
   const [top] = report.matches;
-  expect(top).toMatchObject({ characterId: `c${SHOWN}`, kind: 'likeness' });
+  expect(top).toMatchObject({ characterId: REDRAWN_SHOWN, kind: 'likeness' });
   expect(top.score).toBeGreaterThan(0);
   expect(top.evidence.timeSec).toBeGreaterThanOrEqual(1);
   expect(top.evidence.timeSec).toBeLessThanOrEqual(4);
@@ -84,7 +74,7 @@ test('a scan searches only the windows the probe keeps, and still finds the redr
 test('the floor decides: at 0 every window is searched, at 1 none is and the likeness tier finds nothing', async () => {
   const all = await scan({ objectnessFloor: 0 });
   expect(all.stages.sceneryWindows).toBe(0);
-  expect(all.report.matches[0]).toMatchObject({ characterId: `c${SHOWN}`, kind: 'likeness' });
+  expect(all.report.matches[0]).toMatchObject({ characterId: REDRAWN_SHOWN, kind: 'likeness' });
   const none = await scan({ objectnessFloor: 1 });
   expect(none.stages.sceneryWindows).toBe(none.stages.windows);
   expect(none.report.matches.filter((m) => m.score > 0)).toEqual([]);
