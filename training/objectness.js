@@ -14,7 +14,8 @@
  *
  *   npm run build && node training/objectness.js [--model ID] [--frames 480] [--write]
  *
- * --write puts the probe into models/<ID>.json (`objectness`); without it, figures only.
+ * --write puts the probe into models/<ID>.json (`objectness`); without it, figures only. --check
+ * scores the manifest's own probe on fresh frames instead (e.g. under KAGAMI_INT8_WEIGHTS=7).
  */
 const fs = require('fs');
 const path = require('path');
@@ -168,6 +169,7 @@ async function main() {
     .option('--frames <n>', 'composite frames (a quarter for validation)', (v) => parseInt(v, 10), 480)
     .option('--seed <n>', 'random seed', (v) => parseInt(v, 10), 7)
     .option('--write', "write the probe into the model's manifest")
+    .option('--check', "score the manifest's own probe at its floor instead of fitting one (e.g. with KAGAMI_INT8_WEIGHTS=7)")
     .parse(process.argv)
     .opts();
   const manifestFile = modelManifestPath(o.model);
@@ -190,6 +192,15 @@ async function main() {
   const dim = sets.train.X[0].length;
   const count = (s) => `${s.y.filter((v) => v === 1).length} character / ${s.y.filter((v) => v === 0).length} scenery windows`;
   console.log(`train ${count(sets.train)}; validation ${count(sets.val)}`);
+  if (o.check) {
+    const committed = JSON.parse(fs.readFileSync(manifestFile, 'utf8')).objectness;
+    if (!committed) throw new Error(`${o.model} has no probe to check`);
+    const all = sets.val; // held-out art only
+    const p = all.X.map((x) => scoreOf(committed, x));
+    const share = (label, keep) => p.filter((v, i) => all.y[i] === label && (v >= committed.floor) === keep).length / all.y.filter((v) => v === label).length;
+    console.log(`the manifest's probe (floor ${committed.floor}${embedder.weightBits ? `, ${embedder.weightBits}-bit weights` : ''}): AUC ${auc(p, all.y).toFixed(3)}, keeps ${(100 * share(1, true)).toFixed(1)} % of the character windows, drops ${(100 * share(0, false)).toFixed(1)} % of the scenery`);
+    return;
+  }
   const probe = fitLogistic(sets.train.X, sets.train.y, dim);
   for (const [name, s] of Object.entries(sets)) {
     const p = s.X.map((x) => scoreOf(probe, x));
