@@ -170,6 +170,13 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   out(`  worker: model, references and warm-up ${warmUpS.toFixed(2)} s at start; its first job ${firstJob.toFixed(2)} s, later ones ${p50(queued).toFixed(2)} s p50`);
   const orbShare = (label: string, st: ScanStages, runs: number, frames: number) => `${label} ${((100 * st.orbFrames) / (runs * frames)).toFixed(0)} %`;
   out(`  keypoint tier on (share of sampled frames): ${[orbShare('this clip', stages, reps, report.framesSampled), ...others.filter((o) => o.label.includes('KEYPOINT_FRAME_STEP')).map((o) => orbShare('every frame', o.stages, reps, report.framesSampled)), ...cleanRuns.map((o) => orbShare(o.label, o.stages, reps, o.frames))].join(', ')}`);
+  if (stages.windows) {
+    const scenery = (st: ScanStages) => `${((100 * st.sceneryWindows) / Math.max(1, st.windows)).toFixed(0)} %`;
+    out(
+      `  likeness windows read as scenery by the model's objectness probe (not searched): this clip ${scenery(stages)} of ${stages.windows / reps} a scan` +
+        `${cleanRuns.map((o) => `, ${o.label} ${scenery(o.stages)}`).join('')}`,
+    );
+  }
   stageTable(stages1, stages, reps, DEFAULT_SCAN_OPTIONS.scanThreads);
   if (embedder.embedRegions) {
     const ms = (s: ScanStages) => ((s.crops + s.inferenceThread) / reps).toFixed(0);
