@@ -21,7 +21,8 @@ const fs = require('fs');
 const path = require('path');
 const { execFileSync } = require('child_process');
 const { Command } = require('commander');
-const { composite, renderBackground, renderCharacter, mulberry32 } = require('../dist/synthetic/art.js');
+const sharp = require('sharp');
+const { composite, intersectionArea, renderBackground, renderCharacter, mulberry32 } = require('../dist/synthetic/art.js');
 const { OnnxEmbedder } = require('../dist/signals/embedding/onnx-embedder.js');
 const { modelManifestPath, DEFAULT_MODEL } = require('../dist/config.js');
 const { slidingWindows } = require('../dist/scan/windows.js');
@@ -29,9 +30,9 @@ const { DEFAULT_SCAN_OPTIONS } = require('../dist/scan/scanner.js');
 const { resolveBinaries } = require('../dist/media/ffmpeg.js');
 
 const W = 960;
+const H = 540;
 /** The share of held-out character windows the floor keeps. */
 const KEEP = 0.975;
-const H = 540;
 const STAMPS = '/usr/share/tuxpaint/stamps';
 const DINK_TILES = '/usr/share/games/dink/dink/Tiles';
 
@@ -71,19 +72,12 @@ async function sources() {
   return { characters, backgrounds };
 }
 
-const inter = (a, b) => {
-  const w = Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x);
-  const h = Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y);
-  return w > 0 && h > 0 ? w * h : 0;
-};
-
 /** One composite frame and its windows' labels (1 character, 0 scenery, -1 left out). */
 async function frameSample(r, src, heldOut) {
   const pick = (list) => {
     const pool = list.filter((_, i) => (i % 4 === 0) === heldOut);
     return pool[Math.floor(r() * pool.length)];
   };
-  const sharp = require('sharp');
   const bg = await sharp(await pick(src.backgrounds).png()).resize(W, H, { fit: 'cover' }).removeAlpha().png().toBuffer();
   const n = r() < 0.2 ? 0 : 1 + Math.floor(r() * 2.4);
   const placements = [];
@@ -102,7 +96,7 @@ async function frameSample(r, src, heldOut) {
     const box = { x: w.x, y: w.y, width: w.size, height: w.size };
     let touch = false;
     for (const c of chars) {
-      const i = inter(box, c);
+      const i = intersectionArea(box, c);
       if (i > 0) touch = true;
       if (i >= 0.6 * c.width * c.height && Math.max(c.width, c.height) >= 0.4 * w.size) return 1;
     }
