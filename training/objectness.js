@@ -28,6 +28,7 @@ const { modelManifestPath, DEFAULT_MODEL } = require('../dist/config.js');
 const { slidingWindows } = require('../dist/scan/windows.js');
 const { DEFAULT_SCAN_OPTIONS } = require('../dist/scan/scanner.js');
 const { resolveBinaries } = require('../dist/media/ffmpeg.js');
+const { objectnessOf } = require('../dist/signals/embedding/objectness.js');
 
 const W = 960;
 const H = 540;
@@ -138,12 +139,6 @@ function fitLogistic(X, y, dim, { steps = 600, lr = 0.05, l2 = 1e-3 } = {}) {
   return { weights: Array.from(w), bias: b };
 }
 
-function scoreOf(probe, x) {
-  let z = probe.bias;
-  for (let k = 0; k < x.length; k++) z += probe.weights[k] * x[k];
-  return 1 / (1 + Math.exp(-z));
-}
-
 function auc(scores, y) {
   const idx = scores.map((s, i) => i).sort((a, b) => scores[a] - scores[b]);
   let rank = 0;
@@ -190,14 +185,14 @@ async function main() {
     const committed = JSON.parse(fs.readFileSync(manifestFile, 'utf8')).objectness;
     if (!committed) throw new Error(`${o.model} has no probe to check`);
     const all = sets.val; // held-out art only
-    const p = all.X.map((x) => scoreOf(committed, x));
+    const p = all.X.map((x) => objectnessOf(committed, x));
     const share = (label, keep) => p.filter((v, i) => all.y[i] === label && (v >= committed.floor) === keep).length / all.y.filter((v) => v === label).length;
     console.log(`the manifest's probe (floor ${committed.floor}${embedder.weightBits ? `, ${embedder.weightBits}-bit weights` : ''}): AUC ${auc(p, all.y).toFixed(3)}, keeps ${(100 * share(1, true)).toFixed(1)} % of the character windows, drops ${(100 * share(0, false)).toFixed(1)} % of the scenery`);
     return;
   }
   const probe = fitLogistic(sets.train.X, sets.train.y, dim);
   for (const [name, s] of Object.entries(sets)) {
-    const p = s.X.map((x) => scoreOf(probe, x));
+    const p = s.X.map((x) => objectnessOf(probe, x));
     const at = (th) => {
       const keepPos = p.filter((v, i) => s.y[i] === 1 && v >= th).length / s.y.filter((v) => v === 1).length;
       const dropNeg = p.filter((v, i) => s.y[i] === 0 && v < th).length / s.y.filter((v) => v === 0).length;
@@ -206,9 +201,9 @@ async function main() {
     console.log(`${name}: AUC ${auc(p, s.y).toFixed(3)}; ${[0.1, 0.2, 0.3, 0.5].map(at).join('; ')}`);
   }
   // The floor: the highest probe score that still keeps KEEP of the held-out character windows.
-  const valPos = sets.val.X.filter((_, i) => sets.val.y[i] === 1).map((x) => scoreOf(probe, x)).sort((a, b) => a - b);
+  const valPos = sets.val.X.filter((_, i) => sets.val.y[i] === 1).map((x) => objectnessOf(probe, x)).sort((a, b) => a - b);
   const floor = Number(valPos[Math.floor((1 - KEEP) * valPos.length)].toFixed(3));
-  const valNeg = sets.val.X.filter((_, i) => sets.val.y[i] === 0).map((x) => scoreOf(probe, x));
+  const valNeg = sets.val.X.filter((_, i) => sets.val.y[i] === 0).map((x) => objectnessOf(probe, x));
   console.log(`floor ${floor}: keeps ${(100 * KEEP).toFixed(1)} % of the held-out character windows, drops ${((100 * valNeg.filter((p) => p < floor).length) / valNeg.length).toFixed(1)} % of the held-out scenery`);
   if (o.write) {
     const m = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
