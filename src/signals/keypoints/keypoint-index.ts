@@ -627,8 +627,11 @@ export class KeypointIndex {
         logSizeTol: Math.log(o.sizeTolerance),
         angTol: (o.angleToleranceDeg * Math.PI) / 180,
         maxRot: (o.maxRotationDeg * Math.PI) / 180,
-        usedF: new Map<number, number>(),
-        usedR: new Map<number, number>(),
+        candI: new Int32Array(n),
+        candE: new Float64Array(n),
+        usedF: new Uint32Array(frame.count),
+        usedR: new Uint32Array(set.count),
+        stamp: 0,
       };
 
       let best: SimilarityTransform | null = null;
@@ -656,7 +659,7 @@ export class KeypointIndex {
         const T = fitTwo(rx[i], ry[i], fx[i], fy[i], rx[j], ry[j], fx[j], fy[j]);
         if (!T || !plausible(T, ctx)) continue;
         if (!locallyConsistent(T, i, ctx) || !locallyConsistent(T, j, ctx)) continue;
-        const c = countInliers(T, ctx, null);
+        const c = countInliers(T, ctx, null, bestCount);
         if (c > bestCount) {
           bestCount = c;
           best = T;
@@ -744,8 +747,13 @@ interface VerifyCtx {
   logSizeTol: number;
   angTol: number;
   maxRot: number;
-  usedF: Map<number, number>;
-  usedR: Map<number, number>;
+  /** Scratch of countInliers: candidate inliers and their squared errors (by match index). */
+  candI: Int32Array;
+  candE: Float64Array;
+  /** Frame / reference keypoints already taken in the current count: marked with `stamp`. */
+  usedF: Uint32Array;
+  usedR: Uint32Array;
+  stamp: number;
 }
 
 function wrapPi(a: number): number {
@@ -789,20 +797,24 @@ function inlierThreshold(T: SimilarityTransform, c: VerifyCtx): number {
 
 /**
  * One-to-one inlier count: among geometrically and locally consistent matches, each frame
- * keypoint and each reference keypoint is used once (smallest reprojection error wins).
+ * keypoint and each reference keypoint is used once (smallest reprojection error wins; ties: the
+ * lower match index).
+ *
+ * With `beat` >= 0 (RANSAC's best count so far, no mask): when no more than `beat` matches are
+ * even consistent, their number is returned as it stands, an upper bound of the one-to-one count
+ * that cannot beat the best either; the caller's comparison comes out as with the exact count, and
+ * most hypotheses skip the sort and the one-to-one pass.
  */
-function countInliers(T: SimilarityTransform, c: VerifyCtx, mask: Uint8Array | null): number {
+function countInliers(T: SimilarityTransform, c: VerifyCtx, mask: Uint8Array | null, beat = -1): number {
   const thr = inlierThreshold(T, c);
   const thr2 = thr * thr;
   const a = T.scale * Math.cos(T.rotation);
   const b = T.scale * Math.sin(T.rotation);
   const ls = Math.log(T.scale);
-  const usedF = c.usedF;
-  const usedR = c.usedR;
-  usedF.clear();
-  usedR.clear();
   // First pass: candidate inliers with their errors.
-  const cand: Array<[number, number]> = [];
+  const cand = c.candI;
+  const err = c.candE;
+  let nc = 0;
   for (let i = 0; i < c.n; i++) {
     const px = a * c.rx[i] - b * c.ry[i] + T.tx;
     const py = b * c.rx[i] + a * c.ry[i] + T.ty;
@@ -812,14 +824,21 @@ function countInliers(T: SimilarityTransform, c: VerifyCtx, mask: Uint8Array | n
     if (e2 > thr2) continue;
     if (Math.abs(c.lsz[i] - ls) > c.logSizeTol) continue;
     if (Math.abs(wrapPi(c.lang[i] - T.rotation)) > c.angTol) continue;
-    cand.push([i, e2]);
+    err[i] = e2;
+    cand[nc++] = i;
   }
-  if (cand.length > 1) cand.sort((p, q) => p[1] - q[1]);
+  if (!mask && nc <= beat) return nc;
+  const order = cand.subarray(0, nc);
+  if (nc > 1) order.sort((p, q) => err[p] - err[q] || p - q);
+  const usedF = c.usedF;
+  const usedR = c.usedR;
+  const stamp = ++c.stamp;
   let count = 0;
-  for (const [i] of cand) {
-    if (usedF.has(c.fk[i]) || usedR.has(c.rk[i])) continue;
-    usedF.set(c.fk[i], i);
-    usedR.set(c.rk[i], i);
+  for (let t = 0; t < nc; t++) {
+    const i = order[t];
+    if (usedF[c.fk[i]] === stamp || usedR[c.rk[i]] === stamp) continue;
+    usedF[c.fk[i]] = stamp;
+    usedR[c.rk[i]] = stamp;
     count++;
     if (mask) mask[i] = 1;
   }
