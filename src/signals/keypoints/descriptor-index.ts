@@ -273,6 +273,9 @@ export class DescriptorIndex {
   private scratchOut!: Uint8Array;
   private scratchQ!: Uint32Array;
   private readonly keysScratch: Uint32Array;
+  /** Per main table: the query's bucket as [rangeFrom, rangeTo) in its ids (search's scratch). */
+  private readonly rangeFrom: Uint32Array;
+  private readonly rangeTo: Uint32Array;
 
   /**
    * @param words  packed descriptors, 8 words each (see packDescriptorWords); copied
@@ -289,6 +292,8 @@ export class DescriptorIndex {
     this.sparseTables = opts.sparseTables ?? true;
     this.bits = assignBits(this.m, this.L, opts.seed ?? 1);
     this.keysScratch = new Uint32Array(this.m);
+    this.rangeFrom = new Uint32Array(this.m);
+    this.rangeTo = new Uint32Array(this.m);
     const mod = opts.wasm === false ? null : getKernelModule();
     if (mod) {
       this.mem = new WASM!.Memory({ initial: Math.ceil((W_OFF + n * 32 + 64) / PAGE) + 1 });
@@ -531,26 +536,34 @@ export class DescriptorIndex {
       const keys = this.keysScratch;
       for (let t = 0; t < this.m; t++) keys[t] = this.keyOf(Q, 0, t);
       const cap = this.maxBucket;
+      // Every table's bucket bounds first, then the buckets: the bounds' loads (a cache miss each
+      // in a large index) are independent of each other and overlap, where looking each bucket up
+      // just before walking it would wait for them one at a time.
+      const from = this.rangeFrom;
+      const to = this.rangeTo;
       for (let t = 0; t < this.main.length; t++) {
-        const { off, ids, dir, mask, shift } = this.main[t];
+        const { off, dir, mask, shift } = this.main[t];
         const k = keys[t];
+        let p = 0;
+        let e = 0;
         if (dir) {
-          // keyed table (a small index): find the key's slot, then its ids as from a full table
+          // keyed table (a small index): the key's slot, then its ids as from a full table
           const h = keySlot(dir, k, shift, mask!);
-          if (dir[2 * h] === EMPTY_KEY) continue;
-          let p = dir[2 * h + 1];
-          const e = dir[2 * h + 3];
-          if (e - p > cap) continue;
-          for (; p < e; p++) {
-            S[c++] = ids[p];
-            if (c === CHUNK) flush();
+          if (dir[2 * h] !== EMPTY_KEY) {
+            p = dir[2 * h + 1];
+            e = dir[2 * h + 3];
           }
-          continue;
+        } else {
+          p = off[k];
+          e = off[k + 1];
         }
-        let p = off[k];
-        const e = off[k + 1];
-        if (e - p > cap) continue;
-        for (; p < e; p++) {
+        if (e - p > cap) e = p;
+        from[t] = p;
+        to[t] = e;
+      }
+      for (let t = 0; t < this.main.length; t++) {
+        const ids = this.main[t].ids;
+        for (let p = from[t], e = to[t]; p < e; p++) {
           S[c++] = ids[p];
           if (c === CHUNK) flush();
         }
