@@ -119,6 +119,33 @@ describe('DescriptorIndex', () => {
     expect(Array.from(a.dists)).toEqual(Array.from(b.dists));
   });
 
+  test('exact search in the WebAssembly scan kernel equals the JS path; an exact-only index answers the same', () => {
+    const js = new DescriptorIndex(W, labels, { wasm: false });
+    const only = new DescriptorIndex(W, labels, { exactOnly: true });
+    expect(only.usesWasm).toBe(true);
+    for (const x of [index, only]) {
+      const a = x.nearestOtherLabel(Q, 120, { bound: 81, exact: true });
+      const b = js.nearestOtherLabel(Q, 120, { bound: 81, exact: true });
+      expect(Array.from(a.i1)).toEqual(Array.from(b.i1));
+      expect(Array.from(a.d1)).toEqual(Array.from(b.d1));
+      expect(Array.from(a.dB)).toEqual(Array.from(b.dB));
+      const k = x.knn(Q, 120, 4, { bound: 81, exact: true });
+      const l = js.knn(Q, 120, 4, { bound: 81, exact: true });
+      expect(Array.from(k.ids)).toEqual(Array.from(l.ids));
+      expect(Array.from(k.dists)).toEqual(Array.from(l.dists));
+    }
+    // It keeps no tables: an approximate query finds nothing; appends and removals still count.
+    expect(only.knn(Q, 10, 1, { bound: 81 }).candidates).toBe(0);
+    const grown = new DescriptorIndex(W.subarray(0, 1000 * 8), labels.subarray(0, 1000), { exactOnly: true });
+    grown.append(W.subarray(1000 * 8, 6000 * 8), labels.subarray(1000, 6000), 5000);
+    grown.remove(0, 10);
+    const small = new DescriptorIndex(W.subarray(0, 6000 * 8), Int32Array.from(labels.subarray(0, 6000), (v, j) => (j < 10 ? -1 : v)), { wasm: false });
+    const a = grown.nearestOtherLabel(Q, nq, { bound: 81, exact: true });
+    const b = small.nearestOtherLabel(Q, nq, { bound: 81, exact: true });
+    expect(Array.from(a.i1)).toEqual(Array.from(b.i1));
+    expect(Array.from(a.dB)).toEqual(Array.from(b.dB));
+  });
+
   test('append and remove keep answers equal to a fresh build', () => {
     const half = n / 2;
     const grown = new DescriptorIndex(W.subarray(0, half * 8), labels.subarray(0, half));
@@ -205,6 +232,15 @@ describe('KeypointIndex: hashed matcher vs brute force on real ORB descriptors',
     expect(kp.activeMatcher).toBe('brute'); // (also packs the library)
     const bf = ki.match(frame, o);
     const bfHits = kp.query(frame);
+    // Brute force runs in DescriptorIndex's exact kernel; the plain JS loop gives the same survivors.
+    const kx = kp as unknown as { exact: unknown };
+    const kernel = kx.exact;
+    expect(kernel).not.toBeNull();
+    kx.exact = null;
+    const loop = ki.match(frame, o);
+    kx.exact = kernel;
+    expect(Array.from(loop.f.subarray(0, loop.n))).toEqual(Array.from(bf.f.subarray(0, bf.n)));
+    expect(Array.from(loop.r.subarray(0, loop.n))).toEqual(Array.from(bf.r.subarray(0, bf.n)));
     kp.matcher = 'hashed';
     expect(kp.activeMatcher).toBe('hashed');
     const h = ki.match(frame, o);

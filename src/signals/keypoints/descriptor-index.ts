@@ -32,7 +32,10 @@
  *   nearestOtherLabel(): the nearest live descriptor (d1, its id; ties -> lowest id) and the
  *     nearest one whose label differs from the nearest one's (dB), both capped at `bound`;
  *   knn(): the K nearest (distance, id; ties -> lowest id), capped at `bound`.
- * Both have an `exact` mode (every live descriptor, same answer format) for tests and benchmarks.
+ * Both have an `exact` mode (every live descriptor, same answer format): KeypointIndex's brute
+ * force for small libraries (an `exactOnly` index keeps no tables), tests and benchmarks. The
+ * kernel's `scan` streams every descriptor and returns only those within reach of the answer so
+ * far, so the JS bookkeeping sees a few per cent of them.
  * The hashed answers are never better than the exact ones (every candidate is checked on all
  * 256 bits), they can only miss a neighbour.
  */
@@ -102,6 +105,11 @@ export interface DescriptorIndexOptions {
    * answers are the same either way.
    */
   sparseTables?: boolean;
+  /**
+   * No hash tables: only exact queries (`exact: true`) are answered, for an index small enough to
+   * be searched exhaustively (KeypointIndex below HASHED_MIN_DESCRIPTORS). Default false.
+   */
+  exactOnly?: boolean;
 }
 
 export interface NearestOtherResult {
@@ -179,6 +187,52 @@ const KERNEL_BODY = [
   0x0b, 0x0b, 0x0b,
 ];
 
+/**
+ * scan(q, start, n, outIds, outD, bound, wbase) -> count: for j in start .. start + n - 1, the
+ * descriptors within `bound` bits of the query (d <= bound), in ascending j: outIds[c] (i32) = j,
+ * outD[c] (u8) = d. Exact search streams the whole index through it, so only the few descriptors
+ * near enough to matter reach JS (dists() would send every one).
+ * WAT:
+ *   (func (param $q i32) (param $start i32) (param $n i32) (param $outIds i32) (param $outD i32)
+ *         (param $bound i32) (param $wb i32) (result i32)
+ *     (local $p i32) (local $b i32) (local $c i32) (local $d i32) (local $a0 i64) .. (local $a3 i64)
+ *     a0..a3 = i64.load q+0/8/16/24
+ *     block  (br_if 0 (i32.ge_u p n))
+ *       loop  b = ((start + p) << 5) + wb
+ *             d = wrap (sum_k popcnt (i64.load b+8k ^ ak))
+ *             if (i32.le_u d bound)  i32.store (outIds + 4c) (start + p); i32.store8 (outD + c) d; c++
+ *             br_if 0 ((p = p + 1) < n)
+ *     c
+ */
+const SCAN_BODY = [
+  0x02, 0x04, 0x7f, 0x04, 0x7e, // locals: 4 x i32 (p=7, b=8, c=9, d=10), 4 x i64 (11..14)
+  0x20, 0x00, 0x29, 0x03, 0x00, 0x21, 0x0b,
+  0x20, 0x00, 0x29, 0x03, 0x08, 0x21, 0x0c,
+  0x20, 0x00, 0x29, 0x03, 0x10, 0x21, 0x0d,
+  0x20, 0x00, 0x29, 0x03, 0x18, 0x21, 0x0e,
+  0x02, 0x40, // block
+  0x20, 0x07, 0x20, 0x02, 0x4f, 0x0d, 0x00, // p >= n -> exit
+  0x03, 0x40, // loop
+  0x20, 0x01, 0x20, 0x07, 0x6a, 0x41, 0x05, 0x74, 0x20, 0x06, 0x6a, 0x21, 0x08, // b = ((start + p) << 5) + wb
+  0x20, 0x08, 0x29, 0x03, 0x00, 0x20, 0x0b, 0x85, 0x7b,
+  0x20, 0x08, 0x29, 0x03, 0x08, 0x20, 0x0c, 0x85, 0x7b, 0x7c,
+  0x20, 0x08, 0x29, 0x03, 0x10, 0x20, 0x0d, 0x85, 0x7b, 0x7c,
+  0x20, 0x08, 0x29, 0x03, 0x18, 0x20, 0x0e, 0x85, 0x7b, 0x7c,
+  0xa7, 0x22, 0x0a, // d = i32.wrap_i64 (local.tee)
+  0x20, 0x05, 0x4d, // d <= bound
+  0x04, 0x40, // if
+  0x20, 0x03, 0x20, 0x09, 0x41, 0x02, 0x74, 0x6a, // outIds + (c << 2)
+  0x20, 0x01, 0x20, 0x07, 0x6a, // start + p
+  0x36, 0x02, 0x00, // i32.store
+  0x20, 0x04, 0x20, 0x09, 0x6a, 0x20, 0x0a, 0x3a, 0x00, 0x00, // i32.store8 (outD + c) d
+  0x20, 0x09, 0x41, 0x01, 0x6a, 0x21, 0x09, // c++
+  0x0b, // end if
+  0x20, 0x07, 0x41, 0x01, 0x6a, 0x22, 0x07, 0x20, 0x02, 0x49, 0x0d, 0x00, // ++p < n -> loop
+  0x0b, 0x0b,
+  0x20, 0x09, // c
+  0x0b,
+];
+
 export function kernelModuleBytes(): Uint8Array {
   const leb = (v: number): number[] => {
     const o: number[] = [];
@@ -190,17 +244,20 @@ export function kernelModuleBytes(): Uint8Array {
   };
   const sec = (id: number, body: number[]) => [id, ...leb(body.length), ...body];
   const name = (s: string) => [s.length, ...Array.from(s, (c) => c.charCodeAt(0))];
+  const I32 = 0x7f;
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...sec(1, [0x01, 0x60, 0x05, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x00]),
+    // types: 0 = (i32 x 5) -> (), 1 = (i32 x 7) -> i32
+    ...sec(1, [0x02, 0x60, 0x05, I32, I32, I32, I32, I32, 0x00, 0x60, 0x07, I32, I32, I32, I32, I32, I32, I32, 0x01, I32]),
     ...sec(2, [0x01, ...name('env'), ...name('mem'), 0x02, 0x00, 0x01]),
-    ...sec(3, [0x01, 0x00]),
-    ...sec(7, [0x01, ...name('dists'), 0x00, 0x00]),
-    ...sec(10, [0x01, ...leb(KERNEL_BODY.length), ...KERNEL_BODY]),
+    ...sec(3, [0x02, 0x00, 0x01]),
+    ...sec(7, [0x02, ...name('dists'), 0x00, 0x00, ...name('scan'), 0x00, 0x01]),
+    ...sec(10, [0x02, ...leb(KERNEL_BODY.length), ...KERNEL_BODY, ...leb(SCAN_BODY.length), ...SCAN_BODY]),
   ]);
 }
 
 type Kernel = (q: number, ids: number, n: number, out: number, wbase: number) => void;
+type ScanKernel = (q: number, start: number, n: number, outIds: number, outD: number, bound: number, wbase: number) => number;
 let kernelModule: object | null | undefined;
 function getKernelModule(): object | null {
   if (kernelModule === undefined) {
@@ -255,6 +312,7 @@ export class DescriptorIndex {
   private readonly L: number;
   private readonly maxBucketOpt: number | undefined;
   private readonly sparseTables: boolean;
+  private readonly exactOnly: boolean;
   /** Buckets larger than this are skipped (set at each full build; see DescriptorIndexOptions.maxBucket). */
   private maxBucket = 0;
   /** Per table: the key's bit positions (0..255). */
@@ -268,6 +326,7 @@ export class DescriptorIndex {
   // Storage: in WebAssembly memory when the kernel is used, else a plain array.
   private mem: WasmMemory | null = null;
   private kernel: Kernel | null = null;
+  private scanKernel: ScanKernel | null = null;
   private W!: Uint32Array; // descriptor words (view)
   private scratchIds!: Int32Array;
   private scratchOut!: Uint8Array;
@@ -290,6 +349,7 @@ export class DescriptorIndex {
     if (!Number.isInteger(this.L) || this.L < 8 || this.L > 22) throw new Error(`DescriptorIndex: keyBits must be 8..22, got ${this.L}`);
     this.maxBucketOpt = opts.maxBucket;
     this.sparseTables = opts.sparseTables ?? true;
+    this.exactOnly = opts.exactOnly ?? false;
     this.bits = assignBits(this.m, this.L, opts.seed ?? 1);
     this.keysScratch = new Uint32Array(this.m);
     this.rangeFrom = new Uint32Array(this.m);
@@ -299,6 +359,7 @@ export class DescriptorIndex {
       this.mem = new WASM!.Memory({ initial: Math.ceil((W_OFF + n * 32 + 64) / PAGE) + 1 });
       const inst = new WASM!.Instance(mod, { env: { mem: this.mem } });
       this.kernel = inst.exports.dists as unknown as Kernel;
+      this.scanKernel = inst.exports.scan as unknown as ScanKernel;
     }
     this.labels = new Int32Array(Math.max(16, n));
     this.ensureCapacity(n);
@@ -419,6 +480,7 @@ export class DescriptorIndex {
     this.delta = [];
     this.nMain = n;
     this.maxBucket = this.maxBucketOpt ?? Math.max(MIN_BUCKET_CAP, Math.round((BUCKET_CAP_FACTOR * n) / nb));
+    if (this.exactOnly) return;
     if (this.sparseTables && n * SPARSE_FACTOR < nb) {
       // Far fewer descriptors than buckets (a small library): 2^keyBits offsets per table would be
       // mostly empty (4 MiB each at 20 bits) and slow to build. A directory of the keys present
@@ -446,7 +508,7 @@ export class DescriptorIndex {
     const from = this.nMain;
     const nd = this.n - from;
     this.delta = [];
-    if (nd <= 0) return;
+    if (nd <= 0 || this.exactOnly) return;
     const hb = Math.min(this.L, Math.max(4, Math.ceil(Math.log2(nd)) + 1));
     const nb = 1 << hb;
     const shift = 32 - hb;
@@ -515,7 +577,7 @@ export class DescriptorIndex {
    * Runs `onChunk` over the candidate ids of query qi (or every descriptor when exact), with
    * their distances in scratchOut. Returns the number of candidates.
    */
-  private search(queries: Uint32Array, qi: number, exact: boolean, onChunk: (count: number) => void): number {
+  private search(queries: Uint32Array, qi: number, exact: boolean, onChunk: (count: number) => void, reach: () => number): number {
     const Q = this.scratchQ;
     for (let w = 0; w < DESCRIPTOR_WORDS; w++) Q[w] = queries[qi * DESCRIPTOR_WORDS + w];
     const S = this.scratchIds;
@@ -527,6 +589,17 @@ export class DescriptorIndex {
       total += c;
       c = 0;
     };
+    if (exact && this.scanKernel) {
+      // Every descriptor in the kernel, a chunk at a time; only those within reach (which narrows
+      // as the answer improves) come back to onChunk, in ascending id as below.
+      for (let j = 0; j < this.n; j += CHUNK) {
+        const n = Math.min(CHUNK, this.n - j);
+        const found = this.scanKernel(Q_OFF, j, n, IDS_OFF, OUT_OFF, reach(), W_OFF);
+        if (found > 0) onChunk(found);
+        total += n;
+      }
+      return total;
+    }
     if (exact) {
       for (let j = 0; j < this.n; j++) {
         S[c++] = j;
@@ -643,9 +716,12 @@ export class DescriptorIndex {
         }
       }
     };
+    // Farthest distance that can still change the answer: d < bound, and d <= dB (a candidate
+    // beyond dB and dA changes nothing; at dB it may still tie with dA).
+    const reach = (): number => Math.min(bound - 1, dB);
     for (let qi = 0; qi < count; qi++) {
       dA = bound; iA = -1; cA = -1; dB = bound;
-      candidates += this.search(queries, qi, !!opts.exact, onChunk);
+      candidates += this.search(queries, qi, !!opts.exact, onChunk, reach);
       i1s[qi] = iA;
       d1s[qi] = dA;
       dBs[qi] = dB;
@@ -684,10 +760,12 @@ export class DescriptorIndex {
         topI[q] = j;
       }
     };
+    // Farthest distance that can still enter the top k: d < bound and d <= the k-th distance.
+    const reach = (): number => Math.min(bound - 1, topD[k - 1]);
     for (let qi = 0; qi < count; qi++) {
       topD.fill(bound + 1);
       topI.fill(-1);
-      candidates += this.search(queries, qi, !!opts.exact, onChunk);
+      candidates += this.search(queries, qi, !!opts.exact, onChunk, reach);
       ids.set(topI, qi * k);
       dists.set(topD, qi * k);
     }

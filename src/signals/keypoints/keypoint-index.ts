@@ -2,9 +2,10 @@
  * In-memory index of reference keypoints with Hamming matching and geometric
  * (similarity-transform) verification.
  *
- * Search: brute force (exact) below HASHED_MIN_DESCRIPTORS live reference descriptors; above, a
- * hashed index (descriptor-index.ts: bit-sampling LSH, WebAssembly distance kernel) answers the
- * same two questions approximately (it can miss a neighbour, never invent a closer one): at 1,000
+ * Search: brute force (exact; in DescriptorIndex's WebAssembly kernel, or a JS loop without
+ * WebAssembly) below HASHED_MIN_DESCRIPTORS live reference descriptors; above, a hashed index
+ * (descriptor-index.ts: bit-sampling LSH, WebAssembly distance kernel) answers the same two
+ * questions approximately (it can miss a neighbour, never invent a closer one): at 1,000
  * references (1 M descriptors) it keeps ~0.97 of brute force's verified inliers at ~1/1000 of
  * the cost (src/bench/perf/keypoints.ts). The hashed index is built on the first query after a
  * bulk load, then kept current incrementally: added references are appended to small side tables,
@@ -202,9 +203,10 @@ interface RefEntry {
 /**
  * Below this many live reference descriptors matching is brute force (exact); at or above it,
  * hashed. Speed alone would switch much earlier: per 2,000-keypoint frame on the 2-core dev box,
- * brute force 170 ms at 5k descriptors, 280 at 10k, 480 at 20k, 1,060 at 50k; hashed 6-21 ms at
- * all of these. The threshold keeps small libraries (up to ~20 references of 2 x 500 keypoints)
- * exact, where a missed neighbour weighs most, at <= ~0.5 s per frame.
+ * the JS loop took 170 ms at 5k descriptors, 280 at 10k, 480 at 20k, 1,060 at 50k; hashed 6-21 ms
+ * at all of these. Brute force now runs in the WebAssembly kernel, 4-5x faster (a later, slower
+ * machine: 5k 177 -> 39 ms, 19k 693 -> 146 ms). The threshold keeps small libraries (up to ~20
+ * references of 2 x 500 keypoints) exact, where a missed neighbour weighs most.
  */
 export const HASHED_MIN_DESCRIPTORS = 20_000;
 /** Removed descriptors still held in the flat arrays before they are compacted. */
@@ -253,6 +255,12 @@ export class KeypointIndex {
   private nChars = 0; // distinct characters among live references
   /** Hashed search over the same descriptor ids (null: brute force). */
   private hashed: DescriptorIndex | null = null;
+  /**
+   * Brute force through DescriptorIndex's exact search (its WebAssembly kernel hands back only the
+   * descriptors near enough to matter): the same answers as the JS loop in match(), 4-5x faster
+   * (19,000 descriptors, a 2,000-keypoint frame: 731 -> 160 ms). Null without WebAssembly.
+   */
+  private exact: DescriptorIndex | null = null;
   /** Force the matcher (tests, benchmarks); default: by library size (HASHED_MIN_DESCRIPTORS). */
   matcher: 'auto' | 'brute' | 'hashed' = 'auto';
 
@@ -284,6 +292,7 @@ export class KeypointIndex {
     const n = e.sets[0].count + e.sets[1].count;
     this.dChar.fill(-1, e.start, e.start + n);
     this.hashed?.remove(e.start, e.start + n);
+    this.exact?.remove(e.start, e.start + n);
     this.nDead += n;
     if (this.nDead > MAX_DEAD_FRACTION * this.nDesc) this.dirty = true;
     this.nChars = this.characterCount;
@@ -322,8 +331,16 @@ export class KeypointIndex {
     this.nChars = this.characterCount;
     const live = this.nDesc - this.nDead;
     const wantHashed = this.matcher === 'hashed' || (this.matcher === 'auto' && live >= HASHED_MIN_DESCRIPTORS);
-    if (!wantHashed) this.hashed = null;
-    else if (!this.hashed) this.hashed = new DescriptorIndex(this.words.subarray(0, this.nDesc * WORDS), this.dChar);
+    if (!wantHashed) {
+      this.hashed = null;
+      if (!this.exact && this.nDesc > 0) {
+        const e = new DescriptorIndex(this.words.subarray(0, this.nDesc * WORDS), this.dChar, { exactOnly: true });
+        this.exact = e.usesWasm ? e : null;
+      }
+    } else {
+      this.exact = null;
+      if (!this.hashed) this.hashed = new DescriptorIndex(this.words.subarray(0, this.nDesc * WORDS), this.dChar);
+    }
   }
 
   /** Everything from scratch (first use, or too many removed descriptors). */
@@ -333,6 +350,7 @@ export class KeypointIndex {
     this.nDesc = 0;
     this.nDead = 0;
     this.hashed = null;
+    this.exact = null;
     this.pending = Array.from(this.refs.values());
     this.words = new Uint32Array(0);
     this.dirty = false;
@@ -378,6 +396,7 @@ export class KeypointIndex {
     this.pending = [];
     this.nDesc = n;
     if (this.hashed && add > 0) this.hashed.append(this.words.subarray(from * WORDS, n * WORDS), this.dChar.subarray(from, n), add);
+    if (this.exact && add > 0) this.exact.append(this.words.subarray(from * WORDS, n * WORDS), this.dChar.subarray(from, n), add);
   }
 
   /** Find and verify the references visible in a frame. Hits sorted by score (best first). */
@@ -394,7 +413,8 @@ export class KeypointIndex {
 
   /** Ratio-test survivors: parallel arrays of frame keypoint, reference descriptor, distance. */
   private match(frame: KeypointSet, o: Required<QueryOptions>): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
-    if (this.hashed) return this.matchHashed(this.hashed, frame, o);
+    if (this.hashed) return this.matchHashed(this.hashed, frame, o, false);
+    if (this.exact) return this.matchHashed(this.exact, frame, o, true);
     const W = this.words;
     const N = this.nDesc;
     const dChar = this.dChar;
@@ -519,8 +539,11 @@ export class KeypointIndex {
     return { f: outF, r: outR, d: outD, n: nOut };
   }
 
-  /** match() through the hashed index: the same ratio test on approximate neighbours. */
-  private matchHashed(h: DescriptorIndex, frame: KeypointSet, o: Required<QueryOptions>): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
+  /**
+   * match() through a DescriptorIndex: the same ratio test on its neighbours, approximate (the
+   * hashed index) or exact (`exact`, brute force in its kernel).
+   */
+  private matchHashed(h: DescriptorIndex, frame: KeypointSet, o: Required<QueryOptions>, exact: boolean): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
     const q = new Uint32Array(frame.count * WORDS);
     packDescriptors(frame.descriptors, frame.count, q, 0);
     const cap = o.maxDistance;
@@ -530,7 +553,7 @@ export class KeypointIndex {
     const outD = new Int32Array(frame.count);
     let nOut = 0;
     if (this.nChars > 1) {
-      const r = h.nearestOtherLabel(q, frame.count, { bound: d2Enough });
+      const r = h.nearestOtherLabel(q, frame.count, { bound: d2Enough, exact });
       for (let fi = 0; fi < frame.count; fi++) {
         const d1 = r.d1[fi];
         if (r.i1[fi] >= 0 && d1 <= cap && d1 < o.ratio * r.dB[fi]) {
@@ -542,7 +565,7 @@ export class KeypointIndex {
       }
     } else {
       const K = 4;
-      const r = h.knn(q, frame.count, K, { bound: d2Enough });
+      const r = h.knn(q, frame.count, K, { bound: d2Enough, exact });
       for (let fi = 0; fi < frame.count; fi++) {
         const i1 = r.ids[fi * K];
         const d1 = r.dists[fi * K];
