@@ -609,36 +609,40 @@ export class DescriptorIndex {
       const keys = this.keysScratch;
       for (let t = 0; t < this.m; t++) keys[t] = this.keyOf(Q, 0, t);
       const cap = this.maxBucket;
-      // Every table's bucket bounds first, then the buckets: the bounds' loads (a cache miss each
-      // in a large index) are independent of each other and overlap, where looking each bucket up
-      // just before walking it would wait for them one at a time.
-      const from = this.rangeFrom;
-      const to = this.rangeTo;
-      for (let t = 0; t < this.main.length; t++) {
-        const { off, dir, mask, shift } = this.main[t];
-        const k = keys[t];
-        let p = 0;
-        let e = 0;
-        if (dir) {
-          // keyed table (a small index): the key's slot, then its ids as from a full table
-          const h = keySlot(dir, k, shift, mask!);
-          if (dir[2 * h] !== EMPTY_KEY) {
-            p = dir[2 * h + 1];
-            e = dir[2 * h + 3];
+      if (this.main.length > 0 && this.main[0].dir) {
+        // keyed tables (a small index, in cache): find the key's slot, then its ids as from a full table
+        for (let t = 0; t < this.main.length; t++) {
+          const { ids, dir, mask, shift } = this.main[t];
+          const h = keySlot(dir!, keys[t], shift, mask!);
+          if (dir![2 * h] === EMPTY_KEY) continue;
+          let p = dir![2 * h + 1];
+          const e = dir![2 * h + 3];
+          if (e - p > cap) continue;
+          for (; p < e; p++) {
+            S[c++] = ids[p];
+            if (c === CHUNK) flush();
           }
-        } else {
-          p = off[k];
-          e = off[k + 1];
         }
-        if (e - p > cap) e = p;
-        from[t] = p;
-        to[t] = e;
-      }
-      for (let t = 0; t < this.main.length; t++) {
-        const ids = this.main[t].ids;
-        for (let p = from[t], e = to[t]; p < e; p++) {
-          S[c++] = ids[p];
-          if (c === CHUNK) flush();
+      } else {
+        // Full tables: every table's bucket bounds first, then the buckets. The bounds' loads (a
+        // cache miss each in a large index) are independent of each other and overlap, where
+        // looking each bucket up just before walking it would wait for them one at a time.
+        const from = this.rangeFrom;
+        const to = this.rangeTo;
+        for (let t = 0; t < this.main.length; t++) {
+          const off = this.main[t].off;
+          const k = keys[t];
+          const p = off[k];
+          const e = off[k + 1];
+          from[t] = p;
+          to[t] = e - p > cap ? p : e;
+        }
+        for (let t = 0; t < this.main.length; t++) {
+          const ids = this.main[t].ids;
+          for (let p = from[t], e = to[t]; p < e; p++) {
+            S[c++] = ids[p];
+            if (c === CHUNK) flush();
+          }
         }
       }
       for (let t = 0; t < this.delta.length; t++) {
