@@ -251,6 +251,11 @@ export function kernelModuleBytes(): Uint8Array {
   ]);
 }
 
+/** True when the WebAssembly kernel can be used here (DescriptorIndex.usesWasm, before building one). */
+export function wasmKernelAvailable(): boolean {
+  return getKernelModule() !== null;
+}
+
 type Kernel = (q: number, ids: number, n: number, out: number, wbase: number) => void;
 type ScanKernel = (q: number, start: number, n: number, outIds: number, outD: number, bound: number, wbase: number) => number;
 let kernelModule: object | null | undefined;

@@ -64,7 +64,7 @@
 import type { Box, KeypointSet } from './features';
 import { DESCRIPTOR_BYTES } from './features';
 import { compareAppearance } from './appearance';
-import { DescriptorIndex } from './descriptor-index';
+import { DescriptorIndex, wasmKernelAvailable } from './descriptor-index';
 import { mulberry32 } from '../../random';
 
 export interface SimilarityTransform {
@@ -258,7 +258,7 @@ export class KeypointIndex {
   /**
    * Brute force through DescriptorIndex's exact search (its WebAssembly kernel hands back only the
    * descriptors near enough to matter): the same answers as the JS loop in match(), 4-5x faster
-   * (19,000 descriptors, a 2,000-keypoint frame: 731 -> 160 ms). Null without WebAssembly.
+   * (19,000 descriptors, a 2,000-keypoint frame: 693 -> 146 ms). Null without WebAssembly.
    */
   private exact: DescriptorIndex | null = null;
   /** Force the matcher (tests, benchmarks); default: by library size (HASHED_MIN_DESCRIPTORS). */
@@ -333,9 +333,8 @@ export class KeypointIndex {
     const wantHashed = this.matcher === 'hashed' || (this.matcher === 'auto' && live >= HASHED_MIN_DESCRIPTORS);
     if (!wantHashed) {
       this.hashed = null;
-      if (!this.exact && this.nDesc > 0) {
-        const e = new DescriptorIndex(this.words.subarray(0, this.nDesc * WORDS), this.dChar, { exactOnly: true });
-        this.exact = e.usesWasm ? e : null;
+      if (!this.exact && this.nDesc > 0 && wasmKernelAvailable()) {
+        this.exact = new DescriptorIndex(this.words.subarray(0, this.nDesc * WORDS), this.dChar, { exactOnly: true });
       }
     } else {
       this.exact = null;
@@ -413,8 +412,8 @@ export class KeypointIndex {
 
   /** Ratio-test survivors: parallel arrays of frame keypoint, reference descriptor, distance. */
   private match(frame: KeypointSet, o: Required<QueryOptions>): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
-    if (this.hashed) return this.matchHashed(this.hashed, frame, o, false);
-    if (this.exact) return this.matchHashed(this.exact, frame, o, true);
+    if (this.hashed) return this.matchIndexed(this.hashed, frame, o, false);
+    if (this.exact) return this.matchIndexed(this.exact, frame, o, true);
     const W = this.words;
     const N = this.nDesc;
     const dChar = this.dChar;
@@ -543,7 +542,7 @@ export class KeypointIndex {
    * match() through a DescriptorIndex: the same ratio test on its neighbours, approximate (the
    * hashed index) or exact (`exact`, brute force in its kernel).
    */
-  private matchHashed(h: DescriptorIndex, frame: KeypointSet, o: Required<QueryOptions>, exact: boolean): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
+  private matchIndexed(h: DescriptorIndex, frame: KeypointSet, o: Required<QueryOptions>, exact: boolean): { f: Int32Array; r: Int32Array; d: Int32Array; n: number } {
     const q = new Uint32Array(frame.count * WORDS);
     packDescriptors(frame.descriptors, frame.count, q, 0);
     const cap = o.maxDistance;
