@@ -45,6 +45,8 @@ const EnvSchema = z.object({
   KAGAMI_FRAME_KEYPOINTS: num(4000, 100, 20_000),
   // The keypoint tier on every sampled frame (1) or every other one plus the neighbours of a verified hit (2)
   KAGAMI_KEYPOINT_FRAME_STEP: z.coerce.number().int().min(1).max(2).default(2),
+  // With step 2, the even frames also looked at: next to any verified hit (hits) or only where a verified copy starts or ends (edges)
+  KAGAMI_KEYPOINT_BETWEEN: z.enum(['hits', 'edges']).default('edges'),
   KAGAMI_MAX_FRAMES: num(1200, 1, 1_000_000),
   KAGAMI_MAX_DURATION_SEC: num(3600, 1, 1_000_000),
   KAGAMI_MATCH_THRESHOLD: num(0.6, 0, 1),

@@ -15,6 +15,7 @@ export function scanOptionsFromEnv(env: Env, fps?: number): ScanOptions {
     maxKeypoints: env.KAGAMI_FRAME_KEYPOINTS,
     scanThreads: env.KAGAMI_SCAN_THREADS,
     keypointFrameStep: env.KAGAMI_KEYPOINT_FRAME_STEP === 1 ? 1 : 2,
+    keypointBetween: env.KAGAMI_KEYPOINT_BETWEEN,
     windows: env.KAGAMI_WINDOWS ?? DEFAULT_SCAN_OPTIONS.windows,
     denseUpTo: env.KAGAMI_DENSE_UP_TO,
     objectnessFloor: env.KAGAMI_OBJECTNESS_FLOOR,

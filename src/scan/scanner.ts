@@ -41,12 +41,20 @@ export interface ScanOptions {
   scanThreads: number;
   /**
    * The keypoint tier on every sampled frame (1), or (2) on every other one, the odd-numbered, the
-   * likeness windows' even-numbered ones in between, and on an even-numbered frame too when a
-   * neighbouring frame has a verified keypoint hit: a clip where no registered drawing is copied
-   * costs half the ORB, a copy is still looked at on every frame around it. A neighbour in another
-   * batch counts only when it came before (batches of an even size keep every pair together).
+   * likeness windows' even-numbered ones in between, and on an even-numbered frame too where its
+   * neighbours' verified hits call for it (keypointBetween): a clip where no registered drawing is
+   * copied costs half the ORB. A neighbour in another batch counts only when it came before
+   * (batches of an even size keep every pair together).
    */
   keypointFrameStep: 1 | 2;
+  /**
+   * With keypointFrameStep 2, which even-numbered frames the keypoint tier looks at too: `hits`,
+   * those next to a frame with a verified hit (every frame around a copy); `edges`, only those
+   * where a verified copy starts or ends, i.e. whose two neighbours verified different characters
+   * (between two frames that verified the same ones the copy's segment spans the frame anyway).
+   * A neighbour not yet decoded (the clip's or a batch's end) counts as `hits` would.
+   */
+  keypointBetween: 'hits' | 'edges';
   /**
    * Crop models: a window counts only for the character it resembles most (its nearest reference's
    * character, or that character's negative examples), not for every character among its nearest
@@ -100,6 +108,12 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   // frames alone, with no neighbours, cost temporal IoU 0.70-0.75 → 0.61-0.68. Seeds 1 and 3
   // scanned again with it read the re-scored figures exactly.
   keypointFrameStep: 2,
+  // edges: re-scored from recorded 200-clip accuracy-bench scans (150 characters) against hits: µAP
+  // 0.856 / 0.879 unchanged (seeds 1 / 2), temporal IoU 0.727 → 0.732 / 0.749 unchanged, the keypoint
+  // tier on 58 / 57 % of the frames instead of 63 %; the perf bench's clip (copies on screen for
+  // 9 of its 10 s) ORB on 15 of 20 frames instead of all, 2.24 → 1.96 s p50 (interleaved runs),
+  // the same report.
+  keypointBetween: 'edges',
   // 200-clip accuracy bench with 150 characters registered (as the held-out one): µAP 0.667 → 0.681
   // (seed 1) and 0.676 → 0.689 (seed 2); with the plans' 22 characters 0.787 either way (seed 1),
   // 0.794 → 0.780 (seed 2). Real libraries are larger than 22 characters.
@@ -412,10 +426,10 @@ export class Scanner {
     const pool = this.pool;
     const kpOpts = { maxKeypoints: this.opts.maxKeypoints };
 
-    /** Whether a frame's ORB starts as it is decoded (else only next to a verified hit; keypointFrameStep). */
+    /** Whether a frame's ORB starts as it is decoded (else only where its neighbours' verified hits call for it; keypointFrameStep, keypointBetween). */
     const keypointsAtDecode = (index: number) => this.opts.keypointFrameStep === 1 || index % 2 === 1;
-    /** The last frame of the previous batch, when it had a verified keypoint hit. */
-    let verifiedBefore = -1;
+    /** The last frame of the previous batch and the characters verified there (sorted ids joined). */
+    let lastBefore: { index: number; verified: string } | undefined;
 
     const flush = async (batch: Pending[]) => {
       if (!batch.length) return;
@@ -427,38 +441,45 @@ export class Scanner {
       const likenessRun = this.likeness(batch.map((p) => p.frame), ls);
       likenessRun.catch(() => undefined); // reported where awaited
       const kpHits: Array<Array<{ characterId: string; kp: NonNullable<FrameObservation['keypoints']> }>> = batch.map(() => []);
-      /** Matches frame i's keypoints; true when a hit verified. */
-      const keypointsOf = async (i: number, pooled: Promise<PooledKeypointSet> | undefined): Promise<boolean> => {
+      /** Matches frame i's keypoints; the characters verified there (sorted ids joined by newlines, '' for none). */
+      const keypointsOf = async (i: number, pooled: Promise<PooledKeypointSet> | undefined): Promise<string> => {
         const frame = batch[i].frame;
         const kpFrame: KeypointSet = await timed(st, 'orb', () => pooled ?? extractFrameFeatures(frame, kpOpts));
         if (pooled) st.orbWorkers += (kpFrame as PooledKeypointSet).workerMs;
         st.orbFrames++;
         const hits = timedSync(st, 'keypointQuery', () => this.refs.keypoints.query(kpFrame));
-        let verified = false;
+        const verified: string[] = [];
         for (const h of unlessNegated(hits, (x) => x.characterId, (x) => x.score)) {
-          verified ||= h.verified;
+          if (h.verified) verified.push(h.characterId);
           kpHits[i].push({
             characterId: h.characterId,
             kp: { score: h.score, inliers: h.inliers, referenceId: h.referenceId, mirrored: h.mirrored, box: h.box, ...(h.verified ? {} : { verified: false }) },
           });
         }
-        return verified;
+        return [...new Set(verified)].sort().join('\n');
       };
-      const verifiedAt = new Set<number>();
+      /** Frame index -> the characters verified there, for the frames the keypoint tier has looked at. */
+      const verifiedAt = new Map<number, string>();
       try {
-        if (verifiedBefore >= 0) verifiedAt.add(verifiedBefore);
+        if (lastBefore) verifiedAt.set(lastBefore.index, lastBefore.verified);
         for (let i = 0; i < batch.length; i++) {
-          if (keypointsAtDecode(batch[i].frame.index) && (await keypointsOf(i, batch[i].keypoints))) verifiedAt.add(batch[i].frame.index);
+          if (keypointsAtDecode(batch[i].frame.index)) verifiedAt.set(batch[i].frame.index, await keypointsOf(i, batch[i].keypoints));
         }
-        // The frames between: only next to a verified hit, all of them handed to the pool at once.
-        const around = batch
-          .map((p, i) => ({ i, index: p.frame.index }))
-          .filter(({ index }) => !keypointsAtDecode(index) && (verifiedAt.has(index - 1) || verifiedAt.has(index + 1)));
+        // The frames between (keypointBetween), all of them handed to the pool at once.
+        const edges = this.opts.keypointBetween === 'edges';
+        const lookBetween = (index: number) => {
+          const before = verifiedAt.get(index - 1);
+          const after = verifiedAt.get(index + 1);
+          if (edges && before !== undefined && after !== undefined) return before !== after;
+          return !!before || !!after;
+        };
+        const around = batch.map((p, i) => ({ i, index: p.frame.index })).filter(({ index }) => !keypointsAtDecode(index) && lookBetween(index));
         const late = around.map(({ i }) => (pool ? timedSync(st, 'orbSubmit', () => pool.extract(batch[i].frame, kpOpts)) : undefined));
         for (const p of late) p?.catch(() => undefined); // reported where awaited
-        for (let j = 0; j < around.length; j++) if (await keypointsOf(around[j].i, late[j])) verifiedAt.add(around[j].index);
+        for (let j = 0; j < around.length; j++) verifiedAt.set(around[j].index, await keypointsOf(around[j].i, late[j]));
         const last = batch[batch.length - 1].frame.index;
-        verifiedBefore = verifiedAt.has(last) ? last : -1;
+        const lastVerified = verifiedAt.get(last);
+        lastBefore = lastVerified === undefined ? undefined : { index: last, verified: lastVerified };
       } catch (e) {
         // The windows' inference may still be running: let it end before the error reaches the
         // caller, who may close the model next (a session released mid-run aborts the process).

@@ -54,6 +54,20 @@ describe('verdict thresholds', () => {
   });
 });
 
+describe('KAGAMI_KEYPOINT_BETWEEN', () => {
+  test('unset (or empty): only where a verified copy starts or ends (edges); hits: next to every verified hit', () => {
+    expect(scanOptionsFromEnv(readEnv({} as NodeJS.ProcessEnv)).keypointBetween).toBe('edges');
+    expect(scanOptionsFromEnv(readEnv({ KAGAMI_KEYPOINT_BETWEEN: '' } as NodeJS.ProcessEnv)).keypointBetween).toBe('edges');
+    expect(scanOptionsFromEnv(readEnv({ KAGAMI_KEYPOINT_BETWEEN: 'hits' } as NodeJS.ProcessEnv)).keypointBetween).toBe('hits');
+  });
+
+  test.each(['all', 'EDGES', '2'])('%p is refused with invalid_config naming the variable', (v) => {
+    const err = configError({ KAGAMI_KEYPOINT_BETWEEN: v });
+    expect(err?.code).toBe('invalid_config');
+    expect(err?.message).toMatch(/KAGAMI_KEYPOINT_BETWEEN/);
+  });
+});
+
 describe('KAGAMI_KEYPOINT_FRAME_STEP', () => {
   test('unset: every other frame (2); 1: every frame', () => {
     expect(scanOptionsFromEnv(readEnv({} as NodeJS.ProcessEnv)).keypointFrameStep).toBe(2);

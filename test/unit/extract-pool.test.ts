@@ -175,10 +175,10 @@ describe('Scanner with keypoint threads', () => {
     }
   });
 
-  test('keypointFrameStep 2: the odd frames, and the even ones next to a verified hit, each with the keypoints a scan of every frame finds there', async () => {
+  test('keypointFrameStep 2: the odd frames, and the even ones next to a verified hit (or only at a copy\'s edges), each with the keypoints a scan of every frame finds there', async () => {
     type Seen = Parameters<NonNullable<ScanRequest['onObservations']>>[0];
-    const run = async (file: string, keypointFrameStep: 1 | 2) => {
-      const scanner = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2, keypointFrameStep });
+    const run = async (file: string, keypointFrameStep: 1 | 2, keypointBetween: 'hits' | 'edges' = 'hits') => {
+      const scanner = new Scanner(embedder, refs, { ...DEFAULT_SCAN_OPTIONS, scanThreads: 2, keypointFrameStep, keypointBetween });
       try {
         let seen: Seen | undefined;
         const stages = newScanStages();
@@ -188,8 +188,12 @@ describe('Scanner with keypoint threads', () => {
         for (const [cid, list] of seen!.observations) {
           for (const o of list) if (o.keypoints) kp.set(o.frameIndex, (kp.get(o.frameIndex) ?? new Map()).set(cid, o.keypoints));
         }
-        const verified = new Set([...seen!.observations.values()].flat().filter((o) => o.keypoints && o.keypoints.verified !== false).map((o) => o.frameIndex));
-        return { report, stages, kp, verified };
+        const hits = [...seen!.observations.values()].flat().filter((o) => o.keypoints && o.keypoints.verified !== false);
+        const verified = new Set(hits.map((o) => o.frameIndex));
+        // frame index -> the characters verified there
+        const who = new Map<number, string>();
+        for (const o of hits.sort((a, b) => a.characterId.localeCompare(b.characterId))) who.set(o.frameIndex, `${who.get(o.frameIndex) ?? ''}${o.characterId};`);
+        return { report, stages, kp, verified, who };
       } finally {
         await scanner.dispose();
       }
@@ -212,6 +216,25 @@ describe('Scanner with keypoint threads', () => {
     expect(evenLooked).toBeGreaterThan(0);
     expect(half.stages.orbFrames).toBe(Array.from({ length: frames }, (_, i) => i).filter(looked).length);
     for (const id of ['c21', 'c22']) expect(half.report.matches.find((m) => m.characterId === id)?.verdict).toBe(every.report.matches.find((m) => m.characterId === id)?.verdict);
+
+    // keypointBetween 'edges': an even frame only where its neighbours verified different characters
+    // (a neighbour past the clip's end: next to a hit, as 'hits').
+    const edges = await run(clip, 2, 'edges');
+    const lookedEdge = (i: number) =>
+      i % 2 === 1 || (i + 1 < frames ? (edges.who.get(i - 1) ?? '') !== (edges.who.get(i + 1) ?? '') : edges.verified.has(i - 1));
+    let evenEdges = 0;
+    for (let i = 0; i < frames; i++) {
+      if (!lookedEdge(i)) {
+        expect(edges.kp.has(i)).toBe(false);
+        continue;
+      }
+      if (i % 2 === 0) evenEdges++;
+      expect(edges.kp.get(i)).toEqual(every.kp.get(i));
+    }
+    expect(evenEdges).toBeGreaterThan(0);
+    expect(evenEdges).toBeLessThan(evenLooked);
+    expect(edges.stages.orbFrames).toBe(Array.from({ length: frames }, (_, i) => i).filter(lookedEdge).length);
+    for (const id of ['c21', 'c22']) expect(edges.report.matches.find((m) => m.characterId === id)?.verdict).toBe(every.report.matches.find((m) => m.characterId === id)?.verdict);
 
     // A clip that copies nothing registered: the keypoint tier on the odd frames only.
     const plain = path.join(dir, 'plain.mp4');

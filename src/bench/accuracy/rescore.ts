@@ -109,7 +109,10 @@ const orbFrames = { ran: 0, of: 0 };
  * on the other frames dropped; with `densify`, growing outward from its hits (any character;
  * `verified`: a verified one): the frames next to a frame it looked at and found a hit on are looked
  * at too, as a scanner would run ORB on the neighbours of a hit after the fact (for step 2, the
- * scanner's keypointFrameStep 2).
+ * scanner's keypointFrameStep 2 with keypointBetween 'hits').
+ * Transforms only drop observations: a frame the recorded scan did not look at stays unlooked, so
+ * a variant that looks at more frames than the product (every frame, or 'hits' against the default
+ * 'edges') needs a run recorded with KAGAMI_KEYPOINT_FRAME_STEP=1.
  */
 function keypointFrames(step: number, phase: number, densify?: 'any' | 'verified'): Transform {
   return (obs, frameCount) => {

@@ -73,8 +73,16 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
     ...(skipsNonReference(DEFAULT_SCAN_OPTIONS.sampling)
       ? [variant('every frame decoded (skipNonReference: false)', { sampling: { ...DEFAULT_SCAN_OPTIONS.sampling, skipNonReference: false } })]
       : []),
-    // The keypoint tier on every sampled frame against every other one and the neighbours of its hits.
+    // The keypoint tier on every sampled frame against every other one and the frames between that its verified hits call for.
     ...(DEFAULT_SCAN_OPTIONS.keypointFrameStep === 2 ? [variant('keypoints on every frame (KAGAMI_KEYPOINT_FRAME_STEP=1)', { keypointFrameStep: 1 })] : []),
+    // The frames between: next to any verified hit against only where a verified copy starts or ends.
+    ...(DEFAULT_SCAN_OPTIONS.keypointFrameStep === 2
+      ? [
+          DEFAULT_SCAN_OPTIONS.keypointBetween === 'hits'
+            ? variant('keypoints between only where a copy starts or ends (KAGAMI_KEYPOINT_BETWEEN=edges)', { keypointBetween: 'edges' })
+            : variant('keypoints between next to every verified hit (KAGAMI_KEYPOINT_BETWEEN=hits)', { keypointBetween: 'hits' }),
+        ]
+      : []),
   ];
   // The screening case: a clip that copies no registered character, default and keypoints on every frame.
   const clean = await benchCleanClip();
@@ -169,7 +177,7 @@ export async function benchE2e(ctx: BenchContext): Promise<void> {
   out(`  ${report.framesSampled} frames sampled; found ${found.join(', ') || 'nothing'} (expected ${CLIP_CHARACTERS.map((s) => `char-${s}`).join(', ')}); reports in-thread and pooled ${same ? 'identical' : 'DIFFER'}`);
   out(`  worker: model, references and warm-up ${warmUpS.toFixed(2)} s at start; its first job ${firstJob.toFixed(2)} s, later ones ${p50(queued).toFixed(2)} s p50`);
   const orbShare = (label: string, st: ScanStages, runs: number, frames: number) => `${label} ${((100 * st.orbFrames) / (runs * frames)).toFixed(0)} %`;
-  out(`  keypoint tier on (share of sampled frames): ${[orbShare('this clip', stages, reps, report.framesSampled), ...others.filter((o) => o.label.includes('KEYPOINT_FRAME_STEP')).map((o) => orbShare('every frame', o.stages, reps, report.framesSampled)), ...cleanRuns.map((o) => orbShare(o.label, o.stages, reps, o.frames))].join(', ')}`);
+  out(`  keypoint tier on (share of sampled frames): ${[orbShare('this clip', stages, reps, report.framesSampled), ...others.filter((o) => o.label.includes('KEYPOINT_')).map((o) => orbShare(o.label.replace(/.*\((.*)\)$/, '$1'), o.stages, reps, report.framesSampled)), ...cleanRuns.map((o) => orbShare(o.label, o.stages, reps, o.frames))].join(', ')}`);
   if (stages.windows) {
     const scenery = (st: ScanStages) => `${((100 * st.sceneryWindows) / Math.max(1, st.windows)).toFixed(0)} %`;
     out(
