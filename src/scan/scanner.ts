@@ -87,7 +87,13 @@ export const DEFAULT_SCAN_OPTIONS: ScanOptions = {
   aggregate: DEFAULT_AGGREGATE,
   embeddingCalibration: { floor: 0.9, ceil: 1.0 },
   maxKeypoints: 4000,
-  batchSize: 8,
+  // 4: a batch is processed while the next is decoded, and the decoder waits once the next is full,
+  // so smaller batches keep ffmpeg busier. The perf bench's frame pipeline (frozen frame model),
+  // 15 runs each, interleaved: 8 → 4 → 2 frames a batch, ~0.76 → ~0.67 → ~0.62 s p50 (floor 0.51 s);
+  // the default crop model's clip scan (12 and 8 runs each): 1.71 / 1.71 / 1.78 s on the bench clip,
+  // 1.72 / 1.63 / 1.62 s on its clip without a registered character; again, the machine slower (12
+  // each): 2.23 / 2.23 / 2.32 s and 1.67 / 1.61 / 1.54 s; the same reports.
+  batchSize: 4,
   embeddingTopK: 64,
   // 0.9: characters over ~55 % of the frame height fit no 0.6 window (the accuracy bench's proposal
   // recall: a usable window for 20-28 % of such frames with [0.35, 0.6], 94-100 % with 0.9 added).

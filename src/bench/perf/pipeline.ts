@@ -95,7 +95,7 @@ export async function benchPipeline(ctx: BenchContext): Promise<void> {
     [
       ['floor: ffmpeg decode+select+scale -> raw RGB pipe', p50(t.floor), fps('floor'), 1],
       ['kagami sampleFrames only', p50(t.sample), fps('sample'), fps('sample') / fps('floor')],
-      ['kagami sampleFrames + resize + embed (batch 8, 1 thread)', p50(t.kagami), fps('kagami'), fps('kagami') / fps('floor')],
+      [`kagami sampleFrames + resize + embed (batch ${DEFAULT_SCAN_OPTIONS.batchSize}, 1 thread)`, p50(t.kagami), fps('kagami'), fps('kagami') / fps('floor')],
     ],
   );
   out(`  ${frames} sampled frames of ${width}x${height} per run, ${reps} runs each, interleaved; ffmpeg: ${binaryVersion(resolveBinaries().ffmpeg)}`);
