@@ -203,38 +203,33 @@ describe('Scanner with keypoint threads', () => {
     const frames = every.report.framesSampled;
     expect(every.stages.orbFrames).toBe(frames);
     expect(every.verified.size).toBeGreaterThan(2);
-    const looked = (i: number) => i % 2 === 1 || half.verified.has(i - 1) || half.verified.has(i + 1);
-    let evenLooked = 0;
-    for (let i = 0; i < frames; i++) {
-      if (!looked(i)) {
-        expect(half.kp.has(i)).toBe(false);
-        continue;
+    /** Checks that `r` looked at exactly the frames `looked` names, with every frame's keypoints there, and the same verdicts; the even frames it looked at. */
+    const expectLookedAt = (r: Awaited<ReturnType<typeof run>>, looked: (i: number) => boolean): number => {
+      let even = 0;
+      for (let i = 0; i < frames; i++) {
+        if (!looked(i)) {
+          expect(r.kp.has(i)).toBe(false);
+          continue;
+        }
+        if (i % 2 === 0) even++;
+        expect(r.kp.get(i)).toEqual(every.kp.get(i));
       }
-      if (i % 2 === 0) evenLooked++;
-      expect(half.kp.get(i)).toEqual(every.kp.get(i));
-    }
+      expect(r.stages.orbFrames).toBe(Array.from({ length: frames }, (_, i) => i).filter(looked).length);
+      for (const id of ['c21', 'c22']) expect(r.report.matches.find((m) => m.characterId === id)?.verdict).toBe(every.report.matches.find((m) => m.characterId === id)?.verdict);
+      return even;
+    };
+    const evenLooked = expectLookedAt(half, (i) => i % 2 === 1 || half.verified.has(i - 1) || half.verified.has(i + 1));
     expect(evenLooked).toBeGreaterThan(0);
-    expect(half.stages.orbFrames).toBe(Array.from({ length: frames }, (_, i) => i).filter(looked).length);
-    for (const id of ['c21', 'c22']) expect(half.report.matches.find((m) => m.characterId === id)?.verdict).toBe(every.report.matches.find((m) => m.characterId === id)?.verdict);
 
     // keypointBetween 'edges': an even frame only where its neighbours verified different characters
     // (a neighbour past the clip's end: next to a hit, as 'hits').
     const edges = await run(clip, 2, 'edges');
-    const lookedEdge = (i: number) =>
-      i % 2 === 1 || (i + 1 < frames ? (edges.who.get(i - 1) ?? '') !== (edges.who.get(i + 1) ?? '') : edges.verified.has(i - 1));
-    let evenEdges = 0;
-    for (let i = 0; i < frames; i++) {
-      if (!lookedEdge(i)) {
-        expect(edges.kp.has(i)).toBe(false);
-        continue;
-      }
-      if (i % 2 === 0) evenEdges++;
-      expect(edges.kp.get(i)).toEqual(every.kp.get(i));
-    }
+    const evenEdges = expectLookedAt(
+      edges,
+      (i) => i % 2 === 1 || (i + 1 < frames ? (edges.who.get(i - 1) ?? '') !== (edges.who.get(i + 1) ?? '') : edges.verified.has(i - 1)),
+    );
     expect(evenEdges).toBeGreaterThan(0);
     expect(evenEdges).toBeLessThan(evenLooked);
-    expect(edges.stages.orbFrames).toBe(Array.from({ length: frames }, (_, i) => i).filter(lookedEdge).length);
-    for (const id of ['c21', 'c22']) expect(edges.report.matches.find((m) => m.characterId === id)?.verdict).toBe(every.report.matches.find((m) => m.characterId === id)?.verdict);
 
     // A clip that copies nothing registered: the keypoint tier on the odd frames only.
     const plain = path.join(dir, 'plain.mp4');
