@@ -43,7 +43,7 @@ const EnvSchema = z.object({
   KAGAMI_SAMPLE_FPS: num(2, 0.05, 30),
   KAGAMI_SCENE_THRESHOLD: num(0.3, 0, 1),
   KAGAMI_FRAME_KEYPOINTS: num(4000, 100, 20_000),
-  // The keypoint tier on every sampled frame (1) or every other one plus the neighbours of a verified hit (2)
+  // The keypoint tier on every sampled frame (1) or every other one plus the frames between that KAGAMI_KEYPOINT_BETWEEN names (2)
   KAGAMI_KEYPOINT_FRAME_STEP: z.coerce.number().int().min(1).max(2).default(2),
   // With step 2, the even frames also looked at: next to any verified hit (hits) or only where a verified copy starts or ends (edges)
   KAGAMI_KEYPOINT_BETWEEN: z.enum(['hits', 'edges']).default('edges'),
